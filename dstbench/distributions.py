@@ -1,0 +1,222 @@
+"""How a global sparsity becomes exact per-layer active counts.
+
+Two independent choices, because the literature mixes them (spec §7):
+
+* the *profile* says which prunable layers stay dense (``none``, ``first``: RigL ImageNet, ``mest``:
+  MEST/BiDST CIFAR);
+* the *distribution* spreads the budget over the remaining layers (``uniform``, ``er``, ``erk``).
+
+Counts use RigL's convention ``k = n - floor(s*n)`` (spec §0), which keeps at least one weight per layer
+whenever ``s < 1``; ``min_active`` raises that floor. At 99.9999 % the global budget is smaller than the
+number of layers, so the realised sparsity is reported beside the nominal one rather than pretending.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from .errors import ConfigError
+from .layers import PrunableLayer
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "DENSE_PROFILES",
+    "LayerTarget",
+    "SparsityPlan",
+    "validate_sparsity",
+    "dense_layer_names",
+    "layer_densities",
+    "active_count",
+    "plan_sparsity",
+]
+
+Distribution = Literal["uniform", "er", "erk"]
+DenseProfile = Literal["none", "first", "mest"]
+DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
+DENSE_PROFILES: tuple[str, ...] = get_args(DenseProfile)
+
+
+def validate_sparsity(sparsity: float) -> float:
+    """Return ``sparsity`` as a float in [0, 1), or raise a :class:`ConfigError` saying why not."""
+    try:
+        value = float(sparsity)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1) (e.g. 0.9 or 0.999999), got {sparsity!r}")
+    return value
+
+
+def _floor_product(s: float, n: int) -> int:
+    """floor(s*n) robust to binary representation: 0.7*10 is 7.000000000000001, but 0.29*100 is 28.999..."""
+    product = s * n
+    nearest = round(product)
+    if abs(product - nearest) <= 1e-9 * max(1, n):
+        return int(nearest)
+    return math.floor(product)
+
+
+def active_count(numel: int, density: float, min_active: int = 1) -> int:
+    """k = n - floor((1-d)*n), then at least ``min_active`` (and never more than n)."""
+    k = numel - _floor_product(1.0 - density, numel) if density < 1.0 else numel
+    return min(numel, max(k, min_active))
+
+
+def dense_layer_names(layers: Sequence[PrunableLayer], profile: str) -> set[str]:
+    """Names of the layers a profile keeps dense.
+
+    ``mest`` follows the MEST/first-author CIFAR profiles (spec §7.1): the first conv, every fully
+    connected layer, and the 1x1 projection shortcuts (modules named ``shortcut``/``downsample``).
+    Those layers hold 0.67 % of the GraSP ResNet-32's weights but keep the residual path alive at
+    extreme sparsity (spec §10).
+    """
+    if profile not in DENSE_PROFILES:
+        raise ConfigError(f"unknown dense-layer profile {profile!r}; choose from {', '.join(DENSE_PROFILES)}")
+    if profile == "none" or not layers:
+        return set()
+    dense = {layers[0].name}
+    if profile == "mest":
+        for layer in layers:
+            path = layer.name.split(".")
+            if layer.kind == "linear" or "shortcut" in path or "downsample" in path:
+                dense.add(layer.name)
+    return dense
+
+
+def _erdos_renyi_raw(layer: PrunableLayer, with_kernel: bool) -> float:
+    """ER(K) raw density: (sum of dims) / (product of dims); ER drops the kernel dims."""
+    dims = layer.shape if with_kernel else layer.shape[:2]
+    return sum(dims) / math.prod(dims)
+
+
+def _erk_densities(
+    layers: Sequence[PrunableLayer], sparsity: float, with_kernel: bool, power: float
+) -> dict[str, float]:
+    """RigL's ``get_sparsities_erdos_renyi``: solve for epsilon, clamp over-dense layers, re-solve."""
+    raw = {layer.name: _erdos_renyi_raw(layer, with_kernel) ** power for layer in layers}
+    dense: set[str] = set()
+    while True:
+        rhs = 0.0
+        divisor = 0.0
+        for layer in layers:
+            # Unrounded budgets, as in the spec's §7.2 table; RigL's code floors the zero count,
+            # which moves densities by < 1e-3 relative.
+            if layer.name in dense:
+                rhs -= sparsity * layer.numel
+            else:
+                rhs += (1.0 - sparsity) * layer.numel
+                divisor += raw[layer.name] * layer.numel
+        if divisor == 0.0:
+            break
+        epsilon = rhs / divisor
+        free = [layer.name for layer in layers if layer.name not in dense]
+        peak = max(raw[name] for name in free) * epsilon
+        if peak <= 1.0:
+            break
+        dense.update(name for name in free if raw[name] * epsilon == peak)
+    return {layer.name: 1.0 if layer.name in dense else epsilon * raw[layer.name] for layer in layers}
+
+
+def layer_densities(
+    layers: Sequence[PrunableLayer],
+    sparsity: float,
+    distribution: str,
+    dense_layers: str = "none",
+    erk_power_scale: float = 1.0,
+) -> dict[str, float]:
+    """Unrounded target density of every prunable layer (1.0 for layers the profile keeps dense)."""
+    sparsity = validate_sparsity(sparsity)
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
+    dense = dense_layer_names(layers, dense_layers)
+    sparsified = [layer for layer in layers if layer.name not in dense]
+    if distribution == "uniform" or not sparsified:
+        spread = {layer.name: 1.0 - sparsity for layer in sparsified}
+    else:
+        spread = _erk_densities(sparsified, sparsity, with_kernel=distribution == "erk", power=erk_power_scale)
+    return {layer.name: spread.get(layer.name, 1.0) for layer in layers}
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    """The engine's per-layer contract: exactly ``active`` of ``layer.numel`` weights are non-zero."""
+
+    layer: PrunableLayer
+    density: float
+    active: int
+    sparsified: bool
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def numel(self) -> int:
+        return self.layer.numel
+
+
+@dataclass(frozen=True)
+class SparsityPlan:
+    """Per-layer targets for one (sparsity, distribution, profile) choice."""
+
+    sparsity: float
+    distribution: str
+    dense_layers: str
+    targets: tuple[LayerTarget, ...]
+
+    def target(self, name: str) -> LayerTarget:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+    @property
+    def sparsified(self) -> tuple[LayerTarget, ...]:
+        return tuple(t for t in self.targets if t.sparsified)
+
+    def realised_sparsity(self) -> dict[str, float]:
+        """Sparsity actually delivered, over the sparsified layers and over all conv+FC weights."""
+        return realised_sparsity(
+            [(t.numel, t.active) for t in self.sparsified], [(t.numel, t.active) for t in self.targets]
+        )
+
+
+def realised_sparsity(
+    sparsified: Sequence[tuple[int, int]], everything: Sequence[tuple[int, int]]
+) -> dict[str, float]:
+    """``1 - active/total`` over two groups of (numel, active) pairs."""
+
+    def over(pairs: Sequence[tuple[int, int]]) -> float:
+        total = sum(n for n, _ in pairs)
+        return 1.0 - sum(k for _, k in pairs) / total if total else 0.0
+
+    return {"sparsified": over(sparsified), "all": over(everything)}
+
+
+def plan_sparsity(
+    layers: Sequence[PrunableLayer],
+    sparsity: float,
+    distribution: str = "uniform",
+    dense_layers: str = "none",
+    *,
+    min_active: int = 1,
+    erk_power_scale: float = 1.0,
+) -> SparsityPlan:
+    """Exact per-layer active counts for ``layers``. At ``sparsity == 0`` every layer is dense."""
+    if min_active < 0:
+        raise ConfigError(f"min_active must be >= 0, got {min_active}")
+    densities = layer_densities(layers, sparsity, distribution, dense_layers, erk_power_scale)
+    dense = dense_layer_names(layers, dense_layers)
+    targets = tuple(
+        LayerTarget(
+            layer=layer,
+            density=densities[layer.name],
+            active=active_count(layer.numel, densities[layer.name], min_active),
+            sparsified=layer.name not in dense and sparsity > 0.0,
+        )
+        for layer in layers
+    )
+    return SparsityPlan(float(sparsity), distribution, dense_layers, targets)

@@ -1,0 +1,21 @@
+"""Errors that mean "the user asked for something we cannot do".
+
+The CLI turns every :class:`DstbenchError` into one line on stderr and exit code 2. Anything else that
+escapes is a bug in dstbench and keeps its traceback, so the two are never confused.
+"""
+
+
+class DstbenchError(Exception):
+    """Bad input: an unknown name, an out-of-range value, missing or corrupt data or checkpoints."""
+
+
+class ConfigError(DstbenchError):
+    """An option, hyper-parameter or config file is invalid."""
+
+
+class DataError(DstbenchError):
+    """A dataset is missing, unreadable or malformed."""
+
+
+class CheckpointError(DstbenchError):
+    """A checkpoint cannot be read, or does not belong to the run being resumed."""

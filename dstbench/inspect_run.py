@@ -1,0 +1,75 @@
+"""``dstbench inspect``: what a run directory says about its masks, without re-running anything.
+
+Reads the checkpoint (weights and ``weight_mask`` buffers), ``plan.json`` (targets) and
+``topology.jsonl``; ``max_abs_pruned`` is the largest |weight| off the mask, which must be exactly 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .distributions import realised_sparsity
+from .rundir import RunDir
+
+__all__ = ["inspect_run", "render_inspection"]
+
+
+def inspect_run(path: str | Path) -> dict[str, Any]:
+    run = RunDir(path)
+    plan = run.read_json(run.plan)
+    state = run.load_checkpoint("cpu")["model"]
+    layers = []
+    for entry in plan["layers"]:
+        weight: torch.Tensor = state[f"{entry['name']}.weight"]
+        mask: torch.Tensor = state[f"{entry['name']}.weight_mask"]
+        pruned = weight[~mask]
+        layers.append(
+            {
+                "name": entry["name"],
+                "numel": entry["numel"],
+                "active": int(mask.sum()),
+                "target_active": entry["target_active"],
+                "sparsified": entry["sparsified"],
+                "nonzero": int((weight != 0).sum()),
+                "max_abs_pruned": float(pruned.abs().max()) if pruned.numel() else 0.0,
+            }
+        )
+    sparsified = [(layer["numel"], layer["active"]) for layer in layers if layer["sparsified"]]
+    updates = [
+        {key: record[key] for key in ("step", "epoch", "iou", "grown", "dropped", "seconds")}
+        for record in run.read_jsonl(run.topology)
+    ]
+    summary = run.read_json(run.summary) if run.summary.exists() else None
+    return {
+        "run_dir": str(run.path),
+        "complete": summary is not None,
+        "epochs_done": len(run.read_jsonl(run.metrics)),
+        "test_acc": summary["test_acc"] if summary else None,
+        "layers": layers,
+        "realised_sparsity": realised_sparsity(sparsified, [(layer["numel"], layer["active"]) for layer in layers]),
+        "topology_updates": updates,
+    }
+
+
+def render_inspection(report: dict[str, Any]) -> str:
+    lines = [f"{report['run_dir']}: {report['epochs_done']} epochs, test_acc {report['test_acc']}"]
+    lines.append(f"{'layer':40s} {'numel':>10s} {'active':>10s} {'target':>10s} {'max|pruned|':>12s}")
+    for layer in report["layers"]:
+        flag = "" if layer["sparsified"] else " (dense)"
+        lines.append(
+            f"{layer['name'] + flag:40s} {layer['numel']:10d} {layer['active']:10d} "
+            f"{layer['target_active']:10d} {layer['max_abs_pruned']:12.3g}"
+        )
+    rs = report["realised_sparsity"]
+    lines.append(f"realised sparsity: {rs['sparsified']:.6f} (sparsified layers), {rs['all']:.6f} (all conv+FC)")
+    updates = report["topology_updates"]
+    lines.append(f"topology updates: {len(updates)}")
+    for u in updates:
+        lines.append(
+            f"  step {u['step']:7d} epoch {u['epoch']:4d} iou {u['iou']:.4f} grown {u['grown']:8d} "
+            f"dropped {u['dropped']:8d} {u['seconds'] * 1000:.1f} ms"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""The one selection kernel every drop/grow method shares: exact top-k with deterministic ties.
+
+DST papers differ in *scores*, not in how scores become masks. Keeping a single kernel means SET, RigL,
+MEST, ITOP and BiDST can only differ where their papers differ, and that the result is reproducible
+bit for bit: ``torch.topk`` makes no promise about which of several equal scores it returns, and
+equal scores are common (zero-initialised grown weights, zero gradients, zero BiDST scores).
+
+Tie-break order (spec §0): higher score first; among equal scores, entries in ``prefer`` (normally the
+currently active set, so ties never cause needless churn) first; then the lower flat index.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["topk_mask", "ranked_indices"]
+
+
+def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat indices of ``scores`` from best to worst with the deterministic tie-break order.
+
+    NaN scores rank as ``-inf``: a method that produced NaN must not have it chosen silently.
+    """
+    flat = scores.detach().reshape(-1).to(torch.float64)
+    flat = torch.nan_to_num(flat, nan=float("-inf"))
+    if prefer is None:
+        # A stable sort keeps equal scores in index order.
+        return torch.sort(flat, descending=True, stable=True).indices
+    # Two stable sorts: first order by the secondary key (preferred entries first, then index), then
+    # by score. Stability of the second sort keeps the secondary order among equal scores.
+    preferred_first = torch.sort(prefer.reshape(-1).to(torch.int8), descending=True, stable=True).indices
+    by_score = torch.sort(flat[preferred_first], descending=True, stable=True).indices
+    return preferred_first[by_score]
+
+
+def topk_mask(
+    scores: torch.Tensor,
+    k: int,
+    *,
+    eligible: torch.Tensor | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Boolean mask shaped like ``scores`` with exactly ``k`` entries set: the ``k`` best scores.
+
+    ``eligible`` restricts the choice to a subset; choosing more than it holds is an error, never a
+    silent short mask. Returns a new tensor; the inputs are not modified.
+    """
+    n = scores.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select {k} of {n} entries")
+    if eligible is not None:
+        available = int(eligible.sum())
+        if k > available:
+            raise ValueError(f"cannot select {k} entries: only {available} are eligible")
+    chosen = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    if k:
+        order = ranked_indices(scores, prefer)
+        if eligible is not None:
+            order = order[eligible.reshape(-1)[order]]
+        chosen[order[:k]] = True
+    return chosen.view(scores.shape)

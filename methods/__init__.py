@@ -1,0 +1,3 @@
+"""Built-in mask updaters. Importing this package registers them; each file is one method family."""
+
+from . import dense, rigl, set, static  # noqa: F401

@@ -1,0 +1,67 @@
+"""SET: Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018). Spec §3.
+
+At the end of every epoch but the last, per layer::
+
+    n_rm = ceil(zeta * |M|)
+    drop ceil(n_rm/2) smallest positive and ceil(n_rm/2) closest-to-zero negative active weights
+         (``drop_criterion="magnitude"``: the n_rm smallest |theta|)
+    grow as many uniformly random inactive positions (just-dropped allowed), zero-initialised
+
+Growth is an exact count, not ITOP's Bernoulli sample, so layer counts never drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from dstbench.dropgrow import DropAndGrow
+from dstbench.registry import register_method
+from dstbench.selection import topk_mask
+from dstbench.updater import MaskedLayer, StepInfo, UpdateContext
+
+
+@register_method("set")
+@dataclass
+class SET(DropAndGrow):
+    paper = "Mocanu et al., Sparse Evolutionary Training, Nat. Commun. 2018"
+
+    zeta: float = 0.3
+    """Fraction of each layer's active weights replaced per update."""
+    drop_criterion: Literal["magnitude_and_negativity", "magnitude"] = "magnitude_and_negativity"
+    """Original SET removes the smallest positive and the largest negative weights, half each."""
+    update_frequency: int = 1
+    """Epochs between updates (1 = the end of every epoch)."""
+
+    def is_update_step(self, info: StepInfo) -> bool:
+        return info.epoch_start(self.update_frequency, include_first=False)
+
+    def drop_fraction_at(self, ctx: UpdateContext) -> float:
+        return self.zeta
+
+    def drop_count(self, fraction: float, n_active: int) -> int:
+        n_remove = math.ceil(fraction * n_active)
+        if self.drop_criterion == "magnitude":
+            return n_remove
+        return min(n_active, 2 * math.ceil(n_remove / 2))
+
+    def keep_mask(self, ctx: UpdateContext, layer: MaskedLayer, n_keep: int) -> torch.Tensor:
+        if self.drop_criterion == "magnitude":
+            return super().keep_mask(ctx, layer, n_keep)
+        weight = layer.weight.detach()
+        n_drop = int(layer.mask.sum()) - n_keep
+        half = n_drop // 2
+        positive = layer.mask & (weight >= 0)
+        negative = layer.mask & (weight < 0)
+        # Closest to zero on each side: the smallest positives, the largest negatives.
+        drop_pos = topk_mask(-weight, min(half, int(positive.sum())), eligible=positive)
+        drop_neg = topk_mask(weight, min(half, int(negative.sum())), eligible=negative)
+        dropped = drop_pos | drop_neg
+        shortfall = n_drop - int(dropped.sum())  # one sign had too few weights: take the rest by |theta|
+        if shortfall:
+            remaining = layer.mask & ~dropped
+            dropped |= topk_mask(-weight.abs(), shortfall, eligible=remaining)
+        return layer.mask & ~dropped

@@ -1,0 +1,57 @@
+"""The shared top-k kernel: exact counts and the documented tie-break order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dstbench.selection import ranked_indices, topk_mask
+
+
+def test_ties_prefer_then_lower_index() -> None:
+    scores = torch.tensor([1.0, 2.0, 1.0, 1.0, 0.5])
+    prefer = torch.tensor([False, False, False, True, False])
+    assert ranked_indices(scores).tolist() == [1, 0, 2, 3, 4]
+    assert ranked_indices(scores, prefer).tolist() == [1, 3, 0, 2, 4]
+    assert topk_mask(scores, 2, prefer=prefer).tolist() == [False, True, False, True, False]
+
+
+def test_eligible_restricts_and_counts_are_checked() -> None:
+    scores = torch.tensor([5.0, 4.0, 3.0, 2.0])
+    eligible = torch.tensor([False, True, False, True])
+    assert topk_mask(scores, 1, eligible=eligible).tolist() == [False, True, False, False]
+    with pytest.raises(ValueError, match="only 2 are eligible"):
+        topk_mask(scores, 3, eligible=eligible)
+    with pytest.raises(ValueError):
+        topk_mask(scores, 5)
+
+
+def test_nan_scores_rank_last() -> None:
+    scores = torch.tensor([float("nan"), 0.0, -1.0])
+    assert topk_mask(scores, 2).tolist() == [False, True, True]
+
+
+def test_eligible_entries_with_minus_inf_beat_ineligible_preferred() -> None:
+    scores = torch.tensor([float("-inf"), 3.0, float("-inf")])
+    eligible = torch.tensor([True, False, False])
+    prefer = torch.tensor([False, False, True])
+    assert topk_mask(scores, 1, eligible=eligible, prefer=prefer).tolist() == [True, False, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    data=st.data(),
+)
+def test_topk_is_exact_and_optimal(n: int, data: st.DataObject) -> None:
+    values = data.draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n))  # many ties
+    k = data.draw(st.integers(0, n))
+    scores = torch.tensor(values, dtype=torch.float32)
+    mask = topk_mask(scores, k)
+    assert int(mask.sum()) == k
+    if 0 < k < n:
+        assert scores[mask].min() >= scores[~mask].max()
+    # Deterministic and independent of the device-side sort's whims: same call, same answer.
+    assert torch.equal(mask, topk_mask(scores.clone(), k))
