@@ -168,7 +168,7 @@ PRESETS: dict[str, Preset] = {
             "dense_layers": "none",
         },
         # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology.
-        method_hp={"rigl": {"delta_t": 20}},
+        method_hp={"rigl": {"delta_t": 20}, "bidst": {"update_frequency": 2}},
     ),
 }
 

@@ -77,13 +77,16 @@ class SparseEngine:
         self.layers: list[MaskedLayer] = []
         for name, module in find_prunable_layers(model):
             if "weight_mask" not in dict(module.named_buffers(recurse=False)):
-                module.register_buffer("weight_mask", torch.ones_like(module.weight, dtype=torch.bool))
+                weight = module.weight
+                assert isinstance(weight, torch.Tensor)
+                module.register_buffer("weight_mask", torch.ones_like(weight, dtype=torch.bool))
             self.layers.append(MaskedLayer(name, module, plan.target(name)))
         self.sparse_layers = [layer for layer in self.layers if layer.sparsified]
         self.fired: dict[str, torch.Tensor] = {}
         self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self._stash: dict[str, torch.Tensor] = {}
         self._pending_update = False
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         updater.bind(self)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -124,9 +127,14 @@ class SparseEngine:
         if self.updater.is_update_step(self.info(-1)):
             self._update(-1)
 
-    def after_backward(self, step: int) -> bool:
-        """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step."""
+    def after_backward(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
+        """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step.
+
+        ``batch`` is this step's (inputs, targets), handed to per-step hooks that need a second
+        forward/backward on the same data (BiDST's strict eq. 11 variant).
+        """
         info = self.info(step)
+        self._batch = batch
         needs = self.updater.needs
         self._pending_update = self.updater.is_update_step(info)
         self._stash = {}
@@ -138,7 +146,7 @@ class SparseEngine:
                 if layer.weight.grad is not None
             }
         if needs.per_step_hook:
-            self.updater.on_step(self.context(step, "step"))
+            self.updater.on_step(self.context(step, "step", batch=batch))
         if needs.masked_optimizer:
             grads = [layer.weight.grad for layer in self.sparse_layers if layer.weight.grad is not None]
             masks = [layer.mask for layer in self.sparse_layers if layer.weight.grad is not None]
@@ -149,10 +157,13 @@ class SparseEngine:
     def after_optimizer_step(self, step: int) -> None:
         """After ``optimizer.step()``: restore the zeros, then the scheduled topology update."""
         self.apply_masks()
+        if self.updater.needs.per_step_hook:
+            self.updater.after_step(self.context(step, "after_step", batch=self._batch))
         if self._pending_update:
             self._update(step)
         self._pending_update = False
         self._stash = {}
+        self._batch = None
 
     def apply_masks(self) -> None:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the mask."""

@@ -42,7 +42,9 @@ def find_prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def describe_layers(model: nn.Module) -> list[PrunableLayer]:
     """The :class:`PrunableLayer` records of ``model``'s prunable weights."""
-    return [
-        PrunableLayer(name, tuple(module.weight.shape), "conv" if isinstance(module, nn.Conv2d) else "linear")
-        for name, module in find_prunable_layers(model)
-    ]
+    layers = []
+    for name, module in find_prunable_layers(model):
+        assert isinstance(module, (nn.Conv2d, nn.Linear))
+        kind: LayerKind = "conv" if isinstance(module, nn.Conv2d) else "linear"
+        layers.append(PrunableLayer(name, tuple(module.weight.shape), kind))
+    return layers

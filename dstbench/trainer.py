@@ -53,7 +53,8 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum. Conv/FC weights are always decayed; BN and biases iff ``decay_bn_and_bias``."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if not param.requires_grad:
             continue
@@ -219,7 +220,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.numel()
             if last_micro:
-                if engine.after_backward(step):
+                if engine.after_backward(step, (x, y)):
                     optimizer.step()
                 engine.after_optimizer_step(step)
                 optimizer.zero_grad(set_to_none=True)

@@ -221,6 +221,10 @@ class MaskUpdater:
     def on_step(self, ctx: UpdateContext) -> None:
         """Per-step hook, after backward and before the engine masks gradients (``per_step_hook``)."""
 
+    def after_step(self, ctx: UpdateContext) -> None:
+        """Per-step hook after the optimizer step and re-masking, before any topology update
+        (``per_step_hook``). ``ctx.batch`` is the step's batch."""
+
     def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """New masks for (some of) the sparsified layers; layers left out keep their mask."""
         return {}
