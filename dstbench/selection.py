@@ -21,8 +21,7 @@ def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> 
 
     NaN scores rank as ``-inf``: a method that produced NaN must not have it chosen silently.
     """
-    flat = scores.detach().reshape(-1).to(torch.float64)
-    flat = torch.nan_to_num(flat, nan=float("-inf"))
+    flat = torch.nan_to_num(scores.detach().reshape(-1), nan=float("-inf"))
     if prefer is None:
         # A stable sort keeps equal scores in index order.
         return torch.sort(flat, descending=True, stable=True).indices
@@ -48,14 +47,18 @@ def topk_mask(
     n = scores.numel()
     if not 0 <= k <= n:
         raise ValueError(f"cannot select {k} of {n} entries")
-    if eligible is not None:
-        available = int(eligible.sum())
-        if k > available:
-            raise ValueError(f"cannot select {k} entries: only {available} are eligible")
+    flat = scores.reshape(-1)
     chosen = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    if eligible is None:
+        candidates = None
+    else:
+        # Rank only the eligible entries; they stay in index order, so the tie-break is unchanged.
+        candidates = eligible.reshape(-1).nonzero().squeeze(1)
+        if k > candidates.numel():
+            raise ValueError(f"cannot select {k} entries: only {candidates.numel()} are eligible")
+        flat = flat[candidates]
+        prefer = None if prefer is None else prefer.reshape(-1)[candidates]
     if k:
-        order = ranked_indices(scores, prefer)
-        if eligible is not None:
-            order = order[eligible.reshape(-1)[order]]
-        chosen[order[:k]] = True
+        best = ranked_indices(flat, prefer)[:k]
+        chosen[best if candidates is None else candidates[best]] = True
     return chosen.view(scores.shape)
