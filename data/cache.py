@@ -1,0 +1,140 @@
+"""The decoded-uint8 cache: decode a source once, then read one ``.npz`` on every later run.
+
+Decoding 60k JPEGs or unpickling five batch files costs seconds every time a run starts; a flat
+uint8 ``.npz`` loads in a fraction of that. Where it lives:
+
+* ``$DSTBENCH_CACHE`` when set (an explicit choice wins, and tests use it to stay out of shared data);
+* otherwise beside the data (``<archive>.dstbench-<tag>.npz`` or ``<dir>/dstbench-<tag>-cache.npz``)
+  when that location is writable, so the cache travels with the data;
+* otherwise ``~/.cache/dstbench/<tag>-<hash of the data path>.npz``.
+
+Each cache records a signature of its source (sizes and modification times). A stale cache (the source
+changed) is rebuilt; when the source has disappeared the cache is still used, since it is the data.
+Writes go to a temporary file that is renamed into place, so an interrupted run never leaves a
+half-written cache that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dstbench.errors import DataError
+
+from .arrays import ArrayDataset, Splits
+from dstbench.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "DSTBENCH_CACHE"
+# Bumped whenever the decoding changes, so old caches are rebuilt instead of silently reused.
+CACHE_VERSION = "1"
+
+_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes", "signature")
+
+
+def user_cache_dir() -> Path:
+    """``$DSTBENCH_CACHE`` if set, else ``~/.cache/dstbench``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "dstbench"
+
+
+def cache_candidates(data_path: Path, tag: str) -> list[Path]:
+    """Cache files to try for ``data_path``, preferred first (see the module docstring)."""
+    data_path = Path(os.path.abspath(data_path))
+    digest = hashlib.sha1(str(data_path).encode()).hexdigest()[:16]
+    in_user_dir = user_cache_dir() / f"{tag}-{digest}.npz"
+    if os.environ.get(CACHE_ENV):
+        return [in_user_dir]
+    if data_path.is_dir():
+        beside = data_path / f"dstbench-{tag}-cache.npz"
+    else:  # an archive, or a path that no longer exists (then only an archive cache can survive)
+        beside = data_path.with_name(f"{data_path.name}.dstbench-{tag}.npz")
+    return [beside, in_user_dir]
+
+
+def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` via a temporary file and a rename (see :mod:`.atomic`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+
+def _read(path: Path) -> tuple[Splits, str] | None:
+    """Read a cache; None (with a warning) if it is unreadable, so the caller can rebuild it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not all(k in npz.files for k in _KEYS):
+                raise ValueError(f"missing keys, has {sorted(npz.files)}")
+            arrays = {k: npz[k] for k in _KEYS}
+        classes = [str(c) for c in arrays["classes"].tolist()]
+        splits = Splits(
+            ArrayDataset(arrays["train_images"], arrays["train_labels"], classes),
+            ArrayDataset(arrays["test_images"], arrays["test_labels"], classes),
+        )
+        splits.train.validate(f"cache {path} (train)")
+        splits.test.validate(f"cache {path} (test)")
+        return splits, str(arrays["signature"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, DataError) as exc:
+        log.warning("ignoring unreadable cache %s: %s", path, exc)
+        return None
+
+
+def load_or_build(
+    data_path: Path,
+    tag: str,
+    signature: Callable[[], str | None],
+    build: Callable[[], Splits],
+) -> Splits:
+    """Return the cached splits for ``data_path`` or build, cache and return them.
+
+    ``signature()`` describes the current source, or returns None when the source is gone (then any
+    readable cache is accepted). ``build()`` decodes the source; it raises DataError itself when the
+    source is missing or broken.
+    """
+    candidates = cache_candidates(data_path, tag)
+    current = signature()
+    expected = None if current is None else f"v{CACHE_VERSION}:{current}"
+    for path in candidates:
+        if not path.is_file():
+            continue
+        found = _read(path)
+        if found is None:
+            continue
+        splits, stored = found
+        if expected is None or stored == expected:
+            log.info("loaded %s from cache %s", tag, path)
+            return splits
+        log.info("cache %s is stale (source changed); rebuilding", path)
+
+    if expected is None:
+        raise DataError(f"{tag} data not found at {data_path} and no usable cache in "
+                        f"{', '.join(str(p) for p in candidates)}")
+    splits = build()
+    payload = {
+        "train_images": splits.train.images,
+        "train_labels": splits.train.labels,
+        "test_images": splits.test.images,
+        "test_labels": splits.test.labels,
+        "classes": np.array(splits.train.classes, dtype=str),
+        "signature": np.array(expected),
+    }
+    errors = []
+    for path in candidates:
+        try:
+            atomic_write_npz(path, payload)
+            log.info("wrote %s cache %s", tag, path)
+            break
+        except OSError as exc:  # read-only data folder: fall through to the user cache
+            errors.append(f"{path}: {exc}")
+    else:
+        log.warning("could not write a %s cache (%s); the data will be decoded again next time",
+                    tag, "; ".join(errors))
+    return splits
