@@ -7,11 +7,11 @@ only; plain ``name=value`` applies to every method (and must be valid for each).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .analysis.report import markdown_table, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
@@ -85,45 +85,11 @@ def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -
     return summaries
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (method, sparsity): means and stds over seeds."""
-    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
-    for s in summaries:
-        groups.setdefault((s["method"], s["sparsity"]), []).append(s)
-    rows = []
-    for (method, sparsity), runs in groups.items():
-        acc_mean, acc_std = _mean_std([r["test_acc"] for r in runs])
-        ious = [r["final_iou"] for r in runs if r.get("final_iou") is not None]
-        rows.append(
-            {
-                "method": method,
-                "sparsity": sparsity,
-                "distribution": runs[0]["distribution"],
-                "n": len(runs),
-                "test_acc_mean": acc_mean,
-                "test_acc_std": acc_std,
-                "topology_updates": statistics.fmean(r["topology_updates"] for r in runs),
-                "final_iou": statistics.fmean(ious) if ious else None,
-                "itop_rate": statistics.fmean(r["itop_rate"] for r in runs),
-                "run_dirs": [r.get("run_dir") for r in runs],
-            }
-        )
-    return rows
+    """One row per setting (method, sparsity, ...): means and stds over seeds (see ``dstbench report``)."""
+    return report_rows(summaries)
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table: test accuracy mean ± std over seeds, topology updates, final IoU, ITOP rate."""
-    header = "| method | sparsity | dist | n | test acc (%) | updates | final IoU | ITOP R_s |"
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
-    for row in summarise(summaries):
-        iou = "-" if row["final_iou"] is None else f"{row['final_iou']:.3f}"
-        lines.append(
-            f"| {row['method']} | {row['sparsity']:g} | {row['distribution']} | {row['n']} | "
-            f"{100 * row['test_acc_mean']:.2f} ± {100 * row['test_acc_std']:.2f} | "
-            f"{row['topology_updates']:g} | {iou} | {row['itop_rate']:.3f} |"
-        )
-    return "\n".join(lines)
+    """The ``dstbench report`` table: accuracy over seeds, training/inference FLOPs, updates, overhead."""
+    return markdown_table(report_rows(summaries))

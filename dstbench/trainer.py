@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
+from .analysis.flops import run_flops
 from .config import RESUME_IGNORED_FIELDS, TrainConfig
 from .distributions import plan_sparsity
 from .engine import SparseEngine
@@ -264,13 +265,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     problems = engine.violations()
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
-    summary = _summary(cfg, engine, metrics, train_seconds, steps_per_epoch)
+    summary = _summary(cfg, engine, metrics, train_seconds, steps_per_epoch, data.input_size, data.num_train_samples)
     run.write_summary(summary)
     return summary
 
 
 def _summary(
-    cfg: TrainConfig, engine: SparseEngine, metrics: list[dict[str, Any]], train_seconds: float, steps_per_epoch: int
+    cfg: TrainConfig,
+    engine: SparseEngine,
+    metrics: list[dict[str, Any]],
+    train_seconds: float,
+    steps_per_epoch: int,
+    input_size: int,
+    train_samples: int,
 ) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     records = engine.records
@@ -298,4 +305,5 @@ def _summary(
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": engine.updater.needs.__dict__,
         "method_report": engine.updater.report(),
+        "flops": run_flops(engine, input_size, train_samples),  # this run's own, from its masks and updates
     }

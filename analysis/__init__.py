@@ -1,0 +1,17 @@
+"""Analysis of finished runs: FLOP accounting, mask IoU and ITOP rate, sparsity sweeps, figures, tables.
+
+Everything here works from run directories (``config.json``, ``plan.json``, ``topology.jsonl``, the
+bit-packed mask snapshots and ``summary.json``), so it never needs to re-train or even load a
+checkpoint. The one exception is :mod:`.flops`, which runs a single forward pass to read the real
+conv/linear output shapes of a model.
+
+Modules (imported on demand; matplotlib is loaded only by :mod:`.plots`):
+
+* :mod:`.flops`: forward FLOPs per layer, and training FLOPs from a method's declared ``Needs``;
+* :mod:`.runs`: reading run directories and folders of runs;
+* :mod:`.topology`: IoU between consecutive updates and at a fixed interval, ITOP rate from snapshots;
+* :mod:`.sweep`: the extreme-sparsity sweep (spec §10) and its ``sweep.json``/``sweep.csv``;
+* :mod:`.report`: the BiDST Table 1/2 shaped tables (Markdown and CSV);
+* :mod:`.plots`: Figures 3, 4 and 5 analogues;
+* :mod:`.commands`: the ``flops``, ``sweep``, ``plot`` and ``report`` subcommands.
+"""

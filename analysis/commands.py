@@ -1,0 +1,250 @@
+"""The analysis subcommands: ``flops``, ``sweep``, ``plot {iou,sparsity-curve,overhead}`` and ``report``.
+
+``dstbench.cli`` calls :func:`add_commands` while it builds its parser. ``sweep`` takes exactly
+``compare``'s training options (the CLI's own ``_add_train_options``, ``_overrides`` and ``_split``) and
+trains through ``compare``'s grid, so the two can never disagree on what an option means. Every error
+is a :class:`~dstbench.errors.DstbenchError`, which the CLI prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dstbench.errors import ConfigError
+from dstbench.hparams import parse_hp_assignments
+
+from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
+
+__all__ = ["add_commands"]
+
+AddTrainOptions = Callable[..., None]
+
+
+def add_commands(sub: Any, add_train_options: AddTrainOptions) -> None:
+    """Register the analysis subcommands on the CLI's subparsers."""
+    _add_flops(sub)
+    _add_sweep(sub, add_train_options)
+    _add_plot(sub)
+    report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
+    report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
+    report.set_defaults(func=_cmd_report)
+
+
+# -- flops -----------------------------------------------------------------------------------------
+def _add_flops(sub: Any) -> None:
+    flops = sub.add_parser("flops", help="forward, inference and training FLOPs of a model (RigL App. H)")
+    add = flops.add_argument
+    add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
+    add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
+    add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
+    add("--sparsity", type=float, default=0.0, help="target sparsity (default 0: dense)")
+    add("--distribution", default="uniform", help="uniform, er or erk (default uniform)")
+    add("--dense-layers", default="none", help="none, first or mest (default none)")
+    add("--min-active", type=int, default=1, help="minimum active weights per layer (default 1)")
+    add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
+    add("--epochs", type=int)
+    add("--train-samples", type=int, help="N_train, samples per epoch (ImageNet: 1281167)")
+    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire (default 128)")
+    add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
+    add("--json", action="store_true", help="print JSON")
+    flops.set_defaults(func=_cmd_flops)
+
+
+def _build_model(name: str, num_classes: int | None) -> nn.Module:
+    """The model as training builds it; without ``num_classes``, with the model's own default head."""
+    import timm
+
+    import dstbench.models  # noqa: F401  (registers the CIFAR backbones)
+    from dstbench.trainer import build_model
+
+    if num_classes is not None or not timm.is_model(name):
+        return build_model(name, num_classes or 1000)  # also the one place unknown names are reported
+    model: nn.Module = timm.create_model(name)
+    return model
+
+
+def _check_flops_args(args: argparse.Namespace) -> None:
+    if args.input_size < 1:
+        raise ConfigError(f"--input-size must be >= 1, got {args.input_size}")
+    if args.method is None:
+        if args.hp or args.epochs is not None or args.train_samples is not None:
+            raise ConfigError("--hp, --epochs and --train-samples describe training: give --method too")
+        return
+    if args.epochs is None or args.train_samples is None:
+        raise ConfigError("--method needs --epochs and --train-samples to count training FLOPs")
+    for name in ("epochs", "train_samples", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from dstbench.distributions import plan_sparsity
+    from dstbench.layers import describe_layers
+    from dstbench.registry import create_updater
+
+    from .flops import count_forward_flops, forward_report, plan_active, predict_flops
+
+    _check_flops_args(args)
+    updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
+    model = _build_model(args.model, args.num_classes)
+    sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0
+    layers = describe_layers(model)
+    plan = plan_sparsity(layers, sparsity, args.distribution, args.dense_layers, min_active=args.min_active)
+    forward = count_forward_flops(model, args.input_size)
+    result: dict[str, Any] = {
+        "model": args.model,
+        "input_size": args.input_size,
+        "num_classes": getattr(model, "num_classes", args.num_classes),
+        "sparsity": plan.sparsity,
+        "distribution": plan.distribution,
+        "dense_layers": plan.dense_layers,
+    }
+    if updater is None:
+        result.update(forward_report(forward, plan_active(plan)))
+    else:
+        result.update(
+            method=args.method, epochs=args.epochs, train_samples=args.train_samples, batch_size=args.batch_size
+        )
+        result.update(
+            predict_flops(
+                forward,
+                model,
+                plan,
+                updater,
+                epochs=args.epochs,
+                train_samples=args.train_samples,
+                batch_size=args.batch_size,
+                input_size=args.input_size,
+            )
+        )
+    print(json.dumps(result, indent=2) if args.json else _render_flops(result))
+    return 0
+
+
+def _render_flops(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['model']} at {result['input_size']}x{result['input_size']}, sparsity {result['sparsity']:g} "
+        f"({result['distribution']}, dense layers: {result['dense_layers']})",
+        f"{'layer':40s} {'dense FLOPs':>14s} {'density':>9s} {'sparse FLOPs':>14s}",
+    ]
+    for name, layer in result["layers"].items():
+        lines.append(f"{name:40s} {layer['dense_flops']:14.4g} {layer['density']:9.4f} {layer['sparse_flops']:14.4g}")
+    lines.append(
+        f"forward FLOPs per sample: dense {result['dense_forward_flops']:.4g}, "
+        f"sparse {result['sparse_forward_flops']:.4g}"
+    )
+    if "train_flops" in result:
+        lines.append(
+            f"training FLOPs ({result['method']}, {result['epochs']} epochs x {result['train_samples']} samples, "
+            f"{result['mask_updates']} mask updates): {result['train_flops']:.4g} = "
+            f"{result['train_flops_relative']:.4f} x dense ({result['dense_train_flops']:.4g})"
+        )
+        if result["density_policy"] != "exact":
+            lines.append(
+                f"note: {result['method']}'s layer counts change during training; this assumes its initial masks "
+                "throughout (a run's summary.json integrates the real timeline)"
+            )
+    return "\n".join(lines)
+
+
+# -- sweep -----------------------------------------------------------------------------------------
+def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
+    sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (spec §10)")
+    sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
+    sweep.add_argument(
+        "--sparsities",
+        default=",".join(f"{s:g}" for s in DEFAULT_SPARSITIES),
+        help="comma-separated sparsities (default: 0.9 to 0.999999, eight points)",
+    )
+    sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    add_train_options(sweep, single_run=False)
+    sweep.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from dstbench.cli import _overrides, _split
+
+    from .sweep import run_sweep
+
+    points = run_sweep(
+        _split(args.methods, str, "methods") or [],
+        out=args.out,
+        sparsities=_split(args.sparsities, float, "sparsities") or [],
+        seeds=_split(args.seeds, int, "seeds"),
+        preset=args.preset,
+        config_file=args.config,
+        overrides=_overrides(args),
+        hp=parse_hp_assignments(args.hp),
+        progress=not args.quiet,
+    )
+    print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
+    return 0
+
+
+# -- plot ------------------------------------------------------------------------------------------
+def _add_plot(sub: Any) -> None:
+    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead")
+    kinds = plot.add_subparsers(dest="plot_command", required=True, parser_class=type(plot))
+
+    iou = kinds.add_parser("iou", help="mask IoU against training progress (BiDST Figure 4)")
+    iou.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
+    iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    interval = iou.add_mutually_exclusive_group()
+    interval.add_argument("--interval", type=float, help="compare masks every EPOCHS (default: at each update)")
+    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps")
+    iou.set_defaults(func=_cmd_plot_iou)
+
+    curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")
+    curve.add_argument("sweep_dir", help="folder written by `dstbench sweep`")
+    curve.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    curve.set_defaults(func=_cmd_plot_curve)
+
+    overhead = kinds.add_parser("overhead", help="mask-update time against training time (BiDST Figure 5)")
+    overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
+    overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    overhead.set_defaults(func=_cmd_plot_overhead)
+
+
+def _written(paths: list[Path]) -> int:
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _cmd_plot_iou(args: argparse.Namespace) -> int:
+    from .plots import figure_paths, plot_iou
+    from .runs import find_runs
+
+    figure_paths(args.out)  # a bad --out fails before any run is read
+    runs = find_runs(*args.run_dirs)
+    return _written(plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps))
+
+
+def _cmd_plot_curve(args: argparse.Namespace) -> int:
+    from .plots import figure_paths, plot_sparsity_curve
+    from .sweep import load_sweep
+
+    figure_paths(args.out)
+    return _written(plot_sparsity_curve(load_sweep(args.sweep_dir), args.out))
+
+
+def _cmd_plot_overhead(args: argparse.Namespace) -> int:
+    from .plots import figure_paths, plot_overhead
+    from .runs import complete_runs
+
+    figure_paths(args.out)
+    return _written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
+
+
+# -- report ----------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.dir))
+    return 0

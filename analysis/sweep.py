@@ -1,0 +1,85 @@
+"""The extreme-sparsity sweep (spec §10, BiDST Figure 3): every method at every sparsity up to 99.9999 %.
+
+Each point is an ordinary run in the sweep folder, trained through ``compare``'s grid, so finished
+points are reused and interrupted ones resumed: re-issuing a sweep trains only what is missing. At
+extreme sparsity the one-weight-per-layer floor (k = n - floor(s·n)) keeps the realised sparsity below
+the nominal one, so every point records both, over the sparsified layers and over all conv/FC weights.
+``sweep.json`` (read by ``dstbench plot sparsity-curve``) and ``sweep.csv`` hold one line per point.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dstbench.atomic import atomic_write_json, atomic_write_text
+from dstbench.compare import run_grid
+from dstbench.errors import DstbenchError
+from dstbench.rundir import RunDir
+
+__all__ = ["DEFAULT_SPARSITIES", "SWEEP_FILE", "sweep_point", "run_sweep", "load_sweep"]
+
+DEFAULT_SPARSITIES: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
+SWEEP_FILE = "sweep.json"
+
+
+def sweep_point(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One run's line: nominal and realised sparsities, accuracy, cost and topology numbers."""
+    realised = summary["realised_sparsity"]
+    flops = summary.get("flops") or {}
+    return {
+        "method": summary["method"],
+        "seed": summary["seed"],
+        "sparsity": summary["sparsity"],
+        "realised_sparsity_sparsified": realised["sparsified"],
+        "realised_sparsity_all": realised["all"],
+        "test_acc": summary["test_acc"],
+        "best_test_acc": summary["best_test_acc"],
+        "topology_updates": summary["topology_updates"],
+        "itop_rate": summary["itop_rate"],
+        "train_flops": flops.get("train_flops"),
+        "inference_flops": flops.get("inference_flops"),
+        "update_time_fraction": summary["update_time_fraction"],
+        "run_dir": summary.get("run_dir"),
+    }
+
+
+def _csv(points: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(points[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(points)
+    return buffer.getvalue()
+
+
+def run_sweep(
+    methods: Sequence[str],
+    *,
+    out: str,
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    progress: bool = True,
+    **grid_options: Any,
+) -> list[dict[str, Any]]:
+    """Train (or reuse) every (method, sparsity, seed) run in ``out``; write and return the points.
+
+    ``grid_options`` are :func:`dstbench.compare.grid_configs`' (seeds, preset, config_file,
+    overrides, hp); like ``compare``, no preset and no model/data options means the quick preset.
+    """
+    summaries = run_grid(methods, sparsities=sparsities, out=out, progress=progress, **grid_options)
+    points = [sweep_point(summary) for summary in summaries]
+    folder = Path(out)
+    atomic_write_json(folder / SWEEP_FILE, {"methods": list(methods), "sparsities": list(sparsities), "points": points})
+    atomic_write_text(folder / "sweep.csv", _csv(points))
+    return points
+
+
+def load_sweep(folder: str | Path) -> list[dict[str, Any]]:
+    """The points of a sweep folder, or a one-line error if ``folder`` is not one."""
+    path = Path(folder) / SWEEP_FILE
+    if not path.exists():
+        raise DstbenchError(f"{folder} is not a sweep folder (no {SWEEP_FILE}; write one with `dstbench sweep --out`)")
+    points: list[dict[str, Any]] = RunDir(folder).read_json(path)["points"]
+    return points

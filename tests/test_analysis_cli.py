@@ -1,0 +1,153 @@
+"""The analysis commands on real (tiny) runs: the eight-point extreme-sparsity sweep, the three figures,
+the report tables, every run's own FLOPs in summary.json, ITOP from snapshots, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dstbench.analysis.report import COLUMNS
+from dstbench.analysis.runs import find_runs
+from dstbench.analysis.sweep import DEFAULT_SPARSITIES
+from dstbench.analysis.topology import itop_rate, update_iou_series
+from dstbench.cli import main
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP's spinning makes
+    every step several times slower (measured: 2.2 s vs 0.33 s of CPU per tiny run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = ["--preset", "quick", "--max-test-samples", "32", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rigl and set at all eight default sparsities (0.9 ... 0.999999): one epoch of 2 steps each."""
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["sweep", "--methods", "rigl,set", "--epochs", "1", "--max-train-samples", "32", "--out", str(out)]
+    assert main([*argv, *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def compare_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rigl (updating every 2 of 8 steps) and static, two seeds each."""
+    out = tmp_path_factory.mktemp("compare")
+    argv = ["compare", "--methods", "rigl,static", "--seeds", "0,1", "--epochs", "2", "--max-train-samples", "64"]
+    assert main([*argv, "--hp", "rigl.delta_t=2", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_sweep_runs_every_point_and_records_nominal_and_realised_sparsity(sweep_dir: Path) -> None:
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    assert sorted((p["method"], p["sparsity"]) for p in points) == sorted(
+        (m, s) for m in ("rigl", "set") for s in DEFAULT_SPARSITIES
+    )
+    for point in points:
+        realised_all, realised = point["realised_sparsity_all"], point["realised_sparsity_sparsified"]
+        assert 0.0 < realised_all <= realised <= point["sparsity"] + 1e-12
+        assert point["test_acc"] is not None and point["train_flops"] > 0
+    extreme = [p for p in points if p["sparsity"] == 0.999999]
+    # One weight per layer is kept (k = n - floor(s n)), so the realised sparsity falls short of nominal.
+    assert all(p["realised_sparsity_sparsified"] < 0.999999 for p in extreme)
+    with open(sweep_dir / "sweep.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 16
+
+
+def test_sparsity_curve_figure_from_the_sweep(sweep_dir: Path, tmp_path: Path) -> None:
+    assert main(["plot", "sparsity-curve", str(sweep_dir), "--out", str(tmp_path / "curve.pdf")]) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "curve.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_iou_and_overhead_figures_from_real_runs(compare_dir: Path, tmp_path: Path) -> None:
+    runs = [str(compare_dir / "rigl_s0.9_seed0"), str(compare_dir / "static_s0.9_seed0")]
+    for extra in ([], ["--interval", "1"], ["--interval-steps", "2"]):
+        out = tmp_path / f"iou{len(extra)}{extra[-1] if extra else ''}.png"
+        assert main(["plot", "iou", *runs, "--out", str(out), *extra]) == 0
+        assert out.stat().st_size > 1000 and out.with_suffix(".pdf").stat().st_size > 1000
+    assert main(["plot", "overhead", str(compare_dir), "--out", str(tmp_path / "overhead.png")]) == 0
+    assert (tmp_path / "overhead.png").stat().st_size > 1000 and (tmp_path / "overhead.pdf").stat().st_size > 1000
+
+
+def test_report_table_has_the_table_2_columns_and_seed_statistics(
+    compare_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(compare_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (compare_dir / "report.md").read_text() + "\n"
+    header = "| " + " | ".join(COLUMNS) + " |"
+    assert header == (
+        "| method | distribution | sparsity | epochs | test acc (%) | n | train FLOPs | train FLOPs (× dense) "
+        "| inference FLOPs | mask updates | update time (%) | ITOP R_s |"
+    )
+    lines = printed.splitlines()
+    rows = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| rigl", "| static"]
+    rigl = rows[0].split(" | ")
+    assert rigl[1:4] == ["erk", "90%", "2"] and rigl[5] == "2" and rigl[9] == "4"  # n = 2 seeds; 4 updates
+    assert "±" in rigl[4]
+    with open(compare_dir / "report.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["method"], r["n"], r["topology_updates"]) for r in table] == [
+        ("rigl", "2", "4.0"),
+        ("static", "2", "0.0"),
+    ]
+    compare_table = (compare_dir / "compare.md").read_text()
+    assert compare_table.splitlines()[0] == header  # compare prints the same columns
+
+
+def test_every_run_records_its_own_training_and_inference_flops(compare_dir: Path) -> None:
+    static = _summary(compare_dir / "static_s0.9_seed0")["flops"]
+    rigl = _summary(compare_dir / "rigl_s0.9_seed0")["flops"]
+    # Static: 3 f_S per sample, so relative to dense training exactly f_S / f_D.
+    assert static["train_flops_relative"] == pytest.approx(static["inference_flops"] / static["dense_forward_flops"])
+    assert static["dense_train_flops"] == pytest.approx(3 * static["dense_forward_flops"] * 64 * 2)
+    # RigL pays a dense weight gradient at its 4 update steps out of 8: + 4/8 (f_D - f_S) per sample.
+    extra = 4 / 8 * (rigl["dense_forward_flops"] - rigl["inference_flops"]) * 64 * 2
+    assert rigl["train_flops"] == pytest.approx(3 * rigl["inference_flops"] * 64 * 2 + extra)
+
+
+def test_itop_rate_from_snapshots_equals_the_engine_s(compare_dir: Path) -> None:
+    for run in find_runs(compare_dir):
+        assert run.summary is not None
+        assert itop_rate(run) == pytest.approx(run.summary["itop_rate"], abs=1e-15)
+    rigl = find_runs(compare_dir / "rigl_s0.9_seed0")[0]
+    records = [json.loads(line) for line in (rigl.path / "topology.jsonl").read_text().splitlines()]
+    assert [p.iou for p in update_iou_series(rigl)] == pytest.approx([r["iou"] for r in records])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "{tmp}/missing"], "no such directory"),
+        (["report", "{tmp}"], "neither a run directory nor a folder of runs"),
+        (["plot", "iou", "{tmp}/missing", "--out", "{tmp}/x.png"], "no such directory"),
+        (["plot", "sparsity-curve", "{tmp}", "--out", "{tmp}/x.png"], "is not a sweep folder"),
+        (["plot", "overhead", "{tmp}", "--out", "{tmp}/x.svg"], "must end in .png or .pdf"),
+        (["flops", "--model", "tiny_cnn", "--input-size", "32", "--method", "rigl"], "needs --epochs and"),
+        (["flops", "--model", "no_such_net", "--input-size", "32"], "unknown model"),
+        (["sweep", "--methods", "rigl", "--sparsities", "0.9,1.0", "--out", "{tmp}/s"], "sparsity must be in"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dstbench: error: ") and err.count("\n") == 1 and message in err
