@@ -41,6 +41,7 @@ COLUMNS: tuple[str, ...] = (
     "train FLOPs (× dense)",
     "inference FLOPs",
     "mask updates",
+    "final IoU",
     "update time (%)",
     "ITOP R_s",
 )
@@ -155,6 +156,7 @@ _CELLS: tuple[Callable[[Mapping[str, Any]], str], ...] = (
     lambda r: "-" if r["train_flops_relative"] is None else f"{r['train_flops_relative']:.3g}",
     lambda r: _sci(r["inference_flops"]),
     lambda r: f"{r['topology_updates']:g}",
+    lambda r: "-" if r["final_iou"] is None else f"{r['final_iou']:.3f}",
     lambda r: f"{100 * r['update_time_fraction']:.2f}",
     lambda r: f"{r['itop_rate']:.3g}",
 )

@@ -94,7 +94,7 @@ def test_report_table_has_the_table_2_columns_and_seed_statistics(
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header == (
         "| method | distribution | sparsity | epochs | test acc (%) | n | train FLOPs | train FLOPs (× dense) "
-        "| inference FLOPs | mask updates | update time (%) | ITOP R_s |"
+        "| inference FLOPs | mask updates | final IoU | update time (%) | ITOP R_s |"
     )
     lines = printed.splitlines()
     rows = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
