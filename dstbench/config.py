@@ -130,6 +130,8 @@ PRESETS: dict[str, Preset] = {
     "cifar-mobilenetv2": Preset(
         "BiDST Table A.1, MobileNet-v2 on CIFAR: 347 epochs, bs 64, cosine 0.1->4e-8, wd 5e-5, 5 warm-up",
         {**_CIFAR, "model": "cifar_mobilenetv2", "epochs": 347, "weight_decay": 5e-5, "warmup_epochs": 5},
+        # Table A.1: MobileNet-v2 searches a larger space, S = 0.08 / 0.05 / 0.04 at s = 0.90 / 0.95 / 0.98.
+        method_hp={"bidst": {"search_space_table": "mobilenetv2"}},
     ),
     "imagenet-resnet50": Preset(
         "BiDST Table A.1, ResNet-50 on ImageNet: 148 epochs, bs 1024, cosine 1.024->0, momentum 0.875, "
@@ -150,6 +152,8 @@ PRESETS: dict[str, Preset] = {
             "distribution": "uniform",
             "dense_layers": "first",
         },
+        # Table A.1, ImageNet column: lambda 5e-5, topology updates every 5 epochs.
+        method_hp={"bidst": {"lam": 5e-5, "update_frequency": 5}},
     ),
     "quick": Preset(
         "synthetic data and a tiny CNN: about a minute on a laptop CPU",
@@ -168,7 +172,13 @@ PRESETS: dict[str, Preset] = {
             "dense_layers": "none",
         },
         # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology.
-        method_hp={"rigl": {"delta_t": 20}, "bidst": {"update_frequency": 2}},
+        method_hp={
+            "rigl": {"delta_t": 20},
+            "bidst": {"update_frequency": 2},
+            "rigl-itop": {"delta_t": 20},
+            "mest": {"update_frequency": 1},
+            "mest-ems": {"update_frequency": 1},
+        },
     ),
 }
 
