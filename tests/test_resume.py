@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,12 +59,27 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     assert strip(new_topology) == strip(ref_topology)
 
 
-def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    base = ["train", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32",
-            "--quiet", "--out", str(run)]  # fmt: skip
-    subprocess.run(_cli(*base), check=True, timeout=300)
-    result = subprocess.run(_cli(*base, "--resume", "--lr", "0.5"), capture_output=True, text=True, timeout=300)
+TINY_RUN = ["train", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32",
+            "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    subprocess.run(_cli(*TINY_RUN, "--out", str(run)), check=True, timeout=300)
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    return target
+
+
+def test_resume_refuses_a_different_config(finished_run: Path, tmp_path: Path) -> None:
+    run = _copy(finished_run, tmp_path)
+    result = subprocess.run(_cli(*TINY_RUN, "--out", str(run), "--resume", "--lr", "0.5"), capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"dstbench: error: --resume with a different config: lr was 0.05, now 0.5 ({run})"
@@ -72,13 +87,11 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"\x80\x04K\x01."])
-def test_unreadable_checkpoint_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
-    run = tmp_path / "run"
-    base = ["train", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32",
-            "--quiet", "--out", str(run)]  # fmt: skip
-    subprocess.run(_cli(*base), check=True, timeout=300)
+def test_unreadable_checkpoint_is_a_clear_error(finished_run: Path, tmp_path: Path, content: bytes) -> None:
+    run = _copy(finished_run, tmp_path)
     (run / "checkpoint.pt").write_bytes(content)
-    result = subprocess.run(_cli(*base, "--resume"), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(_cli(*TINY_RUN, "--out", str(run), "--resume"), capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "checkpoint" in result.stderr and "Traceback" not in result.stderr
