@@ -28,8 +28,8 @@ def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> 
     # Two stable sorts: first order by the secondary key (preferred entries first, then index), then
     # by score. Stability of the second sort keeps the secondary order among equal scores.
     preferred_first = torch.sort(prefer.reshape(-1).to(torch.int8), descending=True, stable=True).indices
-    by_score = torch.sort(flat[preferred_first], descending=True, stable=True).indices
-    return preferred_first[by_score]
+    by_score = torch.sort(flat.index_select(0, preferred_first), descending=True, stable=True).indices
+    return preferred_first.index_select(0, by_score)
 
 
 def topk_mask(
@@ -56,9 +56,10 @@ def topk_mask(
         candidates = eligible.reshape(-1).nonzero().squeeze(1)
         if k > candidates.numel():
             raise ValueError(f"cannot select {k} entries: only {candidates.numel()} are eligible")
-        flat = flat[candidates]
-        prefer = None if prefer is None else prefer.reshape(-1)[candidates]
+        # index_select, not advanced indexing: the latter is orders of magnitude slower on CPU.
+        flat = flat.index_select(0, candidates)
+        prefer = None if prefer is None else prefer.reshape(-1).index_select(0, candidates)
     if k:
         best = ranked_indices(flat, prefer)[:k]
-        chosen[best if candidates is None else candidates[best]] = True
+        chosen.index_fill_(0, best if candidates is None else candidates.index_select(0, best), True)
     return chosen.view(scores.shape)
