@@ -14,7 +14,7 @@ Guarantees:
 * each sparsified layer holds exactly its target count (or what the method's declared density policy
   allows), checked at every change;
 * weights, and every optimizer-state tensor shaped like the weight, are zero off the mask after every
-  step, which covers SGD momentum and Adam moments alike; grown weights and their state start at 0;
+  step, which covers SGD momentum and Adam moments alike; grown weights and their state start at 0 (unless the method keeps dense state);
 * all randomness a method sees comes from a generator seeded by (run seed, step, purpose), so reruns
   and distributed ranks produce the same masks.
 """
@@ -201,8 +201,9 @@ class SparseEngine:
         new_masks = self.updater.update(self.context(step, "update"))
         self._install(new_masks, require_all=False)
         with torch.no_grad():
-            if self.optimizer is not None:
-                # Survivors keep their state; grown and dropped entries start from zero.
+            if self.optimizer is not None and self.updater.needs.masked_optimizer:
+                # Survivors keep their state; grown and dropped entries start from zero. A method
+                # with dense optimizer state (SNFS) keeps the momentum that made a weight grow.
                 states, keep = self._state_tensors(lambda layer: layer.mask & before[layer.name])
                 if states:
                     torch._foreach_mul_(states, keep)
@@ -268,6 +269,11 @@ class SparseEngine:
         """Every broken invariant, as readable lines (empty when all hold)."""
         problems = []
         policy = self.updater.needs.density_policy
+        if policy == "global":
+            total = sum(int(layer.mask.sum()) for layer in self.sparse_layers)
+            budget = sum(layer.k for layer in self.sparse_layers)
+            if total != budget:
+                problems.append(f"{total} active weights in all, budget {budget}")
         for layer in self.sparse_layers:
             count = int(layer.mask.sum())
             if (policy == "exact" and count != layer.k) or (policy == "at_least" and count < layer.k):
