@@ -14,7 +14,8 @@ Guarantees:
 * each sparsified layer holds exactly its target count (or what the method's declared density policy
   allows), checked at every change;
 * weights, and every optimizer-state tensor shaped like the weight, are zero off the mask after every
-  step, which covers SGD momentum and Adam moments alike; grown weights and their state start at 0 (unless the method keeps dense state);
+  step, which covers SGD momentum and Adam moments alike; grown weights and their state start at 0
+  (a method that declares ``masked_optimizer=False``, SNFS, keeps its dense state);
 * all randomness a method sees comes from a generator seeded by (run seed, step, purpose), so reruns
   and distributed ranks produce the same masks.
 """
