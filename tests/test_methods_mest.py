@@ -173,7 +173,9 @@ def test_final_phase_is_a_frozen_mask_for_em() -> None:
     distribution=st.sampled_from(["uniform", "erk"]),
     method=st.sampled_from(["mest", "mest-ems"]),
 )
-def test_counts_and_zeros_hold_after_every_step(c1: int, c2: int, sparsity: float, distribution: str, method: str) -> None:
+def test_counts_and_zeros_hold_after_every_step(
+    c1: int, c2: int, sparsity: float, distribution: str, method: str
+) -> None:
     h = make_harness(
         create_updater(method, {"update_frequency": 1}),
         sparsity,
@@ -229,9 +231,8 @@ def test_bad_hyperparameters_are_config_errors() -> None:
 
 @pytest.mark.parametrize("method", ["mest", "mest-ems"])
 def test_one_epoch_smoke_run(tmp_path: Path, method: str) -> None:
-    cfg = resolve_config(
-        "quick", overrides={"method": method, "epochs": 1, "out": str(tmp_path / method), "synthetic_train_samples": 256}
-    )
+    overrides = {"method": method, "epochs": 1, "out": str(tmp_path / method), "synthetic_train_samples": 256}
+    cfg = resolve_config("quick", overrides=overrides)
     summary = train(cfg, progress=False)
     assert summary["topology_updates"] == 1  # the epoch-0 update, before the first step
     density = summary["method_report"]["time_averaged_density"]
