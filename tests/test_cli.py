@@ -106,3 +106,15 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run_cli(capsys, "train", *TINY, "--out", str(out_dir))
     assert code == 2 and "already holds a run" in err
     assert (out_dir / "summary.json").read_bytes() == before
+
+
+def test_data_prepare_then_train_from_ffcv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    betons = tmp_path / "betons"
+    code, out, _ = run_cli(capsys, "data", "prepare", "--dataset", "synthetic", "--out", str(betons),
+                           "--max-train-samples", "128", "--max-test-samples", "64")  # fmt: skip
+    assert code == 0 and out.split() == [str(betons / "train.beton"), str(betons / "test.beton")]
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--loader", "ffcv", "--beton-dir", str(betons), "--out", str(run))
+    assert code == 0, err
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["step"] == 2  # 128 samples at batch 64
