@@ -105,10 +105,10 @@ def _split(text: str | None, kind: type, what: str) -> list[Any] | None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_grid
+    from .compare import format_table, run_grid
 
     methods = _split(args.methods, str, "methods") or ["set", "rigl"]
-    run_grid(
+    summaries = run_grid(
         methods,
         sparsities=_split(args.sparsities, float, "sparsities"),
         seeds=_split(args.seeds, int, "seeds"),
@@ -119,6 +119,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
     )
+    print(format_table(summaries))
     return 0
 
 

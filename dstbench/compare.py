@@ -66,6 +66,7 @@ def grid_configs(
 
 
 def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries."""
     from .trainer import train
 
     summaries = []
@@ -81,7 +82,6 @@ def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -
     table = format_table(summaries)
     atomic_write_json(folder / "compare.json", summarise(summaries))
     atomic_write_text(folder / "compare.md", table + "\n")
-    print(table)
     return summaries
 
 
