@@ -9,6 +9,7 @@ mask randomness are all seeded by (seed, epoch/step), never by global RNG state)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -303,7 +304,7 @@ def _summary(
         "update_seconds": engine.update_seconds,
         "update_time_fraction": engine.update_seconds / train_seconds if train_seconds else 0.0,
         "hyperparameters": engine.updater.hyperparameters(),
-        "needs": engine.updater.needs.__dict__,
+        "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),
         "flops": run_flops(engine, input_size, train_samples),  # this run's own, from its masks and updates
     }
