@@ -86,14 +86,17 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
 def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
     """(mean loss, accuracy) on a loader."""
     model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
+    total = 0
+    # Running sums stay on the device: one host sync per evaluation, not one per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in loader:
         with _autocast(cfg, device):
             logits = model(x)
-        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
         total += y.numel()
-    return loss_sum / max(total, 1), correct / max(total, 1)
+    return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
@@ -202,7 +205,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         updates_before = engine.update_seconds
         data.train.set_epoch(epoch)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no per-step sync
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         batches = tqdm(
             _micro_batches(data.train, accum),
             total=len(data.train),
@@ -218,8 +223,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 logits = model(x)
                 loss = criterion(logits.float(), y)
             (loss / accum).backward()
-            loss_sum += float(loss.detach()) * y.numel()
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss_sum += loss.detach().double() * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
             if last_micro:
                 if engine.after_backward(step, (x, y)):
@@ -233,8 +238,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             "epoch": epoch + 1,
             "step": (epoch + 1) * steps_per_epoch,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1),
             "test_loss": test_loss,
             "test_acc": test_acc,
             "epoch_seconds": epoch_seconds,
