@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,7 +111,9 @@ def build_run(method: str, args: argparse.Namespace, steps_per_epoch: int, num_c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data-dir", default="/work/shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz")
+    )
     parser.add_argument("--model", default="cifar_resnet32")
     parser.add_argument("--train-samples", type=int, default=1024)
     parser.add_argument("--test-samples", type=int, default=256)

@@ -1,4 +1,4 @@
-"""The real CIFAR-10 JPEG archive from /work/shared/data, when this machine has it.
+"""The real CIFAR-10 JPEG archive from ``../shared/data`` beside the checkout (always there in CI).
 
 Checks what synthetic fixtures cannot: the actual archive layout, class order and pixel statistics
 (README: decoded training mean (0.4913, 0.4821, 0.4465)). The cache goes to a temporary folder so the
@@ -15,7 +15,7 @@ import pytest
 from dstbench.data import DataConfig, load_splits
 from dstbench.data.catalog import CIFAR10_CLASSES
 
-ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 @pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"real CIFAR-10 archive not present at {ARCHIVE}")
