@@ -25,10 +25,8 @@ counts (the official ``constant`` init draws Bernoulli(density) per weight).
 Recipe notes (trainer options): SGD momentum 0.9 with Nesterov (``--nesterov``), wd 5e-4. With Adam the
 momentum is ``m1 / (sqrt(m2) + 1e-8)``, as in the official code.
 
-Deviation: at a topology update the engine zeroes the optimizer state of grown and inactive entries
-(spec §0 default). The official code never touches the momentum buffer, so a grown weight keeps the
-momentum that selected it; inactive momenta restart from zero each update and are rebuilt from dense
-gradients well before the next one.
+Optimizer state: because SNFS declares ``masked_optimizer=False``, the engine never touches the
+momentum buffer, as in the official code: a grown weight keeps the momentum that selected it.
 """
 
 from __future__ import annotations
