@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from dstbench.config import TrainConfig, resolve_config
-from dstbench.data import DataConfig, build_data
+from dstbench.data import build_data
 from dstbench.distributions import plan_sparsity
 from dstbench.engine import SparseEngine
 from dstbench.layers import describe_layers
 from dstbench.registry import create_updater, get_method, list_methods
-from dstbench.trainer import build_model, build_optimizer, lr_at
+from dstbench.trainer import build_model, build_optimizer, data_config, lr_at
 
 METHODS = ["static", "set", "rigl", "rigl-itop", "mest", "mest-ems", "snfs", "bidst"]
 # 8 steps per epoch at 1024 samples / batch 128: RigL and ITOP update every 3 steps, the epoch-based
@@ -125,17 +125,7 @@ def main() -> None:
 
     methods = [m for m in METHODS if m in list_methods()]
     base = config("static", args)
-    data = build_data(
-        DataConfig(
-            dataset=base.dataset,
-            data_dir=base.data_dir,
-            batch_size=base.batch_size,
-            max_train_samples=base.max_train_samples,
-            max_test_samples=base.max_test_samples,
-            num_workers=0,
-        ),
-        torch.device("cpu"),
-    )
+    data = build_data(dataclasses.replace(data_config(base), num_workers=0), torch.device("cpu"))
     steps_per_epoch = len(data.train)
     total_steps = steps_per_epoch * args.epochs
     epoch_seconds: dict[str, list[float]] = defaultdict(list)

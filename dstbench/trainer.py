@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -32,7 +32,10 @@ from .registry import create_updater
 from .rundir import RunDir
 from .updater import MaskUpdater
 
-__all__ = ["train", "build_model", "build_optimizer", "lr_at", "resolve_device"]
+if TYPE_CHECKING:
+    from dstbench.data import DataConfig
+
+__all__ = ["train", "data_config", "build_model", "build_optimizer", "lr_at", "resolve_device"]
 log = logging.getLogger(__name__)
 
 
@@ -99,6 +102,28 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devi
     return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
+def data_config(cfg: TrainConfig) -> DataConfig:
+    """The data part of a training config."""
+    from dstbench.data import DataConfig
+
+    return DataConfig(
+        dataset=cfg.dataset,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        max_train_samples=cfg.max_train_samples,
+        max_test_samples=cfg.max_test_samples,
+        loader=cfg.loader,
+        beton_dir=cfg.beton_dir,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        channels_last=cfg.channels_last,
+        num_workers=cfg.num_workers,
+        synthetic_train_samples=cfg.synthetic_train_samples,
+        synthetic_test_samples=cfg.synthetic_test_samples,
+    )
+
+
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
     saved = run.read_json(run.config)
     current = cfg.to_json()
@@ -119,7 +144,7 @@ def _micro_batches(loader: Any, accum: int) -> Iterator[tuple[int, bool, torch.T
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one run into ``cfg.out`` and return its summary."""
-    from dstbench.data import DataConfig, build_data
+    from dstbench.data import build_data
 
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -131,25 +156,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
     torch.manual_seed(cfg.seed)
     updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
-    data = build_data(
-        DataConfig(
-            dataset=cfg.dataset,
-            data_dir=cfg.data_dir,
-            batch_size=cfg.batch_size,
-            eval_batch_size=cfg.eval_batch_size,
-            max_train_samples=cfg.max_train_samples,
-            max_test_samples=cfg.max_test_samples,
-            loader=cfg.loader,
-            beton_dir=cfg.beton_dir,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            channels_last=cfg.channels_last,
-            num_workers=cfg.num_workers,
-            synthetic_train_samples=cfg.synthetic_train_samples,
-            synthetic_test_samples=cfg.synthetic_test_samples,
-        ),
-        device,
-    )
+    data = build_data(data_config(cfg), device)
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
