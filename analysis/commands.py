@@ -88,7 +88,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     from dstbench.layers import describe_layers
     from dstbench.registry import create_updater
 
-    from .flops import count_forward_flops, forward_report, plan_active, predict_flops
+    from dstbench.cost import count_forward_flops, forward_report, plan_active, predict_flops
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None

@@ -13,18 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .schedules import cosine_decay
 from .selection import topk_mask
 from .updater import MaskedLayer, MaskUpdater, UpdateContext
 
+# ``cosine_decay`` lives in :mod:`dstbench.schedules`; it stays importable from here for plugins.
 __all__ = ["DropAndGrow", "cosine_decay"]
-
-
-def cosine_decay(initial: float, step: float, decay_steps: float, final: float = 0.0) -> float:
-    """``final + (initial-final)/2 * (1 + cos(pi * step/decay_steps))``, held at ``final`` after the end."""
-    if decay_steps <= 0:
-        return final
-    progress = min(max(step / decay_steps, 0.0), 1.0)
-    return final + 0.5 * (initial - final) * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass

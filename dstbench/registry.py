@@ -16,7 +16,7 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 from .errors import ConfigError
-from .hparams import build_hyperparameters
+from .hparams import build_hyperparameters, check_hyperparameters
 from .updater import MaskUpdater
 
 __all__ = ["register_method", "get_method", "list_methods", "create_updater", "ENTRY_POINT_GROUP"]
@@ -78,4 +78,7 @@ def get_method(name: str) -> type[MaskUpdater]:
 def create_updater(name: str, hyperparameters: dict[str, Any] | None = None) -> MaskUpdater:
     """Build method ``name`` with hyper-parameters given by name (strings are parsed by field type)."""
     cls = get_method(name)
-    return cls(**build_hyperparameters(cls, hyperparameters or {}))
+    updater = cls(**build_hyperparameters(cls, hyperparameters or {}))
+    # Again here, for plugins whose own ``__post_init__`` does not call the base class's.
+    check_hyperparameters(updater)
+    return updater

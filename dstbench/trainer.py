@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .analysis.flops import run_flops
+from .cost import run_flops
 from .config import RESUME_IGNORED_FIELDS, TrainConfig
 from .distributions import plan_sparsity
 from .engine import SparseEngine

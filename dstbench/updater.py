@@ -7,7 +7,8 @@ and ``--hp name=value`` set them by name. It answers four questions and nothing 
   hook, whether layer counts may drift. That one declaration drives both the engine (what to compute and
   keep) and the FLOP accountant (what to charge), so behaviour and cost cannot disagree;
 * the initial masks (:meth:`MaskUpdater.init_masks`, random with exact counts by default);
-* *when* to change the topology (:meth:`MaskUpdater.is_update_step`);
+* *when* to change the topology (a :class:`~dstbench.schedules.Periodic` from :meth:`MaskUpdater.schedule`,
+  or a hand-written :meth:`MaskUpdater.is_update_step`);
 * *what* the new masks are (:meth:`MaskUpdater.update`), usually by scoring and calling the shared
   :func:`dstbench.selection.topk_mask` kernel.
 
@@ -18,7 +19,8 @@ grown weights, checks the counts, and records the topology change.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from .distributions import LayerTarget
+from .schedules import Periodic
 
 if TYPE_CHECKING:
     from .engine import SparseEngine
@@ -40,7 +43,8 @@ __all__ = [
 ]
 
 DenseGradWhen = Literal["never", "update_steps", "every_step"]
-DensityPolicy = Literal["exact", "at_least", "global"]
+DensityPolicy = Literal["exact", "at_least", "global", "scheduled", "scheduled_global"]
+CadenceUnit = Literal["steps", "epochs"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,15 @@ class Needs:
         per_step_hook: call :meth:`MaskUpdater.on_step` after every backward pass.
         density_policy: ``exact`` keeps every layer at its target count; ``at_least`` lets a layer hold
             more (MEST+EM&S grows above the bound between prune and grow); ``global`` only fixes the
-            total (DSR moves weights across layers).
+            total (SNFS, DSR move weights across layers); ``scheduled`` follows the per-layer counts of
+            :meth:`MaskUpdater.layer_targets` (gradual pruning: GraNet, GMP); ``scheduled_global`` the
+            total of :meth:`MaskUpdater.total_target` with free per-layer counts. Both scheduled
+            policies must end at the plan's counts (total), which the engine checks.
         sparse: ``False`` for dense training: every layer keeps all its weights.
+        backward_set: the method keeps a backward set ``B`` containing the forward mask ``M``
+            (:meth:`MaskUpdater.backward_masks`, Top-KAST): the forward pass uses ``M * theta`` only,
+            while gradients, weights and optimizer state live on ``B``. The FLOP accountant charges
+            the weight-gradient on ``B``.
     """
 
     dense_grad: DenseGradWhen = "never"
@@ -66,6 +77,7 @@ class Needs:
     per_step_hook: bool = False
     density_policy: DensityPolicy = "exact"
     sparse: bool = True
+    backward_set: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,12 +85,22 @@ class StepInfo:
     """Where training is, from the point of view of the step that just finished.
 
     ``step`` is the 0-based index of the step just taken, or ``-1`` before the first step; an update
-    decided at ``step`` takes effect from step ``step + 1`` on.
+    decided at ``step`` takes effect from step ``step + 1`` on (the *boundary*, see
+    :mod:`dstbench.schedules`). ``skipped_steps`` counts the steps before this one whose optimizer step
+    a method skipped (TF RigL's mask steps) and ``previous_step_skipped`` says whether the last one was,
+    so a schedule can count optimizer steps the way google-research/rigl's global step does.
     """
 
     step: int
     steps_per_epoch: int
     total_epochs: int
+    skipped_steps: int = 0
+    previous_step_skipped: bool = False
+
+    @property
+    def boundary(self) -> int:
+        """Steps done when a mask decided now is first used: ``step + 1``."""
+        return self.step + 1
 
     @property
     def total_steps(self) -> int:
@@ -158,6 +180,11 @@ class UpdateContext:
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     model: nn.Module | None = None
+    grown_values: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Filled by :meth:`MaskUpdater.update`: initial values of grown entries per layer (a tensor shaped
+    like the weight; only its entries that are newly active are used). Layers not listed grow at 0."""
+    backward_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The engine's current backward sets ``B`` (empty unless ``needs.backward_set``)."""
 
     @property
     def sparse_layers(self) -> list[MaskedLayer]:
@@ -178,6 +205,10 @@ class UpdateContext:
             return {}
         return dict(self.optimizer.state.get(layer.weight, {}))
 
+    def backward_mask(self, layer: MaskedLayer) -> torch.Tensor:
+        """The backward set ``B`` of ``layer`` (its forward mask when the method keeps none)."""
+        return self.backward_masks.get(layer.name, layer.mask)
+
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """U[0, 1) noise shaped like ``like``, from this step's seeded generator, on its device."""
         return torch.rand(like.shape, generator=self.rng).to(like.device)
@@ -197,13 +228,28 @@ def random_mask(numel_shape: torch.Size | tuple[int, ...], k: int, rng: torch.Ge
 class MaskUpdater:
     """Base class of every method. Subclasses are dataclasses; their fields are hyper-parameters.
 
-    Persistent state (anything that must survive ``--resume``) lives in public attributes that are
-    not dataclass fields; :meth:`state_dict` collects them. Attributes starting with ``_`` are
-    transient.
+    Hyper-parameters are checked when the method is built: every float must be finite, and a field
+    annotated ``Annotated[float, Range(...)]`` (or the aliases in :mod:`dstbench.hparams`) must lie in
+    its range; :meth:`validate` adds the rules that tie fields together.
+
+    Persistent state (anything that must survive ``--resume``) is returned by :meth:`state_dict` and
+    restored by :meth:`load_state_dict`; override both. (Older plugins that keep state in public
+    non-field attributes still work: the default collects those, with a deprecation warning.)
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    cadence_fields: ClassVar[Mapping[str, CadenceUnit]] = {}
+    """Fields that set how often the topology changes, by unit; presets for short runs (``quick``)
+    set them for every method, plugins included, so a short comparison stays like-for-like."""
+
+    def __post_init__(self) -> None:
+        from .hparams import check_hyperparameters
+
+        check_hyperparameters(self)
+
+    def validate(self) -> None:
+        """Rules between fields (e.g. ``min <= max``); raise :class:`dstbench.errors.ConfigError`."""
 
     @property
     def needs(self) -> Needs:
@@ -211,12 +257,48 @@ class MaskUpdater:
 
     # -- decisions ---------------------------------------------------------------------------------
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        """Initial masks of the sparsified layers: uniformly random with exact counts by default."""
-        return {layer.name: random_mask(layer.weight.shape, layer.k, ctx.rng) for layer in ctx.sparse_layers}
+        """Initial masks of the sparsified layers: uniformly random with exact counts by default
+        (the scheduled counts at step ``-1`` for ``density_policy="scheduled"``)."""
+        counts = self.layer_targets(ctx.info, ctx.sparse_layers) or {}
+        return {
+            layer.name: random_mask(layer.weight.shape, counts.get(layer.name, layer.k), ctx.rng)
+            for layer in ctx.sparse_layers
+        }
+
+    def schedule(self) -> Periodic | None:
+        """When the topology changes, as a schedule object (None: never, or see ``is_update_step``)."""
+        return None
 
     def is_update_step(self, info: StepInfo) -> bool:
-        """Whether to change the topology after the step ``info.step`` (``-1``: before training)."""
-        return False
+        """Whether to change the topology after the step ``info.step`` (``-1``: before training).
+
+        Defaults to :meth:`schedule`; override only for a rule no :class:`Periodic` expresses.
+        """
+        when = self.schedule()
+        return when is not None and when.fires(info)
+
+    def update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int] | None:
+        """The steps after which the topology changes, in closed form (None: only a simulation of
+        ``is_update_step`` can tell, for methods that override it)."""
+        if type(self).is_update_step is not MaskUpdater.is_update_step:
+            return None
+        when = self.schedule()
+        return [] if when is None else when.update_steps(total_steps, steps_per_epoch)
+
+    def layer_targets(self, info: StepInfo, layers: list[MaskedLayer]) -> dict[str, int] | None:
+        """``density_policy="scheduled"``: each layer's exact active count after an update decided at
+        ``info.step`` (``-1``: the initial masks). Must equal ``layer.k`` at the end of training."""
+        return None
+
+    def total_target(self, info: StepInfo, layers: list[MaskedLayer]) -> int | None:
+        """``density_policy="scheduled_global"``: the exact total active count after an update decided
+        at ``info.step``. Must equal the plan's total at the end of training."""
+        return None
+
+    def backward_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """``needs.backward_set``: the backward set ``B`` of every sparsified layer, a superset of the
+        forward mask just installed (called after :meth:`init_masks` and after every :meth:`update`)."""
+        return {}
 
     def on_step(self, ctx: UpdateContext) -> None:
         """Per-step hook, after backward and before the engine masks gradients (``per_step_hook``)."""
@@ -226,7 +308,8 @@ class MaskUpdater:
         (``per_step_hook``). ``ctx.batch`` is the step's batch."""
 
     def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        """New masks for (some of) the sparsified layers; layers left out keep their mask."""
+        """New masks for (some of) the sparsified layers; layers left out keep their mask. Grown
+        entries start at 0 unless ``ctx.grown_values`` gives their values."""
         return {}
 
     def skips_optimizer_step(self, info: StepInfo) -> bool:
@@ -237,7 +320,8 @@ class MaskUpdater:
         """Per-layer density of the weight-gradient the method needs (default: fully dense).
 
         Only consulted for FLOP accounting when ``needs.dense_grad != "never"``. BiDST overrides it:
-        it needs G only on the active set plus its search space.
+        it needs G only on the active set plus its search space. Backward-set methods are charged
+        their backward sets by the accountant without overriding this.
         """
         return None
 
@@ -249,12 +333,16 @@ class MaskUpdater:
     def hyperparameters(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def _state_names(self) -> Iterator[str]:
+    def _implicit_state_names(self) -> Iterator[str]:
         fields = {f.name for f in dataclasses.fields(self)}
         return (k for k in vars(self) if k not in fields and not k.startswith("_"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self._state_names()}
+        """What ``--resume`` needs. Override it (with :meth:`load_state_dict`) in methods with state."""
+        state = {key: getattr(self, key) for key in self._implicit_state_names()}
+        if state:
+            _warn_implicit_state(type(self))
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
@@ -262,3 +350,19 @@ class MaskUpdater:
 
     def bind(self, engine: SparseEngine) -> None:
         """Called once before initialisation; methods with per-layer state allocate it here."""
+
+
+_WARNED: set[type] = set()
+
+
+def _warn_implicit_state(cls: type) -> None:
+    """Once per class: public non-field attributes as state is the pre-v2 contract."""
+    if cls in _WARNED:
+        return
+    _WARNED.add(cls)
+    warnings.warn(
+        f"{cls.__name__} keeps state in public attributes; define state_dict()/load_state_dict() "
+        "(docs/plugins.md, 'State'). The implicit form will be removed in a future version.",
+        DeprecationWarning,
+        stacklevel=3,
+    )

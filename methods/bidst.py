@@ -33,19 +33,21 @@ keeping ``psi`` literal makes the state readable and the update formula checkabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 
 from dstbench.errors import ConfigError
+from dstbench.hparams import Fraction, Positive, PositiveInt, Range
 from dstbench.registry import register_method
+from dstbench.schedules import Periodic
 from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:
     from dstbench.engine import SparseEngine
 
-__all__ = ["BiDST", "table_search_space", "search_space_size"]
+__all__ = ["BiDST", "LayerScores", "table_search_space", "search_space_size"]
 
 # Table A.1's S at s = 0.90 / 0.95 / 0.98, applied by the step rule of spec §1.2 (A16).
 SEARCH_SPACE_TABLES: dict[str, tuple[float, float, float]] = {
@@ -74,23 +76,39 @@ def search_space_size(layer: MaskedLayer, search_space: float, sparsity: float, 
     return min(layer.numel - layer.k, round(wanted))
 
 
+@dataclass
+class LayerScores:
+    """BiDST's state for one sparsified layer (what ``--resume`` saves)."""
+
+    scores: torch.Tensor
+    """psi: float32, exactly 0 outside M | S."""
+    search: torch.Tensor
+    """S: bool, disjoint from the layer's mask M."""
+    momentum: torch.Tensor | None = None
+    """psi's momentum buffer (``score_optimizer="bip"`` only)."""
+
+    def to_state(self) -> dict[str, torch.Tensor | None]:
+        return {"scores": self.scores, "search": self.search, "momentum": self.momentum}
+
+
 @register_method("bidst")
 @dataclass
 class BiDST(MaskUpdater):
     paper = "Ji et al., Advancing Dynamic Sparse Training by Exploring Optimization Opportunities, ICML 2024"
+    cadence_fields = {"update_frequency": "epochs"}
 
-    lam: float = 1e-4
+    lam: Positive = 1e-4
     """lambda of eqs. 4/9/10 (Table A.1: 1e-4 CIFAR, 5e-5 ImageNet): the lower level's extra L2 on active
     weights and the 1/lambda weight of the implicit gradient; smaller means more mask churn (App. C)."""
-    search_space: float | None = None
+    search_space: Annotated[float, Range(ge=0.0, lt=1.0)] | None = None
     """S, extra learnable mask entries as a fraction of all entries; None = Table A.1 by global sparsity."""
     search_space_table: Literal["table_a1", "mobilenetv2"] = "table_a1"
     """Which Table A.1 column the automatic S uses (MobileNet-v2 learns a larger space: 0.08/0.05/0.04)."""
-    update_frequency: int = 8
+    update_frequency: PositiveInt = 8
     """F: topology updates every F units (Table A.1: 8 epochs CIFAR, 5 ImageNet)."""
     update_unit: Literal["epochs", "iterations"] = "epochs"
     """Unit of F. MEST's ``sp_mask_update_freq`` is in epochs (A9); iterations suit toy problems."""
-    update_end_frac: float = 1.0
+    update_end_frac: Annotated[float, Range(gt=0.0, le=1.0)] = 1.0
     """No topology update after this fraction of training (A9/A10: the paper never stops)."""
     ig_form: Literal["paper_eq9", "bip", "bip_code"] = "paper_eq9"
     """Implicit-gradient term: literal eq. 9 (-G/lam); BiP paper's -G*(M*G)/lam, or BiP code's
@@ -114,33 +132,30 @@ class BiDST(MaskUpdater):
     gumbel: Literal["none", "topk", "st_sigmoid"] = "none"
     """Where Gumbel noise enters (A11, unspecified by the paper): nowhere; sampling M' = top-k of
     log|psi| + tau*g at updates; or rescaling D by the ST-Gumbel-sigmoid slope every step."""
-    gumbel_temperature: float = 1.0
+    gumbel_temperature: Positive = 1.0
     """tau of the Gumbel options."""
 
     def __post_init__(self) -> None:
-        self._validate()
-        # Persistent state (saved for --resume): psi per sparsified layer (float32, exactly 0 outside
-        # M | S), the search set S (bool, disjoint from M), and psi's momentum (score_optimizer="bip").
-        self.scores: dict[str, torch.Tensor] = {}
-        self.search: dict[str, torch.Tensor] = {}
-        self.score_momentum: dict[str, torch.Tensor] = {}
+        super().__post_init__()
+        self.layers: dict[str, LayerScores] = {}
+        """Persistent per-layer state (scores, search set, score momentum), by layer name."""
         self._search_space = 0.0
         self._search_sizes: dict[str, int] = {}
         self._weight_decay: dict[str, float] = {}
 
-    def _validate(self) -> None:
-        if not self.lam > 0:
-            raise ConfigError(f"bidst: lam must be > 0, got {self.lam}")
-        if self.search_space is not None and not 0.0 <= self.search_space < 1.0:
-            raise ConfigError(f"bidst: search_space must be in [0, 1), got {self.search_space}")
-        if self.update_frequency < 1:
-            raise ConfigError(f"bidst: update_frequency must be >= 1, got {self.update_frequency}")
-        if not 0.0 < self.update_end_frac <= 1.0:
-            raise ConfigError(f"bidst: update_end_frac must be in (0, 1], got {self.update_end_frac}")
-        if not self.gumbel_temperature > 0:
-            raise ConfigError(f"bidst: gumbel_temperature must be > 0, got {self.gumbel_temperature}")
+    def validate(self) -> None:
         if self.gumbel == "topk" and self.rank_by == "signed":
             raise ConfigError("bidst: gumbel=topk samples proportionally to |psi|; it needs rank_by=abs")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": {name: state.to_state() for name, state in self.layers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "layers" not in state:  # a checkpoint from before per-layer state: three name-keyed dicts
+            names = state["scores"].keys()
+            momentum = state.get("score_momentum", {})
+            state = {"layers": {n: {"scores": state["scores"][n], "search": state["search"][n], "momentum": momentum.get(n)} for n in names}}
+        self.layers = {name: LayerScores(**layer) for name, layer in state["layers"].items()}
 
     @property
     def needs(self) -> Needs:
@@ -165,22 +180,19 @@ class BiDST(MaskUpdater):
         masks = super().init_masks(ctx)
         for layer in ctx.sparse_layers:
             mask = masks[layer.name].to(layer.weight.device)
-            self.search[layer.name] = _random_subset(ctx, ~mask, self._search_sizes[layer.name])
             weight = layer.weight.detach().float()
-            self.scores[layer.name] = weight * mask if self.score_init == "scaled" else torch.zeros_like(weight)
-            if self.score_optimizer == "bip":
-                self.score_momentum[layer.name] = torch.zeros_like(weight)
+            self.layers[layer.name] = LayerScores(
+                scores=weight * mask if self.score_init == "scaled" else torch.zeros_like(weight),
+                search=_random_subset(ctx, ~mask, self._search_sizes[layer.name]),
+                momentum=torch.zeros_like(weight) if self.score_optimizer == "bip" else None,
+            )
         return masks
 
     # -- schedule ----------------------------------------------------------------------------------
-    def is_update_step(self, info: StepInfo) -> bool:
+    def schedule(self) -> Periodic:
         """Start of every F-th epoch (or iteration), never before the first step or after the last."""
-        boundary = info.step + 1  # the first step that trains with the new mask
-        if not 0 < boundary < info.total_steps or info.progress > self.update_end_frac:
-            return False
-        if self.update_unit == "epochs":
-            return info.epoch_start(self.update_frequency, include_first=False)
-        return boundary % self.update_frequency == 0
+        unit = "epochs" if self.update_unit == "epochs" else "steps"
+        return Periodic(self.update_frequency, unit=unit, stop=self.update_end_frac)
 
     # -- every step --------------------------------------------------------------------------------
     def on_step(self, ctx: UpdateContext) -> None:
@@ -203,14 +215,15 @@ class BiDST(MaskUpdater):
 
     def _learn_scores(self, ctx: UpdateContext, layer: MaskedLayer, grad: torch.Tensor, weight: torch.Tensor) -> None:
         """psi -= alpha_t * P * dL/dpsi (eqs. 9 and 11), optionally through BiP's momentum."""
-        psi = self.scores[layer.name]
-        region = layer.mask | self.search[layer.name]
+        state = self.layers[layer.name]
+        psi = state.scores
+        region = layer.mask | state.search
         direct = psi.sign() * grad * weight
         if self.gumbel == "st_sigmoid":
             direct = direct * self._st_sigmoid_slope(ctx, layer, psi, region)
         step = (direct + self._implicit_term(grad, direct, layer.mask)) * region
-        if self.score_optimizer == "bip":
-            momentum = self.score_momentum[layer.name]
+        if state.momentum is not None:
+            momentum = state.momentum
             momentum.mul_(BIP_SCORE_MOMENTUM).add_(step).add_(psi, alpha=self._weight_decay[layer.name])
             step = momentum
         psi.sub_(step, alpha=ctx.lr)
@@ -256,20 +269,21 @@ class BiDST(MaskUpdater):
         """Binarize: M' = top-k of the scores within P; keep scores where they persist; redraw S."""
         new_masks = {}
         for layer in ctx.sparse_layers:
-            region = layer.mask | self.search[layer.name]
+            state = self.layers[layer.name]
+            region = layer.mask | state.search
             new_mask = topk_mask(self._rank_scores(ctx, layer), layer.k, eligible=region, prefer=layer.mask)
             runners_up = self._runners_up(layer, new_mask)
             keep_scores = torch.zeros_like(new_mask) if self.score_reset_on_update else new_mask | runners_up
-            self.scores[layer.name].mul_(keep_scores)
-            if layer.name in self.score_momentum:
-                self.score_momentum[layer.name].mul_(keep_scores)
+            state.scores.mul_(keep_scores)
+            if state.momentum is not None:
+                state.momentum.mul_(keep_scores)
             fill = self._search_sizes[layer.name] - int(runners_up.sum())
-            self.search[layer.name] = runners_up | _random_subset(ctx, ~(new_mask | runners_up), fill)
+            state.search = runners_up | _random_subset(ctx, ~(new_mask | runners_up), fill)
             new_masks[layer.name] = new_mask
         return new_masks
 
     def _rank_scores(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:
-        psi = self.scores[layer.name]
+        psi = self.layers[layer.name].scores
         if self.rank_by == "signed":
             return psi
         if self.gumbel == "topk":  # Gumbel-top-k: k draws without replacement, P(i) ~ |psi_i|^(1/tau)
@@ -281,7 +295,7 @@ class BiDST(MaskUpdater):
         at most m of them (|S \\ M'| <= |S|), so all are kept and no ranking among them is needed."""
         if self.search_space_resample == "random_each_update":
             return torch.zeros_like(new_mask)
-        return self.search[layer.name] & ~new_mask
+        return self.layers[layer.name].search & ~new_mask
 
     # -- cost and reporting ------------------------------------------------------------------------
     def gradient_densities(self, layers: list[MaskedLayer]) -> dict[str, float] | None:
@@ -294,7 +308,7 @@ class BiDST(MaskUpdater):
         }
 
     def report(self) -> dict[str, float]:
-        numel = sum(self.scores[name].numel() for name in self._search_sizes)
+        numel = sum(self.layers[name].scores.numel() for name in self._search_sizes)
         searched = sum(self._search_sizes.values())
         return {
             "search_space": self._search_space,

@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from dstbench.errors import ConfigError
+from dstbench.hparams import Fraction, NonNegative, PositiveInt
 from dstbench.registry import register_method
+from dstbench.schedules import Periodic, Piecewise
 from dstbench.selection import topk_mask
 from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
 
@@ -48,9 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["MEST", "MESTSoftBound"]
 log = logging.getLogger(__name__)
 
-# Phase boundaries are fractions of the run; this absorbs float error such as 0.7 * 10 = 7.000000000000001.
-_EPS = 1e-9
-
 
 @register_method("mest")
 @dataclass
@@ -58,43 +57,45 @@ class MEST(MaskUpdater):
     """MEST+EM: magnitude prune below the target, random regrowth back to it, in decaying phases."""
 
     paper = "Yuan et al., MEST: Accurate and Fast Memory-Economic Sparse Training Framework on the Edge, NeurIPS 2021"
+    cadence_fields = {"update_frequency": "epochs"}
 
-    update_frequency: int = 5
+    update_frequency: PositiveInt = 5
     """F (``--sp-mask-update-freq``): epochs between updates, each at the start of an epoch, epoch 0 included."""
-    phase_boundaries: tuple[float, ...] = (90 / 160, 120 / 160)
+    phase_boundaries: tuple[Fraction, ...] = (90 / 160, 120 / 160)
     """``--mask-update-decay-epoch 90-120`` of 160 epochs, as fractions of the run: where phases 1, 2, ... start."""
-    prune_extra: tuple[float, ...] = (0.2, 0.1, 0.0)
+    prune_extra: tuple[Fraction, ...] = (0.2, 0.1, 0.0)
     """Per phase: over-prune as a fraction of the layer's target density, prune-to = s + x(1-s) (LOWER_BOUND)."""
-    grow_extra: tuple[float, ...] = (0.0, 0.0, 0.0)
+    grow_extra: tuple[Fraction, ...] = (0.0, 0.0, 0.0)
     """Per phase: over-grow as a fraction of the whole layer, grow-to = s - g (UPPER_BOUND). EM: none."""
-    mest_lambda: float = 0.0
+    mest_lambda: NonNegative = 0.0
     """lambda_M (``--sp-lmd``) of the importance |theta| + lambda_M |grad|; 0 in every official script."""
     mest_grad: Literal["zero", "current_batch_sparse"] = "zero"
     """``zero``: as the official code, whose gradient is already cleared at epoch start (pure magnitude);
     ``current_batch_sparse``: the masked gradient of the last step (the first author's fork)."""
 
     def __post_init__(self) -> None:
-        self._validate()
+        super().__post_init__()
         if self.mest_lambda and self.mest_grad == "zero":
             log.warning("%s: mest_lambda has no effect with mest_grad='zero' (the gradient is zero then)", self.name)
         self.active_history: list[tuple[int, int]] = []
+        """(boundary, active weights in all sparsified layers) after every update: the density timeline."""
         self._total_steps = 0
         self._total_weights = 0
 
-    def _validate(self) -> None:
-        if self.update_frequency < 1:
-            raise ConfigError(f"{self.name}: update_frequency must be >= 1 epoch, got {self.update_frequency}")
+    def validate(self) -> None:
         bounds = self.phase_boundaries
-        if any(not 0.0 < b <= 1.0 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        if any(b == 0.0 for b in bounds) or list(bounds) != sorted(set(bounds)):
             raise ConfigError(f"{self.name}: phase_boundaries must increase within (0, 1], got {bounds}")
         for name in ("prune_extra", "grow_extra"):
             values = getattr(self, name)
             if len(values) != len(bounds) + 1:
                 raise ConfigError(f"{self.name}: {name} needs {len(bounds) + 1} values (one per phase), got {values}")
-            if any(not 0.0 <= v <= 1.0 for v in values):
-                raise ConfigError(f"{self.name}: {name} values must be in [0, 1], got {values}")
-        if self.mest_lambda < 0:
-            raise ConfigError(f"{self.name}: mest_lambda must be >= 0, got {self.mest_lambda}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"active_history": list(self.active_history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.active_history = [(int(boundary), int(active)) for boundary, active in state["active_history"]]
 
     def bind(self, engine: SparseEngine) -> None:
         self._total_steps = engine.steps_per_epoch * engine.total_epochs
@@ -102,13 +103,12 @@ class MEST(MaskUpdater):
         self.active_history = [(0, sum(layer.k for layer in engine.sparse_layers))]
 
     # -- schedule ----------------------------------------------------------------------------------
-    def is_update_step(self, info: StepInfo) -> bool:
-        return info.epoch_start(self.update_frequency, include_first=True)
+    def schedule(self) -> Periodic:
+        return Periodic(self.update_frequency, unit="epochs", at_start=True)
 
     def phase(self, info: StepInfo) -> int:
         """Index of the phase the epoch starting now belongs to (MEST's ``bound_index``)."""
-        epoch = info.next_epoch
-        return sum(epoch >= b * info.total_epochs - _EPS for b in self.phase_boundaries)
+        return Piecewise(self.phase_boundaries, self.prune_extra).phase(info.next_epoch, info.total_epochs)
 
     # -- counts and scores -------------------------------------------------------------------------
     def keep_count(self, layer: MaskedLayer, phase: int) -> int:
@@ -166,9 +166,9 @@ class MESTSoftBound(MEST):
 
     paper = "Yuan et al., MEST (+EM&S, soft memory bound), NeurIPS 2021"
 
-    prune_extra: tuple[float, ...] = (0.0, 0.0, 0.0)
+    prune_extra: tuple[Fraction, ...] = (0.0, 0.0, 0.0)
     """Per phase: over-prune as a fraction of the target density; EM&S prunes exactly to s."""
-    grow_extra: tuple[float, ...] = (0.05, 0.025, 0.0)
+    grow_extra: tuple[Fraction, ...] = (0.05, 0.025, 0.0)
     """Per phase: over-grow as a fraction of the whole layer: density 15 / 12.5 / 10 % at s = 0.9."""
 
     @property

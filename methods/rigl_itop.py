@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dstbench.dropgrow import cosine_decay
 from dstbench.errors import ConfigError
+from dstbench.hparams import Fraction, PositiveInt
 from dstbench.registry import register_method
-from dstbench.updater import StepInfo, UpdateContext
+from dstbench.schedules import CosineDecay, Periodic
+from dstbench.updater import UpdateContext
 
 from .rigl import RigL
 
@@ -45,37 +46,34 @@ class RigLITOP(RigL):
 
     paper = "Liu et al., Do We Actually Need Dense Over-Parameterization? In-Time Over-Parameterization, ICML 2021"
 
-    drop_fraction: float = 0.5
+    drop_fraction: Fraction = 0.5
     """ITOP's ``--death-rate``: initial fraction of each layer's active weights replaced per update."""
-    delta_t: int = 4000
+    delta_t: PositiveInt = 4000
     """ITOP's ``--update_frequency``: iterations between mask updates (4000 at batch 128 on CIFAR)."""
-    t_end: float = 1.0
+    t_end: Fraction = 1.0
     """Fraction of training over which the death rate decays and updates happen; ITOP: the whole run."""
     skip_weight_update_on_mask_step: bool = False
     """ITOP (PyTorch) takes the optimizer step and then updates the mask; TF RigL skips the step."""
-    drop_fraction_min: float = 0.005
+    drop_fraction_min: Fraction = 0.005
     """``eta_min`` of ITOP's ``CosineDecay``: the death rate never decays below this."""
 
-    def __post_init__(self) -> None:
-        if self.delta_t < 1:
-            raise ConfigError(f"rigl-itop: delta_t must be >= 1 iteration, got {self.delta_t}")
-        if not 0.0 <= self.drop_fraction_min <= self.drop_fraction <= 1.0:
+    def validate(self) -> None:
+        if self.drop_fraction_min > self.drop_fraction:
             raise ConfigError(
-                f"rigl-itop: need 0 <= drop_fraction_min <= drop_fraction <= 1, "
-                f"got {self.drop_fraction_min} and {self.drop_fraction}"
+                f"rigl-itop: need drop_fraction_min <= drop_fraction, got {self.drop_fraction_min} and {self.drop_fraction}"
             )
-        if not 0.0 < self.t_end <= 1.0:
-            raise ConfigError(f"rigl-itop: t_end must be in (0, 1], got {self.t_end}")
+        if self.t_end == 0.0:
+            raise ConfigError("rigl-itop: t_end must be in (0, 1], got 0")
 
-    def is_update_step(self, info: StepInfo) -> bool:
-        # ITOP counts steps from 1 (``self.steps += 1`` before the check); no update after the last step,
-        # where a new mask would only replace trained weights by zeros.
-        done = info.step + 1
-        return info.step >= 0 and done % self.delta_t == 0 and done <= self.end_step(info) and done < info.total_steps
+    def schedule(self) -> Periodic:
+        # ITOP counts steps from 1 (``self.steps += 1`` before the check), so its clock is t + 1; no
+        # update after the last step, where a new mask would only replace trained weights by zeros.
+        return Periodic(self.delta_t, stop=self.t_end)
 
     def drop_fraction_at(self, ctx: UpdateContext) -> float:
         # ``CosineDecay.step()`` has run once per step taken, i.e. ``step + 1`` times.
-        return cosine_decay(self.drop_fraction, ctx.info.step + 1, self.end_step(ctx.info), self.drop_fraction_min)
+        decay = CosineDecay(self.drop_fraction, self.drop_fraction_min, end=self.t_end)
+        return decay.at(ctx.info.boundary, ctx.info.total_steps)
 
     def drop_count(self, fraction: float, n_active: int) -> int:
         """ITOP's ``magnitude_death``: ``ceil(death_rate * nonzeros)``."""

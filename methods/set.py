@@ -19,25 +19,48 @@ from typing import Literal
 import torch
 
 from dstbench.dropgrow import DropAndGrow
+from dstbench.hparams import Fraction, PositiveInt
 from dstbench.registry import register_method
+from dstbench.schedules import Periodic
 from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, StepInfo, UpdateContext
+from dstbench.updater import MaskedLayer, UpdateContext
+
+
+def init_distribution_sample(weight: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """A draw shaped like ``weight`` from PyTorch's default Conv/Linear initialisation,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))``)."""
+    fan_in = weight[0].numel() if weight.dim() > 1 else weight.numel()
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    uniform = torch.rand(weight.shape, generator=rng, dtype=torch.float32)
+    return ((uniform * 2 - 1) * bound).to(weight.device, weight.dtype)
 
 
 @register_method("set")
 @dataclass
 class SET(DropAndGrow):
     paper = "Mocanu et al., Sparse Evolutionary Training, Nat. Commun. 2018"
+    cadence_fields = {"update_frequency": "epochs"}
 
-    zeta: float = 0.3
+    zeta: Fraction = 0.3
     """Fraction of each layer's active weights replaced per update."""
     drop_criterion: Literal["magnitude_and_negativity", "magnitude"] = "magnitude_and_negativity"
     """Original SET removes the smallest positive and the largest negative weights, half each."""
-    update_frequency: int = 1
+    update_frequency: PositiveInt = 1
     """Epochs between updates (1 = the end of every epoch)."""
+    grow_init: Literal["zero", "init_dist"] = "zero"
+    """Value of grown weights: 0 (RigL's convention, the default here), or a fresh draw from the
+    layer's initialisation distribution as in the original SET code (Kaiming-uniform bound of the layer,
+    from the update's seeded generator)."""
 
-    def is_update_step(self, info: StepInfo) -> bool:
-        return info.epoch_start(self.update_frequency, include_first=False)
+    def schedule(self) -> Periodic:
+        return Periodic(self.update_frequency, unit="epochs")
+
+    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        masks = super().update(ctx)
+        if self.grow_init == "init_dist":
+            for layer in ctx.sparse_layers:
+                ctx.grown_values[layer.name] = init_distribution_sample(layer.weight, ctx.rng)
+        return masks
 
     def drop_fraction_at(self, ctx: UpdateContext) -> float:
         return self.zeta

@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dstbench.dropgrow import cosine_decay
 from dstbench.errors import ConfigError
+from dstbench.hparams import Fraction
 from dstbench.registry import register_method
+from dstbench.schedules import CosineDecay, Periodic
 from dstbench.selection import topk_mask
 from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
 
@@ -93,9 +94,9 @@ class SNFS(MaskUpdater):
 
     paper = "Dettmers & Zettlemoyer, Sparse Networks from Scratch: Faster Training without Losing Performance, 2019"
 
-    prune_rate: float = 0.5
+    prune_rate: Fraction = 0.5
     """Initial fraction p of each layer's active weights pruned per update (``--prune-rate``)."""
-    prune_rate_min: float = 0.005
+    prune_rate_min: Fraction = 0.005
     """``eta_min`` of the per-step cosine decay of the prune rate over the whole run."""
 
     @property
@@ -104,10 +105,10 @@ class SNFS(MaskUpdater):
         # (training cost 2 f_S + f_D); per-layer counts move, only the total is fixed.
         return Needs(dense_grad="every_step", masked_optimizer=False, density_policy="global")
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.prune_rate_min <= self.prune_rate <= 1.0:
+    def validate(self) -> None:
+        if self.prune_rate_min > self.prune_rate:
             raise ConfigError(
-                f"snfs: need 0 <= prune_rate_min <= prune_rate <= 1, got {self.prune_rate_min} and {self.prune_rate}"
+                f"snfs: need prune_rate_min <= prune_rate, got {self.prune_rate_min} and {self.prune_rate}"
             )
 
     def bind(self, engine: SparseEngine) -> None:
@@ -115,12 +116,12 @@ class SNFS(MaskUpdater):
             if group.get("momentum", None) == 0:
                 raise ConfigError("snfs grows weights by their momentum: use --momentum > 0")
 
-    def is_update_step(self, info: StepInfo) -> bool:
-        return info.epoch_start(1, include_first=False)
+    def schedule(self) -> Periodic:
+        return Periodic(1, unit="epochs")
 
     def prune_rate_at(self, info: StepInfo) -> float:
         """The official ``CosineDecay`` is stepped once per step, so after step t it has run t+1 times."""
-        return cosine_decay(self.prune_rate, info.step + 1, info.total_steps, self.prune_rate_min)
+        return CosineDecay(self.prune_rate, self.prune_rate_min).at(info.boundary, info.total_steps)
 
     # -- statistics --------------------------------------------------------------------------------
     def momentum(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:

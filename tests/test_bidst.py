@@ -66,8 +66,8 @@ def craft(engine: SparseEngine, active: list[int], search: list[int], scores: li
     (layer,) = engine.sparse_layers
     mask = flat_mask(active)
     layer.mask.copy_(mask)
-    updater.search[layer.name] = flat_mask(search)
-    updater.scores[layer.name] = torch.tensor([scores])
+    updater.layers[layer.name].search = flat_mask(search)
+    updater.layers[layer.name].scores = torch.tensor([scores])
     with torch.no_grad():
         layer.weight.copy_(torch.randn(1, 10, generator=torch.Generator().manual_seed(1)) * mask)
 
@@ -106,7 +106,7 @@ def state(engine: SparseEngine) -> tuple[BiDST, Tensor, Tensor, Tensor]:
     updater = engine.updater
     assert isinstance(updater, BiDST)
     (layer,) = engine.sparse_layers
-    return updater, layer.mask, updater.search[layer.name], updater.scores[layer.name]
+    return updater, layer.mask, updater.layers[layer.name].search, updater.layers[layer.name].scores
 
 
 def assert_bidst_invariants(engine: SparseEngine) -> None:
@@ -115,7 +115,7 @@ def assert_bidst_invariants(engine: SparseEngine) -> None:
     assert isinstance(updater, BiDST)
     assert engine.violations() == []
     for layer in engine.sparse_layers:
-        search, psi = updater.search[layer.name], updater.scores[layer.name]
+        search, psi = updater.layers[layer.name].search, updater.layers[layer.name].scores
         assert int(layer.mask.sum()) == layer.k
         assert int(search.sum()) == updater._search_sizes[layer.name]
         assert not bool((layer.mask & search).any())
@@ -207,7 +207,7 @@ def test_second_pass_leaves_weight_training_untouched() -> None:
             g = torch.Generator().manual_seed(step)
             data = (torch.randn(8, 2, 5, 5, generator=g), torch.randint(0, 3, (8,), generator=g))
             train_step(engine, step, data)
-        return {k: v.clone() for k, v in model.state_dict().items()}, {k: v.clone() for k, v in updater.scores.items()}
+        return {k: v.clone() for k, v in model.state_dict().items()}, {k: v.scores.clone() for k, v in updater.layers.items()}
 
     weights_one, scores_one = run(False)
     weights_two, scores_two = run(True)
@@ -223,7 +223,8 @@ def test_bip_score_optimizer_is_sgd_with_momentum_and_weight_decay() -> None:
     craft(engine, ACTIVE, SEARCH, SCORES)
     updater, _, _, psi = state(engine)
     (layer,) = engine.sparse_layers
-    momentum = updater.score_momentum[layer.name]
+    momentum = updater.layers[layer.name].momentum
+    assert momentum is not None
     momentum.zero_()
     for step in range(2):
         psi0, theta0, data = psi.clone(), weight_of(engine).detach().clone(), batch(step)
@@ -466,7 +467,7 @@ def test_search_sizes_follow_the_spec_formula(alloc: str, sparsity: float) -> No
         wanted = space / (1 - sparsity) * d * n if alloc == "proportional" else space * n
         sizes[layer.name] = min(n - k, round(wanted))
         assert search_space_size(layer, space, sparsity, alloc) == sizes[layer.name]
-        assert int(updater.search[layer.name].sum()) == sizes[layer.name]
+        assert int(updater.layers[layer.name].search.sum()) == sizes[layer.name]
     if alloc == "proportional":
         total = sum(layer.numel for layer in h.engine.sparse_layers)
         assert sum(sizes.values()) == pytest.approx(space * total, abs=len(sizes))
@@ -491,18 +492,18 @@ def test_uniform_extreme_sparsity_keeps_a_search_space_beyond_the_clamped_k() ->
     h = make_harness(updater, 0.999999, "uniform", model=SmallNet(8, 16, 3))
     for layer in h.engine.sparse_layers:
         assert layer.k == 1
-        assert int(updater.search[layer.name].sum()) == min(layer.numel - 1, round(0.02 * layer.numel))
+        assert int(updater.layers[layer.name].search.sum()) == min(layer.numel - 1, round(0.02 * layer.numel))
 
 
 def test_initial_scores() -> None:
     h = make_harness(bidst(), 0.8)
-    assert all(bool((psi == 0).all()) for psi in h.engine.updater.scores.values())  # type: ignore[attr-defined]
+    assert all(bool((psi == 0).all()) for psi in (s.scores for s in h.engine.updater.layers.values()))  # type: ignore[attr-defined]
     h = make_harness(bidst(score_init="scaled"), 0.8)
     updater = h.engine.updater
     assert isinstance(updater, BiDST)
     for layer in h.engine.sparse_layers:
-        assert torch.equal(updater.scores[layer.name], layer.weight.detach() * layer.mask)
-        assert bool((updater.scores[layer.name][layer.mask] != 0).all())
+        assert torch.equal(updater.layers[layer.name].scores, layer.weight.detach() * layer.mask)
+        assert bool((updater.layers[layer.name].scores[layer.mask] != 0).all())
 
 
 def test_state_survives_a_checkpoint_round_trip() -> None:
@@ -524,7 +525,8 @@ def test_state_survives_a_checkpoint_round_trip() -> None:
         },
         buffer,
     )
-    assert set(reference.updater.state_dict()) == {"scores", "search", "score_momentum"}
+    layer_state = reference.updater.state_dict()["layers"]
+    assert {key for state in layer_state.values() for key in state} == {"scores", "search", "momentum"}
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=False)
     resumed, resumed_step = build()
@@ -536,9 +538,9 @@ def test_state_survives_a_checkpoint_round_trip() -> None:
         resumed_step(step)
     a, b = reference.updater, resumed.updater
     assert isinstance(a, BiDST) and isinstance(b, BiDST)
-    for name in a.scores:
-        assert torch.equal(a.scores[name], b.scores[name])
-        assert torch.equal(a.search[name], b.search[name])
+    for name in a.layers:
+        assert torch.equal(a.layers[name].scores, b.layers[name].scores)
+        assert torch.equal(a.layers[name].search, b.layers[name].search)
     for x, y in zip(reference.sparse_layers, resumed.sparse_layers):
         assert torch.equal(x.mask, y.mask) and torch.equal(x.weight, y.weight)
     assert len(reference.records) == 3
