@@ -51,7 +51,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_declares_its_method_in_the_dstbench_entry_point_group() -> None:
     project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
     assert project["entry-points"]["dstbench.methods"] == {
-        "magnitude-random": "dstbench_example_plugin.magnitude_random:MagnitudeRandom"
+        "magnitude-random": "dstbench_example_plugin.magnitude_random:MagnitudeRandom",
+        "gradual-regrow": "dstbench_example_plugin.gradual_regrow:GradualRegrow",
     }
 
 

@@ -1,0 +1,23 @@
+"""The example plugin package (examples/dstbench-example-plugin), registered in this test process the way
+its entry points register it when installed, so suite-wide tests over ``list_methods()`` cover
+third-party methods too."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "dstbench-example-plugin" / "src"
+
+
+def register_example_plugin() -> None:
+    if str(EXAMPLE_SRC) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE_SRC))
+    from dstbench_example_plugin import GradualRegrow, MagnitudeRandom
+
+    from dstbench.registry import list_methods, register_method
+
+    known = set(list_methods())
+    for name, cls in (("magnitude-random", MagnitudeRandom), ("gradual-regrow", GradualRegrow)):
+        if name not in known:
+            register_method(name)(cls)
