@@ -99,11 +99,24 @@ RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_s
 
 @dataclass(frozen=True)
 class Preset:
-    """A named recipe: config fields, plus method hyper-parameters applied when that method runs."""
+    """A named recipe: config fields, plus method hyper-parameters applied when that method runs.
+
+    ``cadence`` sets every method's declared cadence fields (``MaskUpdater.cadence_fields``) by unit,
+    plugins included, so a short recipe changes the topology of every method as often;
+    ``method_hp`` then sets what one method needs beyond that.
+    """
 
     description: str
     fields: Mapping[str, Any]
     method_hp: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cadence: Mapping[str, int] = field(default_factory=dict)
+
+    def hyperparameters(self, method: str) -> dict[str, Any]:
+        """What this preset sets for ``method``: its cadence fields, then its own entries."""
+        from .registry import get_method
+
+        cadence = {name: self.cadence[unit] for name, unit in get_method(method).cadence_fields.items() if unit in self.cadence}
+        return {**cadence, **self.method_hp.get(method, {})}
 
 
 _CIFAR = {
@@ -171,14 +184,10 @@ PRESETS: dict[str, Preset] = {
             "distribution": "erk",
             "dense_layers": "none",
         },
-        # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology.
-        method_hp={
-            "rigl": {"delta_t": 20},
-            "bidst": {"update_frequency": 2},
-            "rigl-itop": {"delta_t": 20},
-            "mest": {"update_frequency": 1},
-            "mest-ems": {"update_frequency": 1},
-        },
+        # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
+        # steps or every epoch. BiDST learns its scores for 2 epochs between updates.
+        cadence={"steps": 20, "epochs": 1},
+        method_hp={"bidst": {"update_frequency": 2}},
     ),
 }
 
@@ -228,15 +237,16 @@ def resolve_config(
 ) -> TrainConfig:
     """Merge defaults, preset, YAML file and explicit options (in that order) into a valid config."""
     values: dict[str, Any] = {}
-    preset_hp: Mapping[str, Mapping[str, Any]] = {}
+    recipe: Preset | None = None
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        values.update(PRESETS[preset].fields)
-        preset_hp = PRESETS[preset].method_hp
+        recipe = PRESETS[preset]
+        values.update(recipe.fields)
     if config_file is not None:
         values.update(_typed_fields(load_yaml_config(config_file), config_file))
     values.update(_typed_fields(overrides or {}, "the command line"))
     method = values.get("method", TrainConfig.method)
-    merged_hp = {**preset_hp.get(method, {}), **values.pop("hp", {}), **(hp or {})}
+    preset_hp = recipe.hyperparameters(method) if recipe is not None else {}
+    merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     return TrainConfig(**values, hp=merged_hp).validate()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import torch
 
 from dstbench.errors import ConfigError
-from dstbench.hparams import Fraction, Positive, PositiveInt, Range
+from dstbench.hparams import Positive, PositiveInt, Range
 from dstbench.registry import register_method
 from dstbench.schedules import Periodic
 from dstbench.selection import topk_mask
