@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -26,43 +26,80 @@ __all__ = ["TrainConfig", "PRESETS", "Preset", "resolve_config", "load_yaml_conf
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a training run. Field names are the CLI's long options."""
+    """Everything that determines a training run.
+
+    Each field is one CLI option (``--field-name``; its ``--help`` is the docstring under the field,
+    with the default), one YAML key, and one key of the run's ``config.json``. The data fields are
+    handed to :class:`dstbench.data.DataConfig` by name (``trainer.data_config``).
+    """
 
     method: str = "rigl"
+    """Mask updater (see `dstbench methods`)."""
     model: str = "cifar_resnet32"
+    """timm model name, e.g. cifar_resnet32, cifar_vgg19 or resnet50 (see `dstbench models`)."""
     dataset: str = "cifar10"
+    """cifar10, cifar100, imagefolder or synthetic."""
     data_dir: str | None = None
-    loader: str = "memory"
+    """Dataset folder, or the .tar.gz of a CIFAR ImageFolder tree."""
+    loader: Literal["memory", "torch", "ffcv"] = "memory"
+    """Data path: memory (decoded tensors, batched augmentation on the device), torch (DataLoader), or ffcv
+    (betons from `dstbench data prepare`)."""
     beton_dir: str | None = None
+    """Folder with train.beton/test.beton from `dstbench data prepare` (loader ffcv)."""
     max_train_samples: int | None = None
+    """Class-balanced training subset of this size (all samples when unset)."""
     max_test_samples: int | None = None
+    """Class-balanced test subset of this size (all samples when unset)."""
     synthetic_train_samples: int = 2000
+    """Training set size of the synthetic dataset."""
     synthetic_test_samples: int = 500
+    """Test set size of the synthetic dataset."""
     sparsity: float = 0.9
+    """Target sparsity in [0, 1), e.g. 0.9 or 0.999999."""
     distribution: str = "erk"
+    """How the sparsity is spread over layers: uniform, er or erk."""
     dense_layers: str = "none"
+    """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
     min_active: int = 1
+    """Minimum active weights per sparsified layer."""
     epochs: int = 160
+    """Training epochs."""
     batch_size: int = 128
+    """Training batch size (per optimizer step, across micro-batches)."""
     eval_batch_size: int = 512
+    """Batch size for evaluation."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     lr: float = 0.1
+    """Peak learning rate (SGD)."""
     momentum: float = 0.9
+    """SGD momentum."""
     nesterov: bool = False
+    """Nesterov momentum."""
     weight_decay: float = 1e-4
+    """L2 weight decay."""
     decay_bn_and_bias: bool = True
-    """MEST/GraSP (BiDST's code lineage) decay every parameter; False exempts BN and biases."""
+    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off exempts them."""
     warmup_epochs: float = 0.0
+    """Linear learning-rate warm-up, in epochs."""
     eta_min: float = 0.0
+    """Final learning rate of the per-step cosine schedule."""
     label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss."""
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     channels_last: bool = False
+    """channels_last memory format for the model and its inputs."""
     augment: bool = True
+    """Random crop and horizontal flip of training images (CIFAR)."""
     seed: int = 0
+    """Seed of the initialisation, data order, augmentation and every mask decision."""
     device: str = "cpu"
+    """cpu, cuda or cuda:N."""
     num_workers: int = 2
+    """DataLoader worker processes (loaders torch and ffcv)."""
     out: str = "runs/run"
+    """Run directory."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
 

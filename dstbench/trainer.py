@@ -103,25 +103,11 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devi
 
 
 def data_config(cfg: TrainConfig) -> DataConfig:
-    """The data part of a training config."""
+    """The data part of a training config: every DataConfig field that TrainConfig also has, by name."""
     from dstbench.data import DataConfig
 
-    return DataConfig(
-        dataset=cfg.dataset,
-        data_dir=cfg.data_dir,
-        batch_size=cfg.batch_size,
-        eval_batch_size=cfg.eval_batch_size,
-        max_train_samples=cfg.max_train_samples,
-        max_test_samples=cfg.max_test_samples,
-        loader=cfg.loader,
-        beton_dir=cfg.beton_dir,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        channels_last=cfg.channels_last,
-        num_workers=cfg.num_workers,
-        synthetic_train_samples=cfg.synthetic_train_samples,
-        synthetic_test_samples=cfg.synthetic_test_samples,
-    )
+    shared = {f.name for f in dataclasses.fields(DataConfig)} & {f.name for f in dataclasses.fields(TrainConfig)}
+    return DataConfig(**{name: getattr(cfg, name) for name in sorted(shared)})
 
 
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
