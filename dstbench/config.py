@@ -65,6 +65,9 @@ class TrainConfig:
     out: str = "runs/run"
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
+    save_rewind_step: int | None = None
+    """Save the model after this many steps to rewind.pt (0: the initialisation), for runs used as
+    lottery tickets (``--hp ticket_from=RUN_DIR``, ``dstbench lt``)."""
 
     def validate(self) -> TrainConfig:
         self.sparsity = validate_sparsity(self.sparsity)
@@ -83,6 +86,8 @@ class TrainConfig:
             value = float(getattr(self, name))
             if math.isnan(value) or value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        if self.save_rewind_step is not None and self.save_rewind_step < 0:
+            raise ConfigError(f"--save-rewind-step must be >= 0, got {self.save_rewind_step}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -30,6 +30,7 @@ from .errors import CheckpointError, ConfigError
 from .layers import describe_layers
 from .registry import create_updater
 from .rundir import RunDir
+from .tickets import pipeline_flops
 from .updater import MaskUpdater
 
 if TYPE_CHECKING:
@@ -172,6 +173,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     steps_per_epoch = math.ceil(len(data.train) / accum)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
+        raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     engine = SparseEngine(
         model,
@@ -206,6 +209,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         run.write_plan(plan)
         init_batch = next(iter(data.train)) if updater.needs.init_batch else None
         engine.initialize(init_batch)
+        if cfg.save_rewind_step == 0:
+            run.save_rewind(0, model.state_dict())
 
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
@@ -238,6 +243,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     optimizer.step()
                 engine.after_optimizer_step(step)
                 optimizer.zero_grad(set_to_none=True)
+                if cfg.save_rewind_step is not None and step + 1 == cfg.save_rewind_step:
+                    run.save_rewind(step + 1, model.state_dict())
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
         test_loss, test_acc = evaluate(model, data.test, cfg, device)
@@ -318,5 +325,6 @@ def _summary(
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),
-        "flops": run_flops(engine, input_size, train_samples),  # this run's own, from its masks and updates
+        # This run's own, from its masks and updates; a lottery ticket adds its ticket's training.
+        "flops": pipeline_flops(cfg.hp, run_flops(engine, input_size, train_samples)),
     }
