@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -127,7 +128,7 @@ def data_config(cfg: TrainConfig) -> DataConfig:
 
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
     saved = run.read_json(run.config)
-    current = cfg.to_json()
+    current = json.loads(json.dumps(cfg.to_json()))  # as written: tuples given in Python come back as lists
     changed = sorted(k for k in current if k not in RESUME_IGNORED_FIELDS and saved.get(k) != current[k])
     if changed:
         key = changed[0]
