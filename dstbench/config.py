@@ -183,6 +183,7 @@ PRESETS: dict[str, Preset] = {
             "rigl-itop": {"delta_t": 20},
             "mest": {"update_frequency": 1},
             "mest-ems": {"update_frequency": 1},
+            "dsr": {"period": 8},  # 8, 16, 32, 64 steps over epochs 0-3, none from epoch 4: 7 updates
         },
     ),
 }
