@@ -128,6 +128,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lt(args: argparse.Namespace) -> int:
+    from .compare import format_table
+    from .tickets import run_lottery
+
+    overrides = {k: v for k, v in train_overrides(args).items() if k not in ("out", "sparsity")}
+    summaries = run_lottery(
+        args.sparsity,
+        rounds=1 if args.one_shot else args.rounds,
+        per_round=args.prune_per_round,
+        rewind_step=args.rewind_step,
+        out=args.out,
+        preset=args.preset,
+        config_file=args.config,
+        overrides=overrides,
+        hp=parse_hp_assignments(args.hp),
+        progress=not args.quiet,
+    )
+    print(format_table(summaries))
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect_run import inspect_run, render_inspection
 
@@ -207,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output folder (default: runs/compare)")
     add_train_options(compare, single_run=False)
     compare.set_defaults(func=_cmd_compare)
+
+    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
+    lottery.add_argument("--sparsity", type=float, required=True, help="final sparsity, e.g. 0.9")
+    lottery.add_argument("--rounds", type=int, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
+    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
+    lottery.add_argument("--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round")
+    lottery.add_argument("--rewind-step", type=int, default=0, help="rewind to the dense run's weights after this many steps (0: init)")
+    lottery.add_argument("--seed", type=int)
+    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
+    add_train_options(lottery, single_run=False)
+    lottery.set_defaults(func=_cmd_lt)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")
     inspect.add_argument("run_dir")

@@ -102,6 +102,9 @@ class TrainConfig:
     """Run directory."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
+    save_rewind_step: int | None = None
+    """Save the model after this many steps to rewind.pt (0: the initialisation), for runs used as
+    lottery tickets (``--hp ticket_from=RUN_DIR``, ``dstbench lt``)."""
 
     def validate(self) -> TrainConfig:
         self.sparsity = validate_sparsity(self.sparsity)
@@ -120,6 +123,8 @@ class TrainConfig:
             value = float(getattr(self, name))
             if math.isnan(value) or value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        if self.save_rewind_step is not None and self.save_rewind_step < 0:
+            raise ConfigError(f"--save-rewind-step must be >= 0, got {self.save_rewind_step}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -222,9 +227,10 @@ PRESETS: dict[str, Preset] = {
             "dense_layers": "none",
         },
         # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
-        # steps or every epoch. BiDST learns its scores for 2 epochs between updates.
+        # steps or every epoch. BiDST learns its scores for 2 epochs between updates; DSR's doubling
+        # period starts at 8 steps: 8, 16, 32, 64 over epochs 0-3, none from epoch 4, 7 updates.
         cadence={"steps": 20, "epochs": 1},
-        method_hp={"bidst": {"update_frequency": 2}},
+        method_hp={"bidst": {"update_frequency": 2}, "dsr": {"period": 8}},
     ),
 }
 
