@@ -12,14 +12,15 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
 
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["add_commands"]
 
@@ -32,7 +33,9 @@ def add_commands(sub: Any, add_train_options: AddTrainOptions) -> None:
     _add_sweep(sub, add_train_options)
     _add_plot(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
-    report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
+    report.add_argument(
+        "dir", help="a folder of runs (from compare or sweep) or one run directory; report.md and report.csv go there"
+    )
     report.set_defaults(func=_cmd_report)
 
 
@@ -43,16 +46,17 @@ def _add_flops(sub: Any) -> None:
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
     add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
     add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
-    add("--sparsity", type=float, default=0.0, help="target sparsity (default 0: dense)")
-    add("--distribution", default="uniform", help="uniform, er or erk (default uniform)")
-    add("--dense-layers", default="none", help="none, first or mest (default none)")
-    add("--min-active", type=int, default=1, help="minimum active weights per layer (default 1)")
+    add("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1); 0 is dense")
+    add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er or erk")
+    add("--dense-layers", default="none", help="layers kept dense: none, first or mest")
+    add("--min-active", type=int, default=1, help="minimum active weights per layer")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
-    add("--epochs", type=int)
-    add("--train-samples", type=int, help="N_train, samples per epoch (ImageNet: 1281167)")
-    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire (default 128)")
-    add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
-    add("--json", action="store_true", help="print JSON")
+    add("--epochs", type=int, help="training epochs (needed with --method)")
+    add("--train-samples", type=int, help="N_train, samples per epoch, e.g. 1281167 for ImageNet (needed with --method)")
+    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire")
+    add("--hp", action="append", default=[], metavar="NAME=VALUE",
+        help="method hyper-parameter (repeatable; default: the method's own)")  # fmt: skip
+    add("--json", action="store_true", help="print JSON instead of a table")
     flops.set_defaults(func=_cmd_flops)
 
 
@@ -155,15 +159,15 @@ def _render_flops(result: dict[str, Any]) -> str:
 
 # -- sweep -----------------------------------------------------------------------------------------
 def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
-    sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (spec §10)")
+    sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (BiDST Figure 3)")
     sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
     sweep.add_argument(
         "--sparsities",
         default=",".join(f"{s:g}" for s in DEFAULT_SPARSITIES),
-        help="comma-separated sparsities (default: 0.9 to 0.999999, eight points)",
+        help="comma-separated sparsities",
     )
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
     add_train_options(sweep, single_run=False)
     sweep.set_defaults(func=_cmd_sweep)
 
@@ -198,7 +202,7 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
     interval.add_argument("--interval", type=float, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps")
+    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps (default: at each update)")
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")
