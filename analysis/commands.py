@@ -210,7 +210,9 @@ def _add_plot(sub: Any) -> None:
     curve.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     curve.set_defaults(func=_cmd_plot_curve)
 
-    overhead = kinds.add_parser("overhead", help="mask-update time against training time (BiDST Figure 5)")
+    overhead = kinds.add_parser(
+        "overhead", help="mask-update time as a share of training time, and per update (BiDST Figure 5)"
+    )
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     overhead.set_defaults(func=_cmd_plot_overhead)
@@ -231,11 +233,23 @@ def _cmd_plot_iou(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_curve(args: argparse.Namespace) -> int:
-    from .plots import figure_paths, plot_sparsity_curve
+    from .plots import chance_accuracy, figure_paths, plot_sparsity_curve
+    from .runs import load_run
     from .sweep import load_sweep
 
     figure_paths(args.out)
-    return _written(plot_sparsity_curve(load_sweep(args.sweep_dir), args.out))
+    points = load_sweep(args.sweep_dir)
+    # Chance accuracy from the runs' own classifiers. run_dir is as the sweep was given it (maybe relative
+    # to another working directory), so a run is also looked for by name inside the sweep folder.
+    run_dirs = set()
+    for point in points:
+        if point.get("run_dir"):
+            for candidate in (Path(point["run_dir"]), Path(args.sweep_dir) / Path(point["run_dir"]).name):
+                if (candidate / "plan.json").is_file():
+                    run_dirs.add(candidate)
+                    break
+    chance = sorted({chance_accuracy(load_run(run_dir).plan) for run_dir in run_dirs})
+    return _written(plot_sparsity_curve(points, args.out, chance=chance))
 
 
 def _cmd_plot_overhead(args: argparse.Namespace) -> int:
