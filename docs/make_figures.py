@@ -105,15 +105,16 @@ def console_blocks(path: Path) -> list[Block]:
     return blocks
 
 
-def dstbench_commands(paths: list[Path] = DOCS) -> list[tuple[Path, str]]:
-    """Every documented ``$ dstbench ...`` command line (continuations joined, comments dropped)."""
+def dstbench_commands(paths: list[Path] = DOCS) -> list[tuple[Path, str, list[str]]]:
+    """Every documented ``$ dstbench ...`` command (continuations joined, comments dropped), with the
+    file it is in and the output documented under it."""
     found = []
     for path in paths:
         for block in console_blocks(path):
             for command in block.commands:
                 text = command.text.replace("\\\n", " ")
                 if text.startswith("dstbench "):
-                    found.append((path, " ".join(text.split("#")[0].split())))
+                    found.append((path, " ".join(text.split("#")[0].split()), command.output))
     return found
 
 
