@@ -195,7 +195,8 @@ def test_grid_line_format() -> None:
 def test_compare_progress_counts_runs_and_says_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["compare", "--methods", "static,set", "--seeds", "0", *TINY, "--out", str(tmp_path)]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "\r" not in err  # output is not a terminal here: no progress bars
     runs = [line for line in out.splitlines() if line.startswith("run ")]
     assert runs == [
         f"run 1 of 2: static, sparsity 0.9, seed 0 (training {tmp_path / 'static_s0.9_seed0'})",
