@@ -70,7 +70,9 @@ def _writable(path: Path) -> bool:
 
 
 def announce_decoding(tag: str, data_path: Path, candidates: list[Path]) -> None:
-    """Say once, on stdout with the other progress lines (stderr is for the one-line error), that the source is being decoded and where the (large) cache will go.
+    """Say once that the source is being decoded and where the (large) cache will go.
+
+    The line goes to stdout with the other progress lines; stderr is kept for the one-line error.
 
     Decoding is the one slow, silent step of a first run, and the cache is several times the size of a
     JPEG archive (185 MB for CIFAR-10 beside a 19 MB ``.tar.gz``): the user should see where it lands

@@ -150,9 +150,7 @@ def _micro_batches(loader: Any, accum: int) -> Iterator[tuple[int, bool, torch.T
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one run into ``cfg.out`` and return its summary."""
-    from dstbench.data import build_data
-
-    from dstbench.data import dataset_info
+    from dstbench.data import build_data, dataset_info
 
     cfg.validate()
     device = resolve_device(cfg.device)
