@@ -97,8 +97,8 @@ def _log_sparsity_axis(axis: Axes, sparsities: Sequence[float], *, y: bool = Fal
     scale.set_minor_locator(NullLocator())
     scale.set_major_formatter(FuncFormatter(lambda tick, _: _percent(1.0 - tick)))
     if not y:
-        for label in axis.get_xticklabels():
-            label.set(rotation=40, horizontalalignment="right")
+        for label in axis.get_xticklabels():  # 90 %, 95 %, 98 %, 99 % share one decade of 1 - s
+            label.set(rotation=60, horizontalalignment="right", fontsize="small")
 
 
 def _legend_outside(axis: Axes, *, fontsize: str = "small", **options: Any) -> Legend:
@@ -144,8 +144,11 @@ def _seed_label(base: str, n_seeds: Sequence[int]) -> str:
 
 
 def _band(axis: Axes, x: Sequence[float], mean: Sequence[float], std: Sequence[float], color: str) -> None:
-    """The ±1 std band around a mean line (drawn only where there are several seeds)."""
-    if any(s > 0 for s in std):
+    """The ±1 std band around a mean line (drawn only where there are several seeds); a single point
+    has no width for a band, so it gets an error bar instead."""
+    if any(s > 0 for s in std) and len(x) == 1:
+        axis.errorbar(x, mean, yerr=std, color=color, capsize=4, linestyle="none", alpha=0.6)
+    elif any(s > 0 for s in std):
         low = [m - s for m, s in zip(mean, std)]
         high = [m + s for m, s in zip(mean, std)]
         axis.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)

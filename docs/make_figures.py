@@ -2,6 +2,8 @@
 
     python docs/make_figures.py            # every marked block of README.md and docs/*.md, and the figures
     python docs/make_figures.py --check    # only list the marked blocks and the commands they run
+    python docs/make_figures.py --keep DIR # the same, keeping the scratch folder DIR (new) for later --only
+    python docs/make_figures.py --keep DIR --only "plot "   # redo some blocks, reusing DIR's runs
 
 A console block in README.md or docs/*.md preceded by the line ``<!-- make_figures: output -->`` is
 regenerated: each ``$ command`` in it is run with bash, and the lines under it are replaced by what the
@@ -127,12 +129,13 @@ def _run(command: str, cwd: Path) -> list[str]:
     return [line.rstrip() for line in printed.splitlines()]
 
 
-def regenerate(scratch: Path) -> None:
-    """Run every marked block's commands in document order, then rewrite the files and copy figures."""
+def regenerate(scratch: Path, only: str | None = None) -> None:
+    """Run every marked block's commands in document order (or only the blocks with ``only`` in a
+    command), then rewrite the files and copy the figures."""
     bodies: dict[Path, list[tuple[Block, list[str]]]] = {}
     for path in DOCS:
         for block in console_blocks(path):
-            if not block.mode:
+            if not block.mode or (only is not None and not any(only in c.text for c in block.commands)):
                 continue
             body: list[str] = []
             for command in block.commands:
@@ -147,14 +150,23 @@ def regenerate(scratch: Path) -> None:
             lines[block.start : block.end] = body
         path.write_text("\n".join(lines) + "\n")
     for source, target in FIGURES.items():
-        shutil.copyfile(scratch / source, ROOT / target)
-        print(f"copied {source} -> {target}", file=sys.stderr)
+        if (scratch / source).is_file():
+            shutil.copyfile(scratch / source, ROOT / target)
+            print(f"copied {source} -> {target}", file=sys.stderr)
+        else:
+            print(f"not copied (not written by the blocks run): {source}", file=sys.stderr)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="list the marked blocks and their commands; run nothing")
     parser.add_argument("--keep", help="run in this folder (kept afterwards) instead of a temporary one")
+    parser.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="regenerate only the blocks with TEXT in a command; with --keep DIR of an earlier full run, "
+        "their commands find the runs they read (compare and sweep reuse finished runs)",
+    )
     args = parser.parse_args()
     if args.check:
         for path in DOCS:
@@ -165,11 +177,11 @@ def main() -> int:
         return 0
     if args.keep:
         scratch = Path(args.keep)
-        scratch.mkdir(parents=True, exist_ok=False)
-        regenerate(scratch)
+        scratch.mkdir(parents=True, exist_ok=args.only is not None)
+        regenerate(scratch, args.only)
     else:
         with tempfile.TemporaryDirectory(prefix="dstbench-docs-") as tmp:
-            regenerate(Path(tmp))
+            regenerate(Path(tmp), args.only)
     return 0
 
 
