@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
 
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["add_commands"]
 
@@ -28,7 +29,9 @@ def add_commands(sub: Any) -> None:
     _add_sweep(sub)
     _add_plot(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
-    report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
+    report.add_argument(
+        "dir", help="a folder of runs (from compare or sweep) or one run directory; report.md and report.csv go there"
+    )
     report.set_defaults(func=_cmd_report)
 
 
@@ -39,16 +42,17 @@ def _add_flops(sub: Any) -> None:
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
     add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
     add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
-    add("--sparsity", type=float, default=0.0, help="target sparsity (default 0: dense)")
-    add("--distribution", default="uniform", help="uniform, er or erk (default uniform)")
-    add("--dense-layers", default="none", help="none, first or mest (default none)")
-    add("--min-active", type=int, default=1, help="minimum active weights per layer (default 1)")
+    add("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1); 0 is dense")
+    add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er or erk")
+    add("--dense-layers", default="none", help="layers kept dense: none, first or mest")
+    add("--min-active", type=int, default=1, help="minimum active weights per layer")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
-    add("--epochs", type=int)
-    add("--train-samples", type=int, help="N_train, samples per epoch (ImageNet: 1281167)")
-    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire (default 128)")
-    add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
-    add("--json", action="store_true", help="print JSON")
+    add("--epochs", type=int, help="training epochs (needed with --method)")
+    add("--train-samples", type=int, help="N_train, samples per epoch, e.g. 1281167 for ImageNet (needed with --method)")
+    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire")
+    add("--hp", action="append", default=[], metavar="NAME=VALUE",
+        help="method hyper-parameter (repeatable; default: the method's own)")  # fmt: skip
+    add("--json", action="store_true", help="print JSON instead of a table")
     flops.set_defaults(func=_cmd_flops)
 
 
@@ -153,15 +157,15 @@ def _render_flops(result: dict[str, Any]) -> str:
 def _add_sweep(sub: Any) -> None:
     from dstbench.cli import add_train_options
 
-    sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (spec §10)")
+    sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (BiDST Figure 3)")
     sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
     sweep.add_argument(
         "--sparsities",
         default=",".join(f"{s:g}" for s in DEFAULT_SPARSITIES),
-        help="comma-separated sparsities (default: 0.9 to 0.999999, eight points)",
+        help="comma-separated sparsities",
     )
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
     add_train_options(sweep, single_run=False)
     sweep.set_defaults(func=_cmd_sweep)
 
@@ -196,7 +200,7 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
     interval.add_argument("--interval", type=float, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps")
+    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps (default: at each update)")
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")
@@ -204,7 +208,9 @@ def _add_plot(sub: Any) -> None:
     curve.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     curve.set_defaults(func=_cmd_plot_curve)
 
-    overhead = kinds.add_parser("overhead", help="mask-update time against training time (BiDST Figure 5)")
+    overhead = kinds.add_parser(
+        "overhead", help="mask-update time as a share of training time, and per update (BiDST Figure 5)"
+    )
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     overhead.set_defaults(func=_cmd_plot_overhead)
@@ -225,11 +231,23 @@ def _cmd_plot_iou(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_curve(args: argparse.Namespace) -> int:
-    from .plots import figure_paths, plot_sparsity_curve
+    from .plots import chance_accuracy, figure_paths, plot_sparsity_curve
+    from .runs import load_run
     from .sweep import load_sweep
 
     figure_paths(args.out)
-    return _written(plot_sparsity_curve(load_sweep(args.sweep_dir), args.out))
+    points = load_sweep(args.sweep_dir)
+    # Chance accuracy from the runs' own classifiers. run_dir is as the sweep was given it (maybe relative
+    # to another working directory), so a run is also looked for by name inside the sweep folder.
+    run_dirs = set()
+    for point in points:
+        if point.get("run_dir"):
+            for candidate in (Path(point["run_dir"]), Path(args.sweep_dir) / Path(point["run_dir"]).name):
+                if (candidate / "plan.json").is_file():
+                    run_dirs.add(candidate)
+                    break
+    chance = sorted({chance_accuracy(load_run(run_dir).plan) for run_dir in run_dirs})
+    return _written(plot_sparsity_curve(points, args.out, chance=chance))
 
 
 def _cmd_plot_overhead(args: argparse.Namespace) -> int:

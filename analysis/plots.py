@@ -1,37 +1,67 @@
 """Figure 3, 4 and 5 analogues, each written as PNG and PDF side by side.
 
-* :func:`plot_iou`: mask IoU against training progress, one line per run (Figure 4);
-* :func:`plot_sparsity_curve`: accuracy against sparsity on a log(1 - s) axis, and the realised
-  sparsity against the nominal one (Figure 3, spec §10);
-* :func:`plot_overhead`: wall time in mask updates against total training time (Figure 5).
+* :func:`iou_figure`: mask IoU against training progress (Figure 4);
+* :func:`sparsity_curve_figure`: accuracy against sparsity on a log(1 - s) axis, with chance accuracy
+  marked, and the realised sparsity against the nominal one (Figure 3);
+* :func:`overhead_figure`: time in mask updates as a share of training time, and per update, against
+  sparsity (Figure 5). Shares, not wall seconds: the same runs took 5 s or 230 s depending on the load
+  of a shared machine, while the share of that time spent updating masks is a property of the method.
 
-Matplotlib's object API on its Agg canvas: no pyplot, so no global figure state and no display is
-needed. Axes are labelled, every method has a legend entry, and figures are saved with
-``bbox_inches="tight"`` so nothing is clipped.
+Each ``*_figure`` returns the :class:`~matplotlib.figure.Figure` (so tests can read its artists) and
+the matching ``plot_*`` saves it. The rules every figure keeps:
+
+* a method has one colour and one marker everywhere (:mod:`.styles`); its sparsities differ by line
+  style, listed in numeric order;
+* several seeds are drawn as their mean with a ±1 std band, not as separate lines;
+* legends sit outside the axes, so they never cover data;
+* a line that coincides with an earlier one is drawn dashed with hollow markers and its legend entry
+  says "(coincides with ...)", so no line silently hides another;
+* a figure with nothing to draw raises :class:`NothingToPlot` (one line, exit code 2) instead of
+  writing empty axes.
+
+Matplotlib's object API on its Agg canvas: no pyplot, so no global figure state and no display.
 """
 
 from __future__ import annotations
 
 import io
 import statistics
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from dstbench.atomic import atomic_write_bytes
-from dstbench.errors import ConfigError
+from dstbench.errors import ConfigError, DstbenchError
 
 from .runs import Run
+from .styles import method_order, method_style, sparsity_linestyle
 from .topology import MaskChange, interval_iou_series, interval_steps, update_iou_series
 
-__all__ = ["figure_paths", "save_figure", "plot_iou", "plot_sparsity_curve", "plot_overhead"]
+__all__ = [
+    "NothingToPlot",
+    "figure_paths",
+    "save_figure",
+    "iou_figure",
+    "plot_iou",
+    "sparsity_curve_figure",
+    "plot_sparsity_curve",
+    "overhead_figure",
+    "plot_overhead",
+    "chance_accuracy",
+]
 
 _FORMATS = (".png", ".pdf")
+
+
+class NothingToPlot(DstbenchError):
+    """The inputs hold no data for this figure (e.g. the IoU between updates of a run that never updated)."""
 
 
 def figure_paths(out: str | Path) -> list[Path]:
@@ -56,50 +86,134 @@ def _percent(sparsity: float) -> str:
     return f"{100 * sparsity:.6g}%"
 
 
-def _run_labels(runs: Sequence[Run]) -> list[str]:
-    """The method, plus the sparsity when runs differ in it, plus the seed when that is still ambiguous."""
-    several_sparsities = len({run.sparsity for run in runs}) > 1
-    counts = Counter((run.method, run.sparsity) for run in runs)
-    labels = []
-    for run in runs:
-        label = run.method + (f" {_percent(run.sparsity)}" if several_sparsities else "")
-        labels.append(label + (f" seed {run.seed}" if counts[(run.method, run.sparsity)] > 1 else ""))
-    return labels
-
-
 def _log_sparsity_axis(axis: Axes, sparsities: Sequence[float], *, y: bool = False) -> None:
     """A log(1 - s) axis, inverted so sparsity grows rightwards (upwards), ticks labelled as sparsity %."""
     ticks = sorted({1.0 - s for s in sparsities})
     scale = axis.yaxis if y else axis.xaxis
+    # Limits before the log scale: a single sparsity would otherwise give log scaling a zero-width range.
+    (axis.set_ylim if y else axis.set_xlim)(max(ticks) * 1.5, min(ticks) / 1.5)
     (axis.set_yscale if y else axis.set_xscale)("log")
     scale.set_major_locator(FixedLocator(ticks))
     scale.set_minor_locator(NullLocator())
     scale.set_major_formatter(FuncFormatter(lambda tick, _: _percent(1.0 - tick)))
-    (axis.set_ylim if y else axis.set_xlim)(max(ticks) * 1.5, min(ticks) / 1.5)
     if not y:
-        for label in axis.get_xticklabels():
-            label.set(rotation=40, horizontalalignment="right")
+        for label in axis.get_xticklabels():  # 90 %, 95 %, 98 %, 99 % share one decade of 1 - s
+            label.set(rotation=60, horizontalalignment="right", fontsize="small")
 
 
-def plot_iou(
-    runs: Sequence[Run], out: str | Path, *, interval_epochs: float | None = None, interval: int | None = None
-) -> list[Path]:
-    """Figure 4: global mask IoU against training progress, one line per run.
+def _legend_outside(axis: Axes, *, fontsize: str = "small", **options: Any) -> Legend:
+    """A legend to the right of ``axis``, outside it, so it can never cover a line or a point."""
+    return axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize, **options)
 
-    With an interval (epochs or steps) every run is sampled at that same fixed Δ (spec §9); without,
-    each point is one topology update against the masks it replaced.
+
+@dataclass
+class _Lines:
+    """The lines drawn on one axis so far, to notice when a new one coincides with an earlier one."""
+
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    # Relative difference below which two lines are drawn on top of each other at any usual figure size.
+    RTOL = 5e-4
+
+    def coincides(self, xs: np.ndarray, ys: np.ndarray) -> str | None:
+        """The label of the first drawn line that ``(xs, ys)`` would cover, if any."""
+        for name, px, py in self.drawn:
+            if px.shape == xs.shape and np.allclose(px, xs, rtol=self.RTOL, atol=1e-12):
+                if np.allclose(py, ys, rtol=self.RTOL, atol=1e-12):
+                    return name
+        return None
+
+    def plot(self, axis: Axes, x: Sequence[float], y: Sequence[float], label: str, **style: Any) -> str:
+        """Draw a line; if it coincides with one already drawn, dash it, hollow its markers and say so
+        in its label. Returns the label used."""
+        xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        twin = self.coincides(xs, ys)
+        if twin is not None:
+            label = f"{label} (coincides with {twin})"
+            style = {**style, "linestyle": "--", "markerfacecolor": "none"}
+        axis.plot(xs, ys, label=label, **style)
+        self.drawn.append((label.split(" (coincides with ")[0], xs, ys))
+        return label
+
+
+def _seed_label(base: str, n_seeds: Sequence[int]) -> str:
+    low, high = min(n_seeds), max(n_seeds)
+    if high <= 1:
+        return base
+    return f"{base} (mean ± std, n={low})" if low == high else f"{base} (mean ± std, n={low}-{high})"
+
+
+def _band(axis: Axes, x: Sequence[float], mean: Sequence[float], std: Sequence[float], color: str) -> None:
+    """The ±1 std band around a mean line (drawn only where there are several seeds); a single point
+    has no width for a band, so it gets an error bar instead."""
+    if any(s > 0 for s in std) and len(x) == 1:
+        axis.errorbar(x, mean, yerr=std, color=color, capsize=4, linestyle="none", alpha=0.6)
+    elif any(s > 0 for s in std):
+        low = [m - s for m, s in zip(mean, std)]
+        high = [m + s for m, s in zip(mean, std)]
+        axis.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+# -- Figure 4: IoU ---------------------------------------------------------------------------------
+def _iou_series(run: Run, interval_epochs: float | None, interval: int | None) -> list[MaskChange]:
+    if interval_epochs is None and interval is None:
+        return update_iou_series(run)
+    return interval_iou_series(run, interval_steps(run, epochs=interval_epochs, steps=interval))
+
+
+def _mean_series(series: Sequence[Sequence[MaskChange]]) -> tuple[list[float], list[float], list[float]]:
+    """Progress (%), mean IoU and std over seeds. Seeds of one setting share their schedule, so their
+    points fall on the same steps; if they do not, each seed is interpolated onto the union of steps."""
+    grids = [[100 * p.progress for p in s] for s in series]
+    values = [[p.iou for p in s] for s in series]
+    xs = sorted({x for grid in grids for x in grid})
+    if any(grid != xs for grid in grids):
+        values = [list(np.interp(xs, grid, vals)) for grid, vals in zip(grids, values)]
+    columns = list(zip(*values))
+    means = [statistics.fmean(c) for c in columns]
+    stds = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
+    return xs, means, stds
+
+
+def iou_figure(runs: Sequence[Run], *, interval_epochs: float | None = None, interval: int | None = None) -> Figure:
+    """Figure 4: global mask IoU against training progress, one line per (method, sparsity), seeds
+    averaged with a ±1 std band.
+
+    With an interval (epochs or steps) every run is sampled at that same fixed Δ (docs/analysis.md);
+    without, each point is one topology update against the masks it replaced, and runs that never
+    updated (static, dense) have nothing to show: if no run updated, :class:`NothingToPlot`.
     """
-    fixed = interval_epochs is not None or interval is not None
-    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    groups: dict[tuple[str, float], list[list[MaskChange]]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.sparsity), []).append(_iou_series(run, interval_epochs, interval))
+    if not any(series for group in groups.values() for series in group):
+        names = ", ".join(str(run.path) for run in runs)
+        raise NothingToPlot(
+            f"nothing to plot: no run changed its mask ({names}); the IoU between updates needs a method that "
+            "updates its mask (try --interval to sample at fixed times)"
+        )
+    sparsities = sorted({s for _, s in groups})
+    methods = method_order(m for m, _ in groups)
+    figure = Figure(figsize=(7.6, 4.2), layout="constrained")
     axis = figure.add_subplot()
-    for run, label in zip(runs, _run_labels(runs)):
-        series: list[MaskChange]
-        if fixed:
-            series = interval_iou_series(run, interval_steps(run, epochs=interval_epochs, steps=interval))
-        else:
-            series = update_iou_series(run)
-        label += "" if series else " (no topology change)"
-        axis.plot([100 * p.progress for p in series], [p.iou for p in series], marker="o", markersize=3, label=label)
+    lines = _Lines()
+    for method in methods:
+        style = method_style(method)
+        for sparsity in sparsities:
+            group = groups.get((method, sparsity))
+            if group is None:
+                continue
+            base = method + (f" {_percent(sparsity)}" if len(sparsities) > 1 else "")
+            linestyle = sparsity_linestyle(sparsity, sparsities)
+            changed = [series for series in group if series]
+            if not changed:  # a legend entry that says why the line is missing
+                axis.plot([], [], color=style.color, marker=style.marker, linestyle="none",
+                          label=f"{base} (no topology change)")  # fmt: skip
+                continue
+            x, mean, std = _mean_series(changed)
+            _band(axis, x, mean, std, style.color)
+            lines.plot(axis, x, mean, _seed_label(base, [len(changed)]), color=style.color, marker=style.marker,
+                       markersize=4, linestyle=linestyle)  # fmt: skip
     if interval_epochs is not None:
         what = f"every {interval_epochs:g} epoch(s)"
     elif interval is not None:
@@ -112,85 +226,147 @@ def plot_iou(
     axis.set_xlim(0, 100)
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
-    axis.legend(title="method", fontsize="small")
-    return save_figure(figure, out)
+    _legend_outside(axis, title="method")
+    return figure
 
 
-def _by_sparsity(points: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
-    """Sorted sparsities with the mean and the std over seeds of ``key`` at each."""
+def plot_iou(
+    runs: Sequence[Run], out: str | Path, *, interval_epochs: float | None = None, interval: int | None = None
+) -> list[Path]:
+    """Write :func:`iou_figure` as PNG and PDF."""
+    return save_figure(iou_figure(runs, interval_epochs=interval_epochs, interval=interval), out)
+
+
+# -- Figure 3: sparsity curve ----------------------------------------------------------------------
+def _by_sparsity(
+    points: Sequence[Mapping[str, Any]], key: str
+) -> tuple[list[float], list[float], list[float], list[int]]:
+    """Sorted sparsities with the mean, the std over seeds and the number of seeds of ``key`` at each."""
     values: dict[float, list[float]] = {}
     for point in points:
         values.setdefault(float(point["sparsity"]), []).append(float(point[key]))
     sparsities = sorted(values)
     means = [statistics.fmean(values[s]) for s in sparsities]
     stds = [statistics.stdev(values[s]) if len(values[s]) > 1 else 0.0 for s in sparsities]
-    return sparsities, means, stds
+    return sparsities, means, stds, [len(values[s]) for s in sparsities]
 
 
 _REALISED = (("realised_sparsity_all", "-", "all weights"), ("realised_sparsity_sparsified", ":", "sparsified layers"))
 
 
-def plot_sparsity_curve(points: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
-    """Figure 3: test accuracy against sparsity (error bars: std over seeds, when there are several),
-    and beside it the realised sparsity against the nominal one, which the one-weight-per-layer floor
-    caps at extreme sparsity (spec §10)."""
-    methods = list(dict.fromkeys(point["method"] for point in points))
+def chance_accuracy(plan: Mapping[str, Any]) -> float:
+    """1 / classes, the classes read from a run's ``plan.json``: the out-features of its last linear
+    layer, which is the classifier of every model dstbench trains."""
+    linear = [layer for layer in plan["layers"] if layer["kind"] == "linear"]
+    if not linear:
+        raise DstbenchError("cannot tell the number of classes: the plan has no linear (classifier) layer")
+    return 1.0 / int(linear[-1]["shape"][0])
+
+
+def sparsity_curve_figure(points: Sequence[Mapping[str, Any]], *, chance: Sequence[float] = ()) -> Figure:
+    """Figure 3: test accuracy against sparsity (mean and ±1 std band over seeds), with chance
+    accuracy marked, and beside it the realised sparsity against the nominal one, which the
+    one-weight-per-layer floor caps at extreme sparsity."""
+    if not points:
+        raise NothingToPlot("nothing to plot: the sweep has no points")
     nominal = sorted({float(point["sparsity"]) for point in points})
-    figure = Figure(figsize=(11, 4.4), layout="constrained")
+    figure = Figure(figsize=(12, 4.4), layout="constrained")
     accuracy, realised = figure.subplots(1, 2)
-    several_seeds = len({point["seed"] for point in points}) > 1
-    for index, method in enumerate(methods):
-        color = f"C{index}"
-        mine = [point for point in points if point["method"] == method]
-        sparsities, means, stds = _by_sparsity(mine, "test_acc")
-        x = [1.0 - s for s in sparsities]
-        errors = [100 * s for s in stds] if several_seeds else None
-        accuracy.errorbar(x, [100 * m for m in means], yerr=errors, marker="o", capsize=3, color=color, label=method)
-        for key, style, where in _REALISED:
-            _, real, _ = _by_sparsity(mine, key)
-            realised.plot(x, [1.0 - r for r in real], style, marker="o", color=color, label=f"{method}, {where}")
+    accuracy_lines, realised_lines = _Lines(), _Lines()
     ideal = [1.0 - s for s in nominal]
-    realised.plot(ideal, ideal, "--", color="grey", label="realised = nominal")
+    realised_lines.plot(realised, ideal, ideal, "realised = nominal", color="grey", linewidth=1.0, linestyle="--")
+    several_seeds = False
+    for method in method_order(point["method"] for point in points):
+        style = method_style(method)
+        mine = [point for point in points if point["method"] == method]
+        sparsities, means, stds, counts = _by_sparsity(mine, "test_acc")
+        several_seeds |= max(counts) > 1
+        x = [1.0 - s for s in sparsities]
+        _band(accuracy, x, [100 * m for m in means], [100 * s for s in stds], style.color)
+        accuracy_lines.plot(accuracy, x, [100 * m for m in means], _seed_label(method, counts), color=style.color,
+                            marker=style.marker)  # fmt: skip
+        for key, linestyle, where in _REALISED:
+            _, real, _, _ = _by_sparsity(mine, key)
+            realised_lines.plot(realised, x, [1.0 - r for r in real], f"{method}, {where}", color=style.color,
+                                marker=style.marker, linestyle=linestyle)  # fmt: skip
+    for value in sorted(set(chance)):
+        accuracy.axhline(100 * value, color="grey", linestyle=":", linewidth=1.0, label=f"chance ({100 * value:.3g}%)")
     _log_sparsity_axis(accuracy, nominal)
     accuracy.set_xlabel("nominal sparsity (log scale of 1 - s)")
     accuracy.set_ylabel("test accuracy (%), mean ± std over seeds" if several_seeds else "test accuracy (%)")
     accuracy.set_title("Accuracy at extreme sparsity")
+    accuracy.set_ylim(0, 101)
     accuracy.grid(alpha=0.3)
-    accuracy.legend(title="method", fontsize="small")
+    _legend_outside(accuracy, title="method")
     _log_sparsity_axis(realised, nominal)
     _log_sparsity_axis(realised, nominal, y=True)
     realised.set_xlabel("nominal sparsity (log scale of 1 - s)")
     realised.set_ylabel("realised sparsity (log scale of 1 - s)")
     realised.set_title("Realised vs nominal (>= 1 weight per layer)")
     realised.grid(alpha=0.3)
-    realised.legend(fontsize="x-small")
-    return save_figure(figure, out)
+    _legend_outside(realised, fontsize="x-small")
+    return figure
+
+
+def plot_sparsity_curve(
+    points: Sequence[Mapping[str, Any]], out: str | Path, *, chance: Sequence[float] = ()
+) -> list[Path]:
+    """Write :func:`sparsity_curve_figure` as PNG and PDF."""
+    return save_figure(sparsity_curve_figure(points, chance=chance), out)
+
+
+# -- Figure 5: overhead ----------------------------------------------------------------------------
+def overhead_figure(summaries: Sequence[Mapping[str, Any]]) -> Figure:
+    """Figure 5: the share of training time spent in mask updates (%), and the time of one update
+    (ms), against sparsity, one colour and marker per method, seeds averaged with a ±1 std band.
+
+    Only topology updates count; work a method does at every step (BiDST's score learning, SNFS's
+    momentum bookkeeping) is training time. Methods that never update their masks sit at 0 % and are
+    listed as "no mask updates" on the per-update panel.
+    """
+    if not summaries:
+        raise NothingToPlot("nothing to plot: no finished runs")
+    nominal = sorted({float(s["sparsity"]) for s in summaries})
+    figure = Figure(figsize=(12, 4.4), layout="constrained")
+    share_axis, per_update_axis = figure.subplots(1, 2)
+    share_lines, per_update_lines = _Lines(), _Lines()
+    for method in method_order(s["method"] for s in summaries):
+        style = method_style(method)
+        mine = [s for s in summaries if s["method"] == method]
+        shares = [{"sparsity": s["sparsity"], "value": 100 * float(s["update_time_fraction"])} for s in mine]
+        sparsities, means, stds, counts = _by_sparsity(shares, "value")
+        x = [1.0 - s for s in sparsities]
+        _band(share_axis, x, means, stds, style.color)
+        share_lines.plot(share_axis, x, means, _seed_label(method, counts), color=style.color, marker=style.marker,
+                         clip_on=False)  # fmt: skip  (0 % sits on the axis, fully visible)
+        updating = [s for s in mine if int(s["topology_updates"]) > 0]
+        if not updating:
+            per_update_axis.plot([], [], color=style.color, marker=style.marker, linestyle="none",
+                                 label=f"{method} (no mask updates)")  # fmt: skip
+            continue
+        per_update = [
+            {"sparsity": s["sparsity"], "value": 1000 * float(s["update_seconds"]) / int(s["topology_updates"])}
+            for s in updating
+        ]
+        sparsities, means, stds, counts = _by_sparsity(per_update, "value")
+        x = [1.0 - s for s in sparsities]
+        _band(per_update_axis, x, means, stds, style.color)
+        per_update_lines.plot(per_update_axis, x, means, _seed_label(method, counts), color=style.color,
+                              marker=style.marker)  # fmt: skip
+    for axis in (share_axis, per_update_axis):
+        _log_sparsity_axis(axis, nominal)
+        axis.set_xlabel("sparsity (log scale of 1 - s)")
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+        _legend_outside(axis, title="method")
+    share_axis.set_ylabel("time in mask updates (% of training time)")
+    share_axis.set_title("Mask-update overhead (share of training time)")
+    per_update_axis.set_ylabel("time per mask update (ms)")
+    per_update_axis.set_title("Cost of one mask update")
+    return figure
 
 
 def plot_overhead(summaries: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
-    """Figure 5: seconds spent in mask updates against total training seconds, one colour per method,
-    with lines of constant share (0.1 %, 1 %, 10 % of training time) for reference."""
-    x_max = 1.05 * max(float(s["train_seconds"]) for s in summaries)
-    y_max = 1.15 * max(max(float(s["update_seconds"]) for s in summaries), 1e-6)
-    figure = Figure(figsize=(7.6, 4.2), layout="constrained")
-    axis = figure.add_subplot()
-    for index, method in enumerate(dict.fromkeys(s["method"] for s in summaries)):
-        mine = [s for s in summaries if s["method"] == method]
-        axis.scatter(
-            [s["train_seconds"] for s in mine],
-            [s["update_seconds"] for s in mine],
-            color=f"C{index}",
-            label=method,
-            clip_on=False,  # runs without updates sit on the x axis
-        )
-    for share, style in ((0.001, ":"), (0.01, "--"), (0.1, "-.")):
-        label = f"{100 * share:g}% of training"
-        axis.plot([0, x_max], [0, share * x_max], style, color="grey", linewidth=0.8, label=label)
-    axis.set_xlim(0, x_max)
-    axis.set_ylim(0, y_max)
-    axis.set_xlabel("training wall time (s)")
-    axis.set_ylabel("wall time in mask updates (s)")
-    axis.set_title("Mask-update overhead")
-    axis.grid(alpha=0.3)
-    axis.legend(title="method", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    return save_figure(figure, out)
+    """Write :func:`overhead_figure` as PNG and PDF."""
+    return save_figure(overhead_figure(summaries), out)
+

@@ -209,7 +209,7 @@ def write_report(folder: str | Path) -> str:
         f"# Report: {folder}\n\n"
         f"## Accuracy (Table 1 layout: test accuracy %, mean ± std over seeds)\n\n{accuracy_matrix(rows)}\n\n"
         f"## Cost (Table 2 layout)\n\n{markdown_table(rows)}\n\n"
-        "Training FLOPs follow RigL App. H (spec §8) from each run's own masks and updates; "
+        "Training FLOPs follow RigL App. H (docs/analysis.md) from each run's own masks and updates; "
         "× dense = relative to 3·f_D·N·E for the same model. Update time = share of training wall time "
         "spent in mask updates.\n"
     )

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.atomic import atomic_write_json, atomic_write_text
-from dstbench.compare import run_grid
 from dstbench.errors import DstbenchError
-from dstbench.rundir import RunDir
 
 __all__ = ["DEFAULT_SPARSITIES", "SWEEP_FILE", "sweep_point", "run_sweep", "load_sweep"]
 
@@ -68,6 +66,8 @@ def run_sweep(
     ``grid_options`` are :func:`dstbench.compare.grid_configs`' (seeds, preset, config_file,
     overrides, hp); like ``compare``, no preset and no model/data options means the quick preset.
     """
+    from dstbench.compare import run_grid  # imports torch: only when a sweep runs
+
     summaries = run_grid(methods, sparsities=sparsities, out=out, progress=progress, **grid_options)
     points = [sweep_point(summary) for summary in summaries]
     folder = Path(out)
@@ -81,5 +81,7 @@ def load_sweep(folder: str | Path) -> list[dict[str, Any]]:
     path = Path(folder) / SWEEP_FILE
     if not path.exists():
         raise DstbenchError(f"{folder} is not a sweep folder (no {SWEEP_FILE}; write one with `dstbench sweep --out`)")
+    from dstbench.rundir import RunDir
+
     points: list[dict[str, Any]] = RunDir(folder).read_json(path)["points"]
     return points

@@ -134,7 +134,7 @@ def _ffcv_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> Da
 
     if cfg.beton_dir is None:
         raise ConfigError("loader='ffcv' needs beton_dir, a folder with train.beton and test.beton "
-                          "(write them with `dstbench.data.prepare`)")
+                          "(write them with `dstbench data prepare`)")
     beton_dir = Path(os.path.abspath(os.path.expanduser(cfg.beton_dir)))
     paths = [beton_dir / name for name in BETON_NAMES]
     labels = [check_beton(p) for p in paths]

@@ -61,6 +61,31 @@ def cache_candidates(data_path: Path, tag: str) -> list[Path]:
     return [beside, in_user_dir]
 
 
+def _writable(path: Path) -> bool:
+    """Whether a cache file can probably be created at ``path`` (its nearest existing folder is writable)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def announce_decoding(tag: str, data_path: Path, candidates: list[Path]) -> None:
+    """Say once that the source is being decoded and where the (large) cache will go.
+
+    The line goes to stdout with the other progress lines; stderr is kept for the one-line error.
+
+    Decoding is the one slow, silent step of a first run, and the cache is several times the size of a
+    JPEG archive (185 MB for CIFAR-10 beside a 19 MB ``.tar.gz``): the user should see where it lands
+    and how to put it elsewhere. Later runs read the cache and print nothing.
+    """
+    target = next((path for path in candidates if _writable(path)), candidates[-1])
+    print(
+        f"decoding {tag} from {data_path} into {target} (once; later runs read it; "
+        f"set {CACHE_ENV}=DIR to keep caches in DIR instead)",
+        flush=True,
+    )
+
+
 def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` via a temporary file and a rename (see :mod:`.atomic`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -117,6 +142,7 @@ def load_or_build(
     if expected is None:
         raise DataError(f"{tag} data not found at {data_path} and no usable cache in "
                         f"{', '.join(str(p) for p in candidates)}")
+    announce_decoding(tag, data_path, candidates)
     splits = build()
     payload = {
         "train_images": splits.train.images,

@@ -101,7 +101,8 @@ def _read_archive(path: Path, name: str, layout: PickleLayout) -> Splits:
 
 
 def _download(name: str, data_dir: Path) -> None:
-    """Fetch the official pickle archive with torchvision (needs internet; only with --download)."""
+    """Fetch the official pickle archive with torchvision (needs internet; only for
+    ``load_cifar(..., download=True)``: the CLI never downloads)."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, _TORCHVISION_CLASS[name])
@@ -146,8 +147,8 @@ def load_cifar(name: str, data_dir: str | os.PathLike[str] | None, *, download: 
         try:
             return load_or_build(path, name, signature, build)
         except DataError:
-            raise DataError(f"{name} data_dir does not exist: {path} (pass --download to fetch it, "
-                            "or point data_dir at the data)") from None
+            raise DataError(f"{name} data_dir does not exist: {path} (point --data-dir at a folder or "
+                            ".tar.gz of the data; dstbench never downloads)") from None
     if src is None:
         raise DataError(f"no {name} data found in {path}: expected {layout.folder}/ (pickle batches), "
                         f"train/<class>/ + test/<class>/ image folders, or one of "

@@ -224,7 +224,7 @@ def check_beton(path: str | os.PathLike[str]) -> np.ndarray:
 
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"beton not found: {p} (write it with dstbench.data.prepare)")
+        raise DataError(f"beton not found: {p} (write it with `dstbench data prepare`)")
     try:
         with _keep_torch_threads():
             reader = Reader(str(p))

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["atomic_path", "scratch_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "atomic_torch_save"]
 
 
@@ -80,6 +78,8 @@ def atomic_write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> Non
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     import io
+
+    import torch  # here, not at the top: the JSON writers must not pull torch into `dstbench --help`
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

@@ -25,8 +25,35 @@ from .hparams import parse_hp_assignments
 __all__ = ["main", "build_parser", "add_train_options", "train_overrides", "split_list", "describe_method"]
 
 
+DESCRIPTION = (
+    "Benchmark dynamic sparse training: train sparse networks with interchangeable mask-update methods, "
+    "compare them over sparsities and seeds, and analyse FLOPs, mask topology, figures and tables."
+)
+"""The top-level ``--help`` text: plain words, not the module's reStructuredText docstring."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the default is "unset" (None, False, an empty
+    list) or the help already states it, so ``--help`` shows the value an omitted option takes."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, [], argparse.SUPPRESS)
+            and "default" not in text
+        ):
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line like every other error."""
+    """argparse, but usage errors are one line like every other error, and help shows defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"dstbench: error: {message}\n")
@@ -189,10 +216,14 @@ def describe_method(name: str, cls: type) -> list[str]:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     import timm
+    from timm.models import model_entrypoint
 
     import dstbench.models
 
-    names = timm.list_models(args.filter) if args.filter else list(dstbench.models.CIFAR_MODELS)
+    if args.filter:
+        names = timm.list_models(args.filter)
+    else:  # every model dstbench registers into timm (the paper backbones and tiny_cnn), from timm itself
+        names = [n for n in timm.list_models() if model_entrypoint(n).__module__.startswith(dstbench.models.__name__)]
     print("\n".join(names))
     return 0
 
@@ -213,8 +244,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dstbench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="dstbench", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one sparse network")
@@ -223,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="train every (method, sparsity, seed) and tabulate")
     compare.add_argument("--methods", help="comma-separated methods (default: set,rigl)")
-    compare.add_argument("--sparsities", help="comma-separated sparsities")
+    compare.add_argument("--sparsities", help="comma-separated sparsities (default: the preset's, 0.9 for quick)")
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
     add_train_options(compare, single_run=False)
@@ -233,35 +264,43 @@ def build_parser() -> argparse.ArgumentParser:
     lottery.add_argument("--sparsity", type=float, required=True, help="final sparsity, e.g. 0.9")
     lottery.add_argument("--rounds", type=int, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
     lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
-    lottery.add_argument("--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round")
-    lottery.add_argument("--rewind-step", type=int, default=0, help="rewind to the dense run's weights after this many steps (0: init)")
-    lottery.add_argument("--seed", type=int)
+    lottery.add_argument(
+        "--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
+    )
+    lottery.add_argument(
+        "--rewind-step", type=int, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
+    )
+    lottery.add_argument("--seed", type=int, help="seed of every run in the pipeline (default: 0)")
     lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
     add_train_options(lottery, single_run=False)
     lottery.set_defaults(func=_cmd_lt)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")
-    inspect.add_argument("run_dir")
-    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("run_dir", help="a run directory (from train, compare or sweep)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     inspect.set_defaults(func=_cmd_inspect)
 
     methods = sub.add_parser("methods", help="list registered mask updaters")
-    methods.add_argument("--details", action="store_true", help="with their papers")
+    methods.add_argument(
+        "--details", action="store_true", help="also print each method's paper, needs and hyper-parameters"
+    )
     methods.set_defaults(func=_cmd_methods)
 
-    models = sub.add_parser("models", help="list the CIFAR backbones (or timm models matching --filter)")
-    models.add_argument("--filter", help="timm wildcard, e.g. 'resnet*'")
+    models = sub.add_parser("models", help="list the models dstbench registers (or timm models matching --filter)")
+    models.add_argument(
+        "--filter", help="list timm's models matching this wildcard instead, e.g. 'resnet*' (default: dstbench's own)"
+    )
     models.set_defaults(func=_cmd_models)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     prepare = data_sub.add_parser("prepare", help="write train.beton and test.beton for the FFCV loader")
-    prepare.add_argument("--dataset", required=True)
-    prepare.add_argument("--data-dir")
-    prepare.add_argument("--out", required=True, help="output folder")
-    prepare.add_argument("--max-train-samples", type=int)
-    prepare.add_argument("--max-test-samples", type=int)
-    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--dataset", required=True, help="cifar10, cifar100, imagefolder or synthetic")
+    prepare.add_argument("--data-dir", help="dataset folder or .tar.gz (default: none; synthetic needs none)")
+    prepare.add_argument("--out", required=True, help="output folder for train.beton and test.beton")
+    prepare.add_argument("--max-train-samples", type=int, help="class-balanced training subset (default: all)")
+    prepare.add_argument("--max-test-samples", type=int, help="class-balanced test subset (default: all)")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the subset draw (and of synthetic data)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
     from dstbench.analysis.commands import add_commands

@@ -15,6 +15,7 @@ from .analysis.report import markdown_table, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
+from .progress import RunState, announce_run
 from .registry import create_updater, get_method
 from .rundir import RunDir
 
@@ -72,8 +73,12 @@ def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -
     from .trainer import train
 
     summaries = []
-    for cfg in grid_configs(methods, **options):
+    configs = grid_configs(methods, **options)
+    for index, cfg in enumerate(configs, start=1):
         run = RunDir(cfg.out)
+        state: RunState = "reused" if run.is_complete() else "resuming" if run.checkpoint.exists() else "training"
+        if progress:
+            announce_run(index, len(configs), cfg.method, cfg.sparsity, cfg.seed, state, cfg.out)
         if run.is_complete():
             summary = run.read_json(run.summary)
         else:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .errors import ConfigError
-from .layers import PrunableLayer
+
+if TYPE_CHECKING:  # only annotations: planning must not import torch (the CLI's help imports this)
+    from .layers import PrunableLayer
 
 __all__ = [
     "DISTRIBUTIONS",

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -47,13 +48,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """Any timm model by name; the CIFAR backbones are registered by importing ``dstbench.models``."""
+def check_model_name(name: str) -> None:
+    """Fail on an unknown model name with close matches, before any data is read or model built."""
     import dstbench.models  # noqa: F401
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:8] or list(dstbench.models.CIFAR_MODELS)
         raise ConfigError(f"unknown model {name!r}; e.g. {', '.join(close)} (see `dstbench models`)")
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """Any timm model by name; the CIFAR backbones are registered by importing ``dstbench.models``."""
+    check_model_name(name)
     model: nn.Module = timm.create_model(name, num_classes=num_classes)
     return model
 
@@ -132,10 +138,15 @@ def _micro_batches(loader: Any, accum: int) -> Iterator[tuple[int, bool, torch.T
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one run into ``cfg.out`` and return its summary."""
-    from dstbench.data import build_data
+    from dstbench.data import build_data, dataset_info
 
     cfg.validate()
     device = resolve_device(cfg.device)
+    # Every check of the command's own arguments comes before "already holds a run", so a typo is
+    # reported as a typo and not hidden behind the state of the output folder.
+    updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
+    check_model_name(cfg.model)
+    dataset_info(cfg.dataset)
     run = RunDir(cfg.out)
     if resume:
         _check_resumable(run, cfg)
@@ -143,7 +154,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
     torch.manual_seed(cfg.seed)
-    updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
     data = build_data(data_config(cfg), device)
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.channels_last:
@@ -190,7 +200,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         metrics = state["metrics"]
         train_seconds = float(state["train_seconds"])
         start_epoch = int(state["epoch"]) + 1
-        log.info("resuming %s from epoch %d", run.path, start_epoch)
+        if progress:
+            tqdm.write(f"[{cfg.method}] resuming {run.path} from epoch {start_epoch + 1}/{cfg.epochs}")
     else:
         run.write_config(cfg.to_json())
         run.write_plan(plan)
@@ -211,7 +222,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             _micro_batches(data.train, accum),
             total=len(data.train),
             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
+            disable=not progress or not sys.stderr.isatty(),  # bars on a terminal; redirected: epoch lines only
             leave=False,
         )
         for step_in_epoch, last_micro, x, y in batches:

@@ -10,6 +10,16 @@ from pathlib import Path
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "dstbench-example-plugin" / "src"
 
 
+EXAMPLE_METHODS = ("gradual-regrow", "magnitude-random")
+
+
+def without_example_methods(text: str) -> str:
+    """``text`` as a process without the example plugin prints it (method lists drop its names)."""
+    for name in EXAMPLE_METHODS:
+        text = text.replace(f"{name}, ", "").replace(f", {name}", "")
+    return text
+
+
 def register_example_plugin() -> None:
     if str(EXAMPLE_SRC) not in sys.path:
         sys.path.insert(0, str(EXAMPLE_SRC))
@@ -18,6 +28,6 @@ def register_example_plugin() -> None:
     from dstbench.registry import list_methods, register_method
 
     known = set(list_methods())
-    for name, cls in (("magnitude-random", MagnitudeRandom), ("gradual-regrow", GradualRegrow)):
+    for name, cls in zip(EXAMPLE_METHODS, (GradualRegrow, MagnitudeRandom)):
         if name not in known:
             register_method(name)(cls)

@@ -1,0 +1,115 @@
+"""The ``$ dstbench ...`` commands of README.md and docs/*.md still work.
+
+Every documented command must parse; the ones that need no real data run, in document order, on
+tiny synthetic data (the training commands get ``--epochs 1`` and a few dozen samples appended, which
+override the documented values), and every documented error line must be exactly what the command
+prints today. A sweep runs only its lowest and highest sparsity. The commands are read from the docs by ``docs/make_figures.py``'s own parser, the same
+one that regenerates the docs' output, so the two cannot disagree on what is documented.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from dstbench.cli import build_parser, main
+from tests.plugins import without_example_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Documented commands the test only parses, with the reason; each must still match a documented command.
+NOT_RUN = {
+    "dstbench train --method rigl --model cifar_resnet32 --dataset cifar10 --data-dir /data/cifar10": (
+        "real CIFAR-10 at a user's path"
+    ),
+    "dstbench flops --model resnet50": "a ResNet-50 forward pass (7 s); tests/test_analysis_flops.py checks its numbers",
+}
+TRAINING = {"train", "compare", "sweep"}
+TINY = ["--epochs", "1", "--max-train-samples", "16", "--max-test-samples", "16", "--batch-size", "16"]
+
+
+def _make_figures() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+MAKE_FIGURES = _make_figures()
+DOCUMENTED: list[tuple[Path, str, list[str]]] = MAKE_FIGURES.dstbench_commands()
+
+
+def _skipped(command: str) -> bool:
+    return any(command.startswith(prefix) for prefix in NOT_RUN)
+
+
+def test_the_docs_document_commands_and_the_skip_list_is_current() -> None:
+    files = {path.name for path, _, _ in DOCUMENTED}
+    assert {"README.md", "analysis.md"} <= files
+    assert len(DOCUMENTED) >= 20
+    for prefix in NOT_RUN:
+        assert any(command.startswith(prefix) for _, command, _ in DOCUMENTED), f"stale NOT_RUN entry: {prefix}"
+
+
+@pytest.mark.parametrize("command", sorted({command for _, command, _ in DOCUMENTED}))
+def test_documented_command_parses(command: str) -> None:
+    build_parser().parse_args(shlex.split(command)[1:])  # a removed or misspelt option exits with 2
+
+
+def test_documented_commands_run_and_print_the_documented_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the docs' runs/... paths land here
+    monkeypatch.setenv("DSTBENCH_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ran = 0
+    try:
+        runnable = [(path, command, output) for path, command, output in DOCUMENTED if not _skipped(command)]
+        # Training first (a document may show a figure of runs it trains further down), then the rest.
+        ordered = sorted(runnable, key=lambda item: shlex.split(item[1])[1] not in TRAINING)
+        for path, command, documented in ordered:
+            argv = shlex.split(command)[1:]
+            if argv[0] in TRAINING:
+                argv += [*TINY, "--quiet"]
+            if argv[0] == "sweep":  # the lowest and the highest of the documented sparsities
+                argv += ["--sparsities", "0.9,0.999999"]
+            code = main(argv)
+            _, err = capsys.readouterr()
+            errors = [line for line in documented if line.startswith("dstbench: error:")]
+            if errors:
+                assert (code, without_example_methods(err.strip())) == (2, errors[0]), f"{path.name}: $ {command}"
+            else:
+                assert code == 0, f"{path.name}: $ {command}\n{err}"
+            ran += 1
+    finally:
+        torch.set_num_threads(threads)
+    assert ran == len(DOCUMENTED) - sum(_skipped(command) for _, command, _ in DOCUMENTED)
+
+
+def test_the_readme_figure_is_regenerated_by_make_figures() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/figures/sparsity_curve.png" in readme
+    assert "docs/figures/sparsity_curve.png" in MAKE_FIGURES.FIGURES.values()
+    for target in MAKE_FIGURES.FIGURES.values():
+        assert (ROOT / target).is_file(), target
+    marked = [block for path in MAKE_FIGURES.DOCS for block in MAKE_FIGURES.console_blocks(path) if block.mode]
+    assert marked, "no block is marked for regeneration"
+
+
+def test_console_block_parser_handles_continuations_and_heredocs() -> None:
+    lines = ["$ dstbench a \\", "    --b 1", "out 1", "$ python - <<'EOF'", "print(2)", "EOF", "2", "$ dstbench c"]
+    commands = MAKE_FIGURES.parse_commands(lines)
+    assert [(c.text, c.output) for c in commands] == [
+        ("dstbench a \\\n    --b 1", ["out 1"]),
+        ("python - <<'EOF'\nprint(2)\nEOF", ["2"]),
+        ("dstbench c", []),
+    ]

@@ -1,0 +1,255 @@
+"""Figures read back through their artists: one style per method everywhere, seeds as mean and band,
+legends outside the data in numeric order, coinciding lines named, chance marked, overhead as shares,
+and a one-line error instead of empty axes."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from dstbench.analysis.plots import (
+    NothingToPlot,
+    chance_accuracy,
+    iou_figure,
+    overhead_figure,
+    save_figure,
+    sparsity_curve_figure,
+)
+from dstbench.analysis.runs import find_runs, load_run
+from dstbench.analysis.styles import BUILTIN_STYLES, method_order, method_style
+from dstbench.cli import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = ["--preset", "quick", "--max-train-samples", "64", "--max-test-samples", "32", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rigl (updating every 2 of 8 steps) at two sparsities with two seeds, and static."""
+    out = tmp_path_factory.mktemp("runs")
+    argv = ["compare", "--methods", "rigl,static", "--seeds", "0,1", "--sparsities", "0.99,0.9", "--epochs", "2"]
+    assert main([*argv, "--hp", "rigl.delta_t=2", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def _lines(axis: Axes) -> dict[str, Line2D]:
+    """Labelled lines of an axis (matplotlib's private ``_child...`` labels left out)."""
+    return {str(line.get_label()): line for line in axis.get_lines() if not str(line.get_label()).startswith("_")}
+
+
+def _legend_labels(axis: Axes) -> list[str]:
+    legend = axis.get_legend()
+    assert legend is not None
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def _assert_legends_outside(figure: Figure) -> None:
+    """Every legend's box, as saved, overlaps no axes' data area."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lays the figure out as saving does
+    renderer = canvas.get_renderer()
+    for axis in figure.axes:
+        legend = axis.get_legend()
+        assert legend is not None
+        box = legend.get_window_extent(renderer)
+        for other in figure.axes:
+            assert not box.overlaps(other.get_window_extent(renderer)), (axis.get_title(), other.get_title())
+
+
+def _points(accuracies: Mapping[tuple[str, float], Sequence[float]]) -> list[dict[str, Any]]:
+    """Sweep points for (method, sparsity) -> accuracy per seed; realised = nominal for simplicity."""
+    return [
+        {"method": method, "sparsity": sparsity, "seed": seed, "test_acc": acc,
+         "realised_sparsity_all": sparsity, "realised_sparsity_sparsified": sparsity}  # fmt: skip
+        for (method, sparsity), accs in accuracies.items()
+        for seed, acc in enumerate(accs)
+    ]
+
+
+# -- styles ----------------------------------------------------------------------------------------
+def test_builtin_styles_are_distinct() -> None:
+    assert len({(s.color, s.marker) for s in BUILTIN_STYLES.values()}) == len(BUILTIN_STYLES)
+    assert len({s.color for s in BUILTIN_STYLES.values()}) == len(BUILTIN_STYLES)
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_plugin_styles_are_stable_and_never_a_builtins(name: str) -> None:
+    style = method_style(name)
+    assert style == method_style(name)
+    if name not in BUILTIN_STYLES:
+        assert style.color not in {s.color for s in BUILTIN_STYLES.values()}
+
+
+def test_plugin_style_is_the_same_in_another_process() -> None:
+    code = "from dstbench.analysis.styles import method_style; print(method_style('my-plugin'))"
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout  # fmt: skip
+        for seed in ("1", "2")
+    }
+    assert outputs == {str(method_style("my-plugin")) + "\n"}
+
+
+def test_method_order_puts_builtins_first_in_fixed_order() -> None:
+    assert method_order(["zz-plugin", "set", "rigl", "aa-plugin", "rigl"]) == ["rigl", "set", "aa-plugin", "zz-plugin"]
+
+
+def test_a_method_keeps_its_style_across_figures_and_subsets(runs_dir: Path) -> None:
+    """rigl is drawn with the same colour and marker whatever else is in the figure, in every figure."""
+    curve_a = sparsity_curve_figure(_points({("rigl", 0.9): [0.5], ("set", 0.9): [0.6]}))
+    curve_b = sparsity_curve_figure(_points({("my-plugin", 0.9): [0.1], ("bidst", 0.9): [0.2], ("rigl", 0.9): [0.7]}))
+    summaries = [run.summary for run in find_runs(runs_dir) if run.summary]
+    overhead = overhead_figure(summaries)
+    iou = iou_figure(find_runs(runs_dir))
+    rigl_lines = [
+        _lines(curve_a.axes[0])["rigl"],
+        _lines(curve_b.axes[0])["rigl"],
+        *[line for label, line in _lines(overhead.axes[0]).items() if label.startswith("rigl")],
+        *[line for label, line in _lines(iou.axes[0]).items() if label.startswith("rigl")],
+    ]
+    assert len(rigl_lines) == 5  # curve, curve, overhead share, and iou at two sparsities
+    expected = method_style("rigl")
+    assert {(line.get_color(), line.get_marker()) for line in rigl_lines} == {(expected.color, expected.marker)}
+    plugin = _lines(curve_b.axes[0])["my-plugin"]
+    assert (plugin.get_color(), plugin.get_marker()) == (method_style("my-plugin").color, method_style("my-plugin").marker)
+
+
+# -- sparsity curve --------------------------------------------------------------------------------
+def test_seeds_are_one_mean_line_with_a_std_band() -> None:
+    accs = {("rigl", 0.9): [0.80, 0.90, 0.85], ("rigl", 0.99): [0.40, 0.50, 0.60]}
+    figure = sparsity_curve_figure(_points(accs))
+    accuracy = figure.axes[0]
+    lines = _lines(accuracy)
+    assert list(lines) == ["rigl (mean ± std, n=3)"]  # one line, not three
+    line = lines["rigl (mean ± std, n=3)"]
+    np.testing.assert_allclose(line.get_xdata(), [1 - 0.9, 1 - 0.99])
+    np.testing.assert_allclose(line.get_ydata(), [85.0, 50.0])
+    (band,) = [c for c in accuracy.collections if isinstance(c, PolyCollection)]
+    ys = band.get_paths()[0].vertices[:, 1]
+    std_90 = 100 * statistics.stdev([0.80, 0.90, 0.85])
+    std_99 = 100 * statistics.stdev([0.40, 0.50, 0.60])
+    assert ys.min() == pytest.approx(50.0 - std_99) and ys.max() == pytest.approx(85.0 + std_90)
+
+
+def test_single_seed_has_no_band_and_no_seed_note() -> None:
+    figure = sparsity_curve_figure(_points({("set", 0.9): [0.8]}))
+    assert list(_lines(figure.axes[0])) == ["set"]
+    assert not [c for c in figure.axes[0].collections if isinstance(c, PolyCollection)]
+
+
+def test_chance_accuracy_is_marked() -> None:
+    figure = sparsity_curve_figure(_points({("set", 0.9): [0.8]}), chance=[0.1])
+    chance = _lines(figure.axes[0])["chance (10%)"]
+    assert list(chance.get_ydata()) == [10.0, 10.0]
+
+
+def test_chance_accuracy_comes_from_the_runs_classifier(runs_dir: Path) -> None:
+    run = load_run(runs_dir / "static_s0.9_seed0")
+    assert chance_accuracy(run.plan) == pytest.approx(0.1)  # tiny_cnn on 10 synthetic classes
+
+
+def test_coinciding_lines_say_so() -> None:
+    figure = sparsity_curve_figure(_points({("rigl", 0.9): [0.7], ("static", 0.9): [0.7], ("set", 0.9): [0.6]}))
+    lines = _lines(figure.axes[0])
+    assert set(lines) == {"rigl", "static (coincides with rigl)", "set"}
+    assert lines["static (coincides with rigl)"].get_linestyle() == "--"
+    assert lines["set"].get_linestyle() == "-"
+
+
+def test_sparsity_curve_legends_are_outside_the_axes() -> None:
+    figure = sparsity_curve_figure(_points({("rigl", s): [0.9 - s / 2] for s in (0.9, 0.99, 0.999)}), chance=[0.1])
+    _assert_legends_outside(figure)
+
+
+# -- IoU -------------------------------------------------------------------------------------------
+def test_iou_lines_per_setting_in_numeric_order_with_seed_means(runs_dir: Path) -> None:
+    runs = find_runs(runs_dir)
+    runs.sort(key=lambda run: -run.sparsity)  # the figure must not depend on the order it is given
+    figure = iou_figure(runs)
+    assert _legend_labels(figure.axes[0]) == [
+        "rigl 90% (mean ± std, n=2)",
+        "rigl 99% (mean ± std, n=2)",
+        "static 90% (no topology change)",
+        "static 99% (no topology change)",
+    ]
+    lines = _lines(figure.axes[0])
+    assert lines["rigl 90% (mean ± std, n=2)"].get_linestyle() == "-"
+    assert lines["rigl 99% (mean ± std, n=2)"].get_linestyle() == "--"
+    from dstbench.analysis.topology import update_iou_series
+
+    seeds = [update_iou_series(load_run(runs_dir / f"rigl_s0.9_seed{seed}")) for seed in (0, 1)]
+    expected = [statistics.fmean(pair) for pair in zip(*[[p.iou for p in s] for s in seeds])]
+    np.testing.assert_allclose(lines["rigl 90% (mean ± std, n=2)"].get_ydata(), expected)
+    _assert_legends_outside(figure)
+
+
+def test_iou_of_runs_that_never_update_is_a_one_line_error(
+    runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(NothingToPlot, match="no run changed its mask"):
+        iou_figure([load_run(runs_dir / "static_s0.9_seed0")])
+    out = tmp_path / "iou.png"
+    assert main(["plot", "iou", str(runs_dir / "static_s0.9_seed0"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dstbench: error: nothing to plot") and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not out.with_suffix(".pdf").exists()
+
+
+# -- overhead --------------------------------------------------------------------------------------
+def _summary(method: str, sparsity: float, seed: int, fraction: float, updates: int, seconds: float) -> dict[str, Any]:
+    return {"method": method, "sparsity": sparsity, "seed": seed, "update_time_fraction": fraction,
+            "topology_updates": updates, "update_seconds": seconds, "train_seconds": 1000.0}  # fmt: skip
+
+
+def test_overhead_is_share_of_training_and_time_per_update() -> None:
+    summaries = [
+        _summary("rigl", 0.9, 0, 0.010, 10, 0.20),
+        _summary("rigl", 0.9, 1, 0.030, 10, 0.40),
+        _summary("rigl", 0.99, 0, 0.005, 4, 0.04),
+        _summary("static", 0.9, 0, 0.0, 0, 0.0),
+    ]
+    figure = overhead_figure(summaries)
+    share, per_update = figure.axes
+    lines = _lines(share)
+    np.testing.assert_allclose(lines["rigl (mean ± std, n=1-2)"].get_xdata(), [0.1, 0.01])  # x is 1 - sparsity
+    np.testing.assert_allclose(lines["rigl (mean ± std, n=1-2)"].get_ydata(), [2.0, 0.5])  # percent
+    np.testing.assert_allclose(lines["static"].get_ydata(), [0.0])
+    per = _lines(per_update)
+    np.testing.assert_allclose(per["rigl (mean ± std, n=1-2)"].get_ydata(), [30.0, 10.0])  # ms per update
+    assert "static (no mask updates)" in _legend_labels(per_update)
+    assert "training wall time" not in " ".join(axis.get_xlabel() for axis in figure.axes)
+    _assert_legends_outside(figure)
+
+
+def test_overhead_from_real_runs_and_no_runs(runs_dir: Path, tmp_path: Path) -> None:
+    assert main(["plot", "overhead", str(runs_dir), "--out", str(tmp_path / "o.png")]) == 0
+    with pytest.raises(NothingToPlot):
+        overhead_figure([])
+
+
+def test_saved_png_and_pdf(tmp_path: Path) -> None:
+    paths = save_figure(sparsity_curve_figure(_points({("set", 0.9): [0.8]})), tmp_path / "f.png")
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
