@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from .distributions import SparsityPlan, realised_sparsity
+from .errors import ConfigError
 from .layers import find_prunable_layers
 from .topology import TopologyRecord, layer_change
 from .updater import MaskedLayer, MaskUpdater, StepInfo, UpdateContext
@@ -152,6 +153,9 @@ class SparseEngine:
             raise ValueError(f"method {self.updater.name!r} needs a batch at initialisation")
         ctx = self.context(-1, "init", batch=batch)
         self._install(self.updater.init_masks(ctx), require_all=True, info=ctx.info)
+        start = self.updater.initial_weights(ctx)
+        if start is not None:
+            load_initial_weights(self.model, start, self.updater.name)
         self._install_backward(ctx, require_all=True)
         self.fired = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
         self.apply_masks()
@@ -446,6 +450,23 @@ class SparseEngine:
         self.previous_step_skipped = bool(state.get("previous_step_skipped", False))
         self._last_info = self.info(self.records[-1].step - 1 if self.records else -1)
         self.updater.load_state_dict(state["updater"])
+
+
+# Buffers the engine owns: never taken from a method's initial weights.
+_ENGINE_BUFFERS = ("weight_mask", "weight_backward_mask", "weight_reserve")
+
+
+def load_initial_weights(model: nn.Module, state: Mapping[str, torch.Tensor], owner: str) -> None:
+    """Every parameter and buffer of ``model`` from ``state`` (the engine's mask buffers excepted), or
+    one line saying why they do not fit."""
+    kept = {key: value for key, value in state.items() if not key.endswith(_ENGINE_BUFFERS)}
+    try:
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(f"{owner}: its initial weights do not fit this model: {str(exc).splitlines()[-1].strip()}") from None
+    missing = [key for key in missing if not key.endswith(_ENGINE_BUFFERS)]
+    if missing or unexpected:
+        raise ConfigError(f"{owner}: its initial weights do not fit this model (e.g. {(missing or unexpected)[0]!r}); same --model?")
 
 
 def _buffer(layer: MaskedLayer, name: str) -> torch.Tensor:

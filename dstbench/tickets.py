@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ConfigError, DstbenchError
@@ -39,14 +38,12 @@ __all__ = [
     "ticket_chain",
     "ticket_weights",
     "rewind_weights",
-    "load_rewind_weights",
     "pipeline_flops",
     "run_lottery",
 ]
 
 PRUNE_PER_ROUND = 0.2
 """Frankle & Carbin's iterative rate: 20 % of the remaining conv/FC weights per round."""
-_MASK_BUFFERS = ("weight_mask", "weight_backward_mask", "weight_reserve")
 _EPS = 1e-9
 
 
@@ -122,18 +119,6 @@ def rewind_weights(path: str | Path, step: int) -> dict[str, torch.Tensor]:
         )
     model: dict[str, torch.Tensor] = saved["model"]
     return model
-
-
-def load_rewind_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Every parameter and buffer of ``model`` from ``state``, except the masks the engine owns."""
-    kept = {key: value for key, value in state.items() if not key.endswith(_MASK_BUFFERS)}
-    try:
-        missing, unexpected = model.load_state_dict(kept, strict=False)
-    except RuntimeError as exc:
-        raise ConfigError(f"the weights in {source} do not fit this model: {str(exc).splitlines()[-1].strip()}") from None
-    missing = [key for key in missing if not key.endswith(_MASK_BUFFERS)]
-    if missing or unexpected:
-        raise ConfigError(f"the weights in {source} do not fit this model (e.g. {(missing or unexpected)[0]!r}); same --model?")
 
 
 # -- cost -----------------------------------------------------------------------------------------------

@@ -267,6 +267,12 @@ class MaskUpdater:
             for layer in ctx.sparse_layers
         }
 
+    def initial_weights(self, ctx: UpdateContext) -> Mapping[str, torch.Tensor] | None:
+        """Weights to start training from instead of the model's initialisation, by ``state_dict`` key
+        (LT's rewinding to a ticket's theta_k). The engine loads them, then applies the masks; a
+        method never writes weights itself."""
+        return None
+
     def schedule(self) -> Periodic | None:
         """When the topology changes, as a schedule object (None: never, or see ``is_update_step``)."""
         return None

@@ -41,7 +41,7 @@ from dstbench.errors import ConfigError
 from dstbench.hparams import NonNegativeInt
 from dstbench.registry import register_method
 from dstbench.selection import ranked_indices, topk_mask
-from dstbench.tickets import load_rewind_weights, rewind_weights, ticket_chain, ticket_weights
+from dstbench.tickets import rewind_weights, ticket_chain, ticket_weights
 from dstbench.updater import MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:
@@ -138,10 +138,7 @@ class LotteryTicket(MaskUpdater):
             eligible[layer.name] = ticket_masks.get(layer.name, torch.ones_like(state[key], dtype=torch.bool))
         total = sum(layer.k for layer in ctx.sparse_layers)
         masks, clamped = global_magnitude_masks(scores, total, min_active=self.min_active, eligible=eligible)
-        if ctx.model is None:
-            raise ConfigError("lt rewinds the model's weights and needs the model at initialisation")
         root = ticket_chain(self.ticket_from)[-1]
-        load_rewind_weights(ctx.model, rewind_weights(self.ticket_from, self.rewind_step), str(root / "rewind.pt"))
         self.ticket_report = {
             "ticket_from": self.ticket_from,
             "ticket_root": str(root),
@@ -151,6 +148,10 @@ class LotteryTicket(MaskUpdater):
             "layer_density": {name: int(mask.sum()) / mask.numel() for name, mask in masks.items()},
         }
         return masks
+
+    def initial_weights(self, ctx: UpdateContext) -> Mapping[str, torch.Tensor]:
+        """Rewinding: theta_k of the chain's root run (its ``rewind.pt``), loaded by the engine."""
+        return rewind_weights(self.ticket_from, self.rewind_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"ticket_report": self.ticket_report}
