@@ -18,6 +18,7 @@ from torch import nn
 
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
+from dstbench.launch import add_execution_options
 
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
@@ -165,11 +166,14 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
     add_train_options(sweep, single_run=False)
+    add_execution_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from dstbench.cli import _overrides, _split
+
+    from dstbench.launch import execution_from_args
 
     from .sweep import run_sweep
 
@@ -183,6 +187,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        execution=execution_from_args(args),
     )
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
     return 0

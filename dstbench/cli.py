@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from .config import PRESETS, TrainConfig, resolve_config
 from .errors import DstbenchError
 from .hparams import parse_hp_assignments
+from .launch import add_execution_options
 
 __all__ = ["main", "build_parser"]
 
@@ -64,6 +65,8 @@ def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> 
     add("--label-smoothing", type=float)
     add("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
     add("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    add("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the training step")
+    add("--cuda-graph", action=argparse.BooleanOptionalAction, default=None, help="with --compile on CUDA: one CUDA graph per step")
     add("--device", help="cpu or cuda")
     add("--num-workers", type=int)
     add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
@@ -106,6 +109,7 @@ def _split(text: str | None, kind: type, what: str) -> list[Any] | None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import format_table, run_grid
+    from .launch import execution_from_args
 
     methods = _split(args.methods, str, "methods") or ["set", "rigl"]
     summaries = run_grid(
@@ -118,6 +122,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        execution=execution_from_args(args),
     )
     print(format_table(summaries))
     return 0
@@ -180,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
     _add_train_options(compare, single_run=False)
+    add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")

@@ -15,8 +15,8 @@ from .analysis.report import markdown_table, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
+from .launch import Execution, execute
 from .registry import get_method
-from .rundir import RunDir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
 
@@ -65,19 +65,17 @@ def grid_configs(
     return configs
 
 
-def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
-    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries."""
-    from .trainer import train
+def run_grid(
+    methods: Sequence[str], *, progress: bool = True, execution: Execution | None = None, **options: Any
+) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries.
 
-    summaries = []
-    for cfg in grid_configs(methods, **options):
-        run = RunDir(cfg.out)
-        if run.is_complete():
-            summary = run.read_json(run.summary)
-        else:
-            summary = train(cfg, resume=run.checkpoint.exists(), progress=progress)
+    ``execution`` says where the runs train (in this process, a process pool, SLURM; see ``launch``).
+    """
+    configs = grid_configs(methods, **options)
+    summaries = execute(configs, execution, progress=progress)
+    for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out
-        summaries.append(summary)
     folder = Path(options.get("out") or "runs/compare")
     table = format_table(summaries)
     atomic_write_json(folder / "compare.json", summarise(summaries))

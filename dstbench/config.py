@@ -58,6 +58,10 @@ class TrainConfig:
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     channels_last: bool = False
+    compile: bool = False
+    """torch.compile the training step (CPU and CUDA); eager training stays the reference."""
+    cuda_graph: bool = True
+    """With --compile on CUDA, capture the whole step in one CUDA graph (--no-cuda-graph: compile only)."""
     augment: bool = True
     seed: int = 0
     device: str = "cpu"

@@ -1,0 +1,254 @@
+"""Where the runs of a grid (``compare``, ``sweep``) execute: in this process, a process pool, or SLURM.
+
+* ``--jobs 1`` (default): one run after another in this process.
+* ``--jobs N``: a ``concurrent.futures`` process pool (spawn) of N workers, one run per task; on the
+  CPU the torch threads of this process are split between the workers, and ``--devices
+  cuda:0,cuda:1`` places runs round-robin (several runs may share a GPU). Every run is seeded on its
+  own, so the results are those of ``--jobs 1``.
+* ``--launcher slurm``: one job per run as a submitit job array with the SLURM options given;
+  ``--launcher local`` runs the very same path through submitit's local executor (what the tests use).
+  A preempted or timed-out job is requeued by submitit and continues from the run's checkpoint
+  (:class:`TrainJob.checkpoint`), exactly as ``--resume`` would.
+
+Whatever executes them, finished runs are reused and interrupted ones resumed (the run folder decides),
+and progress is one line per finished run plus an overall bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .errors import ConfigError, DstbenchError
+from .rundir import RunDir
+
+__all__ = ["Execution", "SlurmOptions", "TrainJob", "add_execution_options", "execution_from_args", "execute", "run_one"]
+
+LAUNCHERS = ("none", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What a user sets for a SLURM job (submitit's ``slurm_*`` parameters)."""
+
+    partition: str | None = None
+    gpus: int = 0
+    cpus: int = 2
+    mem_gb: float | None = None
+    time_min: int = 60 * 24
+    account: str | None = None
+    sbatch: tuple[str, ...] = ()
+    """Extra ``#SBATCH`` lines as ``key=value`` (e.g. ``constraint=a100``, ``qos=high``)."""
+    array_parallelism: int = 256
+
+    def executor_parameters(self, cluster: str) -> dict[str, Any]:
+        """submitit ``update_parameters`` arguments (generic names work for slurm and local)."""
+        params: dict[str, Any] = {
+            "timeout_min": self.time_min,
+            "cpus_per_task": self.cpus,
+            "gpus_per_node": self.gpus,
+            "tasks_per_node": 1,
+            "nodes": 1,
+        }
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        if cluster == "slurm":
+            params["slurm_array_parallelism"] = self.array_parallelism
+            if self.partition:
+                params["slurm_partition"] = self.partition
+            if self.account:
+                params["slurm_account"] = self.account
+            extra: dict[str, str] = {}
+            for line in self.sbatch:
+                key, sep, value = line.partition("=")
+                if not sep or not key.strip():
+                    raise ConfigError(f"--sbatch expects key=value, got {line!r}")
+                extra[key.strip().lstrip("-")] = value.strip()
+            if extra:
+                params["slurm_additional_parameters"] = extra
+        return params
+
+
+@dataclass(frozen=True)
+class Execution:
+    jobs: int = 1
+    devices: tuple[str, ...] = ()
+    launcher: str = "none"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    submitit_dir: str | None = None
+    """Where submitit keeps job scripts and logs (default: OUT/.submitit)."""
+
+
+def run_one(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run without per-step output; return its summary."""
+    from .trainer import train
+
+    run = RunDir(cfg.out)
+    if run.is_complete():
+        summary: dict[str, Any] = run.read_json(run.summary)
+        return summary
+    return train(cfg, resume=run.checkpoint.exists(), progress=False)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+class TrainJob:
+    """A submitit job: one run. On preemption or timeout submitit calls :meth:`checkpoint` and
+    requeues the returned submission; the run then continues from its own ``checkpoint.pt``."""
+
+    def __call__(self, cfg: TrainConfig) -> dict[str, Any]:
+        return run_one(cfg)
+
+    def checkpoint(self, cfg: TrainConfig) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(), cfg)
+
+
+def _placed(configs: Sequence[TrainConfig], devices: Sequence[str]) -> list[TrainConfig]:
+    """Runs on ``devices`` round-robin (``device`` never changes a run's numbers, see RESUME_IGNORED_FIELDS)."""
+    if not devices:
+        return list(configs)
+    return [dataclasses.replace(cfg, device=devices[i % len(devices)]) for i, cfg in enumerate(configs)]
+
+
+def _finished_line(done: int, total: int, cfg: TrainConfig, summary: dict[str, Any], seconds: float) -> str:
+    acc = summary.get("test_acc")
+    acc_text = f"{acc:.4f}" if isinstance(acc, float) else "n/a"
+    return f"[{done}/{total}] {Path(cfg.out).name}: test_acc {acc_text} ({seconds:.0f}s)"
+
+
+def execute(
+    configs: Sequence[TrainConfig], execution: Execution | None = None, *, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Every run's summary, in the order of ``configs``; only unfinished runs are trained."""
+    execution = execution or Execution()
+    if execution.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {execution.jobs}")
+    if execution.launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {execution.launcher!r}; choose from {', '.join(LAUNCHERS)}")
+    configs = _placed(configs, execution.devices)
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    pending = []
+    for i, cfg in enumerate(configs):
+        run = RunDir(cfg.out)
+        if run.is_complete():
+            results[i] = run.read_json(run.summary)
+        else:
+            pending.append(i)
+    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="runs", disable=not progress)
+    start = time.perf_counter()
+    try:
+        if execution.launcher != "none":
+            finished = _submitit(configs, pending, execution)
+        elif execution.jobs == 1:
+            finished = ((i, _in_process(configs[i], progress)) for i in pending)
+        else:
+            finished = _pool(configs, pending, execution.jobs)
+        for i, summary in finished:
+            results[i] = summary
+            bar.update(1)
+            if progress:
+                bar.write(_finished_line(bar.n, len(configs), configs[i], summary, time.perf_counter() - start))
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]
+
+
+def _in_process(cfg: TrainConfig, progress: bool) -> dict[str, Any]:
+    from .trainer import train
+
+    return train(cfg, resume=RunDir(cfg.out).checkpoint.exists(), progress=progress)
+
+
+def _pool(configs: Sequence[TrainConfig], pending: Sequence[int], jobs: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, max(1, len(pending))),
+        mp_context=get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads,),
+    ) as pool:
+        futures = {pool.submit(run_one, configs[i]): i for i in pending}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _submitit(
+    configs: Sequence[TrainConfig], pending: Sequence[int], execution: Execution
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("--launcher needs submitit (pip install submitit)") from None
+    if not pending:
+        return
+    first = Path(configs[pending[0]].out).parent
+    folder = Path(execution.submitit_dir or first / ".submitit") / "%j"
+    cluster = "local" if execution.launcher == "local" else "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(name="dstbench", **execution.slurm.executor_parameters(cluster))
+    jobs = executor.map_array(TrainJob(), [configs[i] for i in pending])
+    index = {job.job_id: i for job, i in zip(jobs, pending)}
+    for job in submitit.helpers.as_completed(jobs):
+        try:
+            summary = job.result()
+        except Exception as exc:  # submitit wraps the job's failure; show its last line, once
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise DstbenchError(f"job {job.job_id} ({configs[index[job.job_id]].out}) failed: {last}") from None
+        yield index[job.job_id], summary
+
+
+# -- command-line options ----------------------------------------------------------------------------
+def add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs``, ``--devices``, ``--launcher`` and the SLURM options, for ``compare`` and ``sweep``."""
+    add = parser.add_argument
+    add("--jobs", type=int, default=1, help="runs at once, one process each (default 1: in this process)")
+    add("--devices", help="comma-separated devices the runs are placed on round-robin, e.g. cuda:0,cuda:1")
+    add("--launcher", choices=LAUNCHERS, default="none", help="submitit: slurm job array, or local (same path, no cluster)")
+    add("--slurm-partition")
+    add("--slurm-gpus", type=int, default=0, help="GPUs per job")
+    add("--slurm-cpus", type=int, default=2, help="CPUs per job")
+    add("--slurm-mem-gb", type=float)
+    add("--slurm-time", type=int, default=60 * 24, help="minutes per job before it is requeued")
+    add("--slurm-account")
+    add("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra #SBATCH line (repeatable)")
+    add("--submitit-dir", help="job scripts and logs (default: OUT/.submitit)")
+
+
+def execution_from_args(args: argparse.Namespace) -> Execution:
+    devices = tuple(d.strip() for d in (args.devices or "").split(",") if d.strip())
+    for device in devices:
+        if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+            raise ConfigError(f"--devices: unknown device {device!r}; e.g. cuda:0,cuda:1 or cpu")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    return Execution(
+        jobs=args.jobs,
+        devices=devices,
+        launcher=args.launcher,
+        slurm=SlurmOptions(
+            partition=args.slurm_partition,
+            gpus=args.slurm_gpus,
+            cpus=args.slurm_cpus,
+            mem_gb=args.slurm_mem_gb,
+            time_min=args.slurm_time,
+            account=args.slurm_account,
+            sbatch=tuple(args.sbatch),
+        ),
+        submitit_dir=args.submitit_dir,
+    )
+
