@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -86,6 +87,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.preset, args.config, _overrides(args), parse_hp_assignments(args.hp))
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # torchrun: rank 0 reports
     print(
         f"{summary['method']}: test_acc {summary['test_acc']:.4f}, topology updates {summary['topology_updates']}, "
         f"realised sparsity {summary['realised_sparsity']['sparsified']:.6f} -> {cfg.out}"

@@ -111,7 +111,7 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     """DDP around the model. Buffers are not broadcast each step (each rank keeps its own BatchNorm
     statistics, averaged per epoch by :func:`average_buffers`)."""
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    ddp: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    ddp: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
     return ddp
 
 
@@ -177,11 +177,6 @@ class MaskAgreement:
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         differ = (low != high).nonzero().flatten().tolist()
-        if differ:
-            raise MaskDesyncError(
-                f"ranks disagree at step {step}: {names[differ[0]]} differs across the {self.ctx.world_size} ranks"
-                + (f" (and {len(differ) - 1} more)" if len(differ) > 1 else "")
-            )
         combined = hashlib.sha256(local.numpy().tobytes()).hexdigest()[:16]
         self.records.append(
             {
@@ -190,12 +185,18 @@ class MaskAgreement:
                 "world_size": self.ctx.world_size,
                 "masks_checked": len(masks),
                 "state_entries_checked": len(values) - len(masks),
-                "agreed": True,
+                "agreed": not differ,
                 "digest": combined,
+                **({"first_difference": names[differ[0]]} if differ else {}),
             }
         )
         if self.ctx.is_main:
             atomic_write_jsonl(self.run.path / AGREEMENT_FILE, self.records)
+        if differ:
+            raise MaskDesyncError(
+                f"ranks disagree at step {step}: {names[differ[0]]} differs across the {self.ctx.world_size} ranks"
+                + (f" (and {len(differ) - 1} more)" if len(differ) > 1 else "")
+            )
         if self.inner is not None:
             self.inner(step, epoch, masks, record)
 
