@@ -13,10 +13,11 @@ Rules of a DDP run:
 
 * each rank reads its contiguous piece of every global batch (``TensorLoader(shard=...)``), so
   ``--batch-size`` is the global batch and the schedule equals the single-process run's;
-* BatchNorm statistics are per rank during the step (SyncBatchNorm is CUDA-only; ``--sync-bn`` is
-  not offered on CPU), and running statistics are averaged across ranks at the end of each epoch
-  before evaluation and the checkpoint, so every rank holds the same model. A DDP run with N ranks
-  is therefore numerically a single-process run with ``--grad-accum N`` on the same global batch;
+* BatchNorm normalises over each rank's piece of the batch (the usual DDP setting; PyTorch's
+  SyncBatchNorm is CUDA-only), and running statistics are averaged across ranks at the end of each
+  epoch, before evaluation and the checkpoint, so every rank holds the same model. A DDP run with N
+  ranks therefore trains exactly like a single process with ``--grad-accum N`` on the same global
+  batch (same losses, weights and masks; only the running statistics are averaged, not chained);
 * only rank 0 writes the run folder (:class:`ReplicaRunDir` on the others); ``--resume`` makes
   every rank read the same checkpoint.
 """

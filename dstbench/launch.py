@@ -158,11 +158,13 @@ def execute(
             finished = ((i, _in_process(configs[i], progress)) for i in pending)
         else:
             finished = _pool(configs, pending, execution.jobs)
+        done = len(configs) - len(pending)
         for i, summary in finished:
             results[i] = summary
+            done += 1
             bar.update(1)
             if progress:
-                bar.write(_finished_line(bar.n, len(configs), configs[i], summary, time.perf_counter() - start))
+                bar.write(_finished_line(done, len(configs), configs[i], summary, time.perf_counter() - start))
     finally:
         bar.close()
     return [r for r in results if r is not None]
@@ -197,7 +199,7 @@ def _submitit(
     if not pending:
         return
     first = Path(configs[pending[0]].out).parent
-    folder = Path(execution.submitit_dir or first / ".submitit") / "%j"
+    folder = Path(execution.submitit_dir or first / ".submitit")
     cluster = "local" if execution.launcher == "local" else "slurm"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="dstbench", **execution.slurm.executor_parameters(cluster))
