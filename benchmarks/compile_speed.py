@@ -61,7 +61,8 @@ def main() -> None:
     eager_opt, eager_engine = _setup(eager_model, args.sparsity)
     fast_opt, fast_engine = _setup(fast_model, args.sparsity)
     loss_fn = nn.CrossEntropyLoss()
-    fast = FastStep(fast_model, fast_engine, fast_opt, loss_fn, device, amp=False, cuda_graph=False, grad_accum=1)
+    fast = FastStep(fast_model, fast_engine, fast_opt, loss_fn, device, amp=False, cuda_graph=False,
+                    grad_accum=1, batch_size=args.batch_size)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
 

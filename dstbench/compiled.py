@@ -59,6 +59,24 @@ def get_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+class CudaGraphRecorder:
+    """Captures a function once into a ``torch.cuda.CUDAGraph``; each replay reruns its kernels on the
+    same memory and returns the same (refilled) output tensors."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def capture(self, fn: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn()
+
+    def replay(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.outputs is not None
+        self.graph.replay()
+        return self.outputs
+
+
 def dynamo_counts() -> dict[str, int]:
     """Process-wide totals of graphs dynamo compiled and of graph breaks it took."""
     from torch._dynamo.utils import counters
@@ -72,6 +90,9 @@ def dynamo_counts() -> dict[str, int]:
 class FastStep:
     """Runs the training steps of one run compiled or graph-captured; see the module docstring."""
 
+    graph_device_types: tuple[str, ...] = ("cuda",)
+    graph_recorder: Callable[[torch.device], Any] = CudaGraphRecorder
+
     def __init__(
         self,
         model: nn.Module,
@@ -83,6 +104,7 @@ class FastStep:
         amp: bool,
         cuda_graph: bool,
         grad_accum: int,
+        batch_size: int,
     ) -> None:
         self.model = model
         self.engine = engine
@@ -90,9 +112,11 @@ class FastStep:
         self.criterion = criterion
         self.device = device
         self.amp = amp and device.type == "cuda"
+        self.batch_size = batch_size
         needs = engine.updater.needs
         self.eager_hooks = needs.per_step_hook
-        self.mode = "cuda_graph" if cuda_graph and device.type == "cuda" and not self.eager_hooks else "compile"
+        graphs = cuda_graph and device.type in self.graph_device_types and not self.eager_hooks
+        self.mode = "cuda_graph" if graphs else "compile"
         if self.mode == "cuda_graph" and grad_accum != 1:
             raise ConfigError("--compile with CUDA graphs needs --grad-accum 1 (or pass --no-cuda-graph)")
         if self.eager_hooks:
@@ -114,7 +138,7 @@ class FastStep:
         self.fast_steps = 0
         self.eager_steps = 0
         self.captures = 0
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph: Any = None
         self._static: dict[str, torch.Tensor] = {}
         self._side_stream: torch.cuda.Stream | None = None
         if self.mode == "compile":
@@ -122,12 +146,18 @@ class FastStep:
             self._compiled_sparse_step: Callable[[], None] = torch.compile(self._sparse_step)
         else:
             self.forward_model = model
-            self._side_stream = torch.cuda.Stream(device=device)
+            if device.type == "cuda":
+                self._side_stream = torch.cuda.Stream(device=device)
 
     # -- which path ------------------------------------------------------------------------------
     def is_plain(self, step: int) -> bool:
         """A step on which the engine only masks and steps (no method decision, no per-step hook)."""
         return not self.eager_hooks and not self.engine.updater.is_update_step(self.engine.info(step))
+
+    def compiles(self, step: int) -> bool:
+        """Whether this step's optimizer part runs compiled (``compile`` mode): a plain step after at
+        least one eager step, which creates the optimizer's lazily allocated state first."""
+        return self.mode == "compile" and self.eager_steps > 0 and self.is_plain(step)
 
     def _note_updates(self) -> None:
         """Remember the graph count at the first topology update that follows compiled steps."""
@@ -170,8 +200,8 @@ class FastStep:
         if self.mode != "cuda_graph" or not self.is_plain(step):
             return False
         if self._graph is None:
-            if self.eager_steps < GRAPH_WARMUP_STEPS:
-                return False
+            if self.eager_steps < GRAPH_WARMUP_STEPS or x.shape[0] != self.batch_size:
+                return False  # capture a full batch: a short last batch of an epoch runs eagerly
             self._capture(x)
         return tuple(x.shape) == tuple(self._static["x"].shape)
 
@@ -187,31 +217,39 @@ class FastStep:
             torch.cuda.current_stream(self.device).wait_stream(self._side_stream)
 
     def _capture(self, x: torch.Tensor) -> None:
-        y_dtype = torch.int64
         self._static = {
             "x": torch.zeros_like(x),
-            "y": torch.zeros(x.shape[0], dtype=y_dtype, device=self.device),
+            "y": torch.zeros(x.shape[0], dtype=torch.int64, device=self.device),
         }
         self.optimizer.zero_grad(set_to_none=True)  # grads are allocated from the graph's pool
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            with self._autocast():
-                logits = self.model(self._static["x"])
-                loss = self.criterion(logits.float(), self._static["y"])
-            loss.backward()
-            self._sparse_step()
-        self._static["logits"], self._static["loss"] = logits, loss
+        graph = self.graph_recorder(self.device)
+        graph.capture(self._whole_step)
         self._graph = graph
         self.captures += 1
+
+    def _whole_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the graph holds: forward, backward, gradient masking, optimizer step, re-masking."""
+        with self._autocast():
+            logits = self.model(self._static["x"])
+            loss = self.criterion(logits.float(), self._static["y"])
+        loss.backward()
+        self._sparse_step()
+        return loss, logits
 
     def replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One whole training step from the captured graph; returns (loss, logits) (static outputs)."""
         assert self._graph is not None
         self._static["x"].copy_(x)
         self._static["y"].copy_(y)
-        self._graph.replay()
+        loss, logits = self._graph.replay()
         self.fast_steps += 1
-        return self._static["loss"], self._static["logits"]
+        return loss, logits
+
+    def before_eager_step(self) -> None:
+        """After a capture, replays leave their gradients in the captured tensors; an eager backward
+        would add to them, so they are zeroed in place first."""
+        if self._graph is not None:
+            self.optimizer.zero_grad(set_to_none=False)
 
     # -- reporting ---------------------------------------------------------------------------------
     def zero_grad(self) -> None:

@@ -179,6 +179,8 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
 
     torch.manual_seed(cfg.seed)
     updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
+    if ctx is not None and updater.needs.init_batch:
+        raise ConfigError(f"{cfg.method} scores a batch before training, which DDP runs do not support yet")
     data = build_data(data_config(cfg, ctx), device)
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.channels_last:
@@ -239,7 +241,8 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
         engine.initialize(init_batch)
     # Built after resuming, so the compiled code and any captured graph see the restored tensors.
     fast = (
-        FastStep(model, engine, optimizer, criterion, device, amp=cfg.amp, cuda_graph=cfg.cuda_graph, grad_accum=accum)
+        FastStep(model, engine, optimizer, criterion, device, amp=cfg.amp, cuda_graph=cfg.cuda_graph,
+                 grad_accum=accum, batch_size=cfg.batch_size)
         if cfg.compile
         else None
     )
@@ -267,13 +270,15 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
             if fast is not None and fast.graph_ready(step, x):
                 loss, logits = fast.replay(x, y)  # the whole step, from one captured CUDA graph
             else:
+                if fast is not None:
+                    fast.before_eager_step()
                 with fast.warmup_context() if fast is not None else contextlib.nullcontext():
                     with _autocast(cfg, device):
                         logits = train_model(x)
                         loss = criterion(logits.float(), y)
                     (loss / accum).backward()
                     if last_micro:
-                        if fast is not None and fast.mode == "compile" and fast.is_plain(step):
+                        if fast is not None and fast.compiles(step):
                             fast.optimizer_step()
                         else:
                             if engine.after_backward(step, (x, y)):
