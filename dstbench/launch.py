@@ -149,12 +149,15 @@ def execute(
             results[i] = run.read_json(run.summary)
         else:
             pending.append(i)
-    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="runs", disable=not progress)
+    in_process = execution.launcher == "none" and execution.jobs == 1
+    # In this process the trainer shows its own per-epoch lines; an overall bar would interleave with them.
+    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="runs",
+               disable=not progress or in_process)
     start = time.perf_counter()
     try:
         if execution.launcher != "none":
             finished = _submitit(configs, pending, execution)
-        elif execution.jobs == 1:
+        elif in_process:
             finished = ((i, _in_process(configs[i], progress)) for i in pending)
         else:
             finished = _pool(configs, pending, execution.jobs)
@@ -185,8 +188,13 @@ def _pool(configs: Sequence[TrainConfig], pending: Sequence[int], jobs: int) -> 
         initargs=(threads,),
     ) as pool:
         futures = {pool.submit(run_one, configs[i]): i for i in pending}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:  # a failed run stops the grid: do not start the queued ones
+                future.cancel()
+            raise
 
 
 def _submitit(

@@ -121,3 +121,12 @@ def test_bad_execution_options_are_one_line(args: list[str], message: str, tmp_p
     assert main(["compare", "--methods", "rigl", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dstbench: error:") and message in err and err.count("\n") == 1
+
+
+def test_a_run_failing_in_a_worker_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-cifar"
+    code = main(["compare", "--methods", "rigl,set", "--dataset", "cifar10", "--data-dir", str(missing),
+                 "--jobs", "2", "--out", str(tmp_path / "grid"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("dstbench: error:") and str(missing) in err and err.count("\n") == 1
