@@ -9,8 +9,9 @@
    excluded) gives its images per second; every engine invariant is checked after GPU training (the
    trainer refuses to finish otherwise, and the script re-checks the saved masks and weights).
 2. Checks that the masks of the first topology update on the GPU equal the CPU path's (fp32, TF32
-   off; the eager and the graph-captured GPU paths): identical initial masks, and first-update masks
-   identical up to float-rounding flips at the top-k boundary (at most 0.1 % of entries, printed).
+   off; SET, whose first update follows 8 steps, 5 of them replayed from the CUDA graph in the
+   graph-captured run): identical initial masks, and first-update masks identical up to
+   float-rounding flips at the magnitude boundary (at most 0.1 % of entries, printed).
 3. Runs ``dstbench compare --jobs 4 --devices cuda:0`` (four runs sharing the GPU) and reports the
    aggregate images per second.
 4. Prints the projected wall time of one 158-epoch CIFAR run (50,000 images per epoch) per mode and
@@ -40,7 +41,7 @@ TABLE1_RUNS = 27  # 3 methods x 3 sparsities x 3 seeds per architecture block, a
 EPOCHS = 158
 
 
-def _config(out: Path, args: argparse.Namespace, delta_t: int = 100, **fields: Any) -> Any:
+def _config(out: Path, args: argparse.Namespace, hp: dict[str, Any] | None = None, **fields: Any) -> Any:
     from dstbench.config import resolve_config
 
     data: dict[str, Any] = (
@@ -50,7 +51,7 @@ def _config(out: Path, args: argparse.Namespace, delta_t: int = 100, **fields: A
     )
     base = {"method": "rigl", "device": args.device, "out": str(out), "synthetic_test_samples": 512,
             "max_test_samples": 512, "num_workers": 0, **data}
-    return resolve_config("cifar-resnet32", None, {**base, **fields}, {"delta_t": delta_t})
+    return resolve_config("cifar-resnet32", None, {**base, **fields}, {"delta_t": 100} if hp is None else hp)
 
 
 def _train(cfg: Any) -> dict[str, Any]:
@@ -65,9 +66,13 @@ def _mask_files(run: Path) -> list[Path]:
 
 
 def _compare_masks(cpu: Path, gpu: Path, label: str) -> bool:
-    """Initial masks identical; update masks identical up to boundary flips (<= 0.1 %)."""
+    """Initial masks identical; first-update masks identical up to boundary flips (<= 0.1 %).
+
+    Later updates are not compared: once one float differs, magnitude ties among freshly grown
+    (near-zero) weights make later masks diverge chaotically, on any two devices or kernels."""
     ok = True
-    for name in [p.name for p in _mask_files(cpu)]:
+    files = [p.name for p in _mask_files(cpu)]
+    for name in files[:2]:  # init.npz, then the first step_*.npz
         if not (gpu / "masks" / name).exists():
             print(f"  {label}: no {name} on the GPU run")
             return False
@@ -145,13 +150,13 @@ def main() -> int:
         # 2. masks at the first topology update, CPU against GPU (fp32, TF32 off)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        # 12 steps, updates after steps 0, 5 and 10: the later ones follow replayed graph steps.
-        check = dict(samples=64 * 12, epochs=1, delta_t=5)
+        # SET first updates at the end of epoch 0 (after step 7): after the graph-captured steps 3-7.
+        check: dict[str, Any] = dict(samples=64 * 8, epochs=2, method="set", hp={})
         cpu_run, gpu_eager, gpu_graph = tmp / "masks_cpu", tmp / "masks_gpu_eager", tmp / "masks_gpu_graph"
         _train(_config(cpu_run, args, device="cpu", **check))
         _train(_config(gpu_eager, args, **check))
         _train(_config(gpu_graph, args, compile=True, cuda_graph=True, **check))
-        print("masks before training and at each topology update, CPU vs GPU (fp32):")
+        print("masks before training and at the first topology update (SET), CPU vs GPU (fp32):")
         if not _compare_masks(cpu_run, gpu_eager, "eager"):
             failures.append("eager GPU masks differ from the CPU path's")
         if not _compare_masks(cpu_run, gpu_graph, "graph-captured"):
