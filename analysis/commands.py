@@ -172,7 +172,6 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from dstbench.cli import _overrides, _split
-
     from dstbench.launch import execution_from_args
 
     from .sweep import run_sweep
