@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
 
+
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ def _render_flops(result: dict[str, Any]) -> str:
 # -- sweep -----------------------------------------------------------------------------------------
 def _add_sweep(sub: Any) -> None:
     from dstbench.cli import add_train_options
+    from dstbench.execution import add_execution_options
 
     sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (BiDST Figure 3)")
     sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
@@ -167,11 +169,13 @@ def _add_sweep(sub: Any) -> None:
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
     add_train_options(sweep, single_run=False)
+    add_execution_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from dstbench.cli import split_list, train_overrides
+    from dstbench.execution import execution_from_args
 
     from .sweep import run_sweep
 
@@ -185,6 +189,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        execution=execution_from_args(args),
     )
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
     return 0

@@ -54,6 +54,8 @@ class DataConfig:
     synthetic_test_samples: int = 500
     synthetic_num_classes: int = 10
     download: bool = False  # let torchvision fetch CIFAR into data_dir when it is missing
+    shard_rank: int = 0  # DDP: this process reads piece shard_rank of shard_count of every batch
+    shard_count: int = 1
 
 
 @dataclass
@@ -109,7 +111,8 @@ def _memory_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> 
     splits = load_splits(cfg)
     storage = device if cfg.loader == "memory" else torch.device("cpu")
     common: dict[str, Any] = dict(device=device, mean=info.mean, std=info.std, seed=cfg.seed,
-                                  channels_last=cfg.channels_last, storage_device=storage)
+                                  channels_last=cfg.channels_last, storage_device=storage,
+                                  shard=(cfg.shard_rank, cfg.shard_count))
     train = TensorLoader(splits.train, cfg.batch_size, train=True, augment=cfg.augment, **common)
     test = TensorLoader(splits.test, cfg.eval_batch_size, train=False, **common)
     return DataBundle(train, test, splits.train.num_classes, info.input_size, train.num_samples)
@@ -118,6 +121,8 @@ def _memory_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> 
 def _streaming_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> DataBundle:
     from .streaming import StreamingLoader, aligned_folders, subset
 
+    if cfg.shard_count > 1:
+        raise ConfigError("DDP reads imagefolder data through FFCV: prepare betons and pass --loader ffcv")
     train_ds, test_ds = aligned_folders(cfg.data_dir, augment=cfg.augment, size=info.input_size)
     num_classes = len(train_ds.classes)
     train_sub = subset(train_ds, cfg.max_train_samples, cfg.seed)
@@ -161,8 +166,10 @@ def _ffcv_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> Da
     crop = None if info.in_memory else info.input_size
     common: dict[str, Any] = dict(device=device, mean=info.mean, std=info.std, seed=cfg.seed,
                                   num_workers=max(1, cfg.num_workers), channels_last=cfg.channels_last,
-                                  crop_size=crop)
-    train = FFCVLoader(paths[0], cfg.batch_size, train=True, augment=cfg.augment, indices=subsets[0],
+                                  crop_size=crop, distributed=cfg.shard_count > 1)
+    if cfg.batch_size % cfg.shard_count:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the {cfg.shard_count} ranks")
+    train = FFCVLoader(paths[0], cfg.batch_size // cfg.shard_count, train=True, augment=cfg.augment, indices=subsets[0],
                        labels=labels[0], **common)
     test = FFCVLoader(paths[1], cfg.eval_batch_size, train=False, indices=subsets[1],
                       labels=labels[1], **common)

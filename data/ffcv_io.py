@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -268,8 +267,10 @@ class FFCVLoader:
         indices: np.ndarray | None = None,
         crop_size: int | None = None,
         labels: np.ndarray | None = None,
+        distributed: bool = False,
     ) -> None:
-        """``crop_size`` set means variable-size (ImageNet-style) images: random-resized crops for
+        """``distributed``: ffcv's own per-rank sampling (DDP; ``batch_size`` is then per rank).
+        ``crop_size`` set means variable-size (ImageNet-style) images: random-resized crops for
         training, centre crops (ratio 224/256) for evaluation. ``labels`` are the beton's labels if
         the caller already ran :func:`check_beton`."""
         if batch_size < 1:
@@ -330,6 +331,7 @@ class FFCVLoader:
                     os_cache=True,
                     drop_last=False,
                     indices=None if indices is None else np.asarray(indices, dtype=np.uint64),
+                    distributed=distributed,
                     pipelines={"image": image_ops, "label": label_ops},
                 )
         except DataError:
@@ -338,7 +340,7 @@ class FFCVLoader:
             raise DataError(f"cannot open beton {self.path}: {describe(exc)}") from None
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        return len(self._loader)  # ffcv's count; per rank when distributed
 
     def set_epoch(self, epoch: int) -> None:
         self._loader.next_epoch = epoch

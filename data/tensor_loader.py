@@ -43,9 +43,23 @@ class TensorLoader:
         channels_last: bool = False,
         pad: int = 4,
         storage_device: torch.device | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        """``shard=(rank, count)``: yield only this rank's contiguous piece of every batch (DDP).
+
+        The batches themselves (order, augmentation) are those of the unsharded loader, so ``count``
+        ranks together see exactly the global batches of one process.
+        """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        rank, count = shard
+        last = len(data) - (math.ceil(len(data) / batch_size) - 1) * batch_size
+        if train and count > 1 and last < count:
+            raise ConfigError(
+                f"the last training batch holds {last} samples, fewer than the {count} ranks; "
+                "change --batch-size or the sample count"
+            )
+        self.shard = (rank, count)
         self.device = device
         self.batch_size = batch_size
         self.num_samples = len(data)
@@ -92,10 +106,20 @@ class TensorLoader:
         else:
             order = torch.arange(n, device=store)
         for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            lo, hi = self._piece(start, min(start + self.batch_size, n))
+            if hi == lo:
+                continue  # only an evaluation batch smaller than the rank count leaves a rank empty
+            idx = order[lo:hi]
             x = self._to_device(self.images[idx])
             y = self._to_device(self.labels[idx])
             if aug is not None:
-                sl = slice(start, start + self.batch_size)
+                sl = slice(lo, hi)
                 x = crop_flip(x, aug[0][sl], aug[1][sl], aug[2][sl], self.pad)
             yield self._norm(x, self.channels_last), y
+
+    def _piece(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's contiguous slice of positions ``[start, stop)`` (``torch.tensor_split`` sizes)."""
+        rank, count = self.shard
+        q, r = divmod(stop - start, count)
+        lo = start + rank * q + min(rank, r)
+        return lo, lo + q + (1 if rank < r else 0)

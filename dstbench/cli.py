@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -21,6 +22,7 @@ from .config import PRESETS, TrainConfig, resolve_config
 from .errors import DstbenchError
 from .fielddocs import field_docs
 from .hparams import parse_hp_assignments
+from .execution import add_execution_options
 
 __all__ = ["main", "build_parser", "add_train_options", "train_overrides", "split_list", "describe_method"]
 
@@ -115,6 +117,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.preset, args.config, train_overrides(args), parse_hp_assignments(args.hp))
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # torchrun: rank 0 reports
     print(
         f"{summary['method']}: test_acc {summary['test_acc']:.4f}, topology updates {summary['topology_updates']}, "
         f"realised sparsity {summary['realised_sparsity']['sparsified']:.6f} -> {cfg.out}"
@@ -138,6 +142,7 @@ def split_list(text: str | None, kind: type, what: str) -> list[Any] | None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import format_table, run_grid
+    from .execution import execution_from_args
 
     methods = split_list(args.methods, str, "methods") or ["set", "rigl"]
     summaries = run_grid(
@@ -150,6 +155,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        execution=execution_from_args(args),
     )
     print(format_table(summaries))
     return 0
@@ -258,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
     add_train_options(compare, single_run=False)
+    add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)
 
     lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")

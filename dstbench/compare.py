@@ -15,9 +15,9 @@ from .analysis.report import markdown_table, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
-from .progress import RunState, announce_run
+from .execution import Execution
+from .launch import execute
 from .registry import create_updater, get_method
-from .rundir import RunDir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
 
@@ -68,23 +68,17 @@ def grid_configs(
     return configs
 
 
-def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
-    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries."""
-    from .trainer import train
+def run_grid(
+    methods: Sequence[str], *, progress: bool = True, execution: Execution | None = None, **options: Any
+) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries.
 
-    summaries = []
+    ``execution`` says where the runs train (in this process, a process pool, SLURM; see ``launch``).
+    """
     configs = grid_configs(methods, **options)
-    for index, cfg in enumerate(configs, start=1):
-        run = RunDir(cfg.out)
-        state: RunState = "reused" if run.is_complete() else "resuming" if run.checkpoint.exists() else "training"
-        if progress:
-            announce_run(index, len(configs), cfg.method, cfg.sparsity, cfg.seed, state, cfg.out)
-        if run.is_complete():
-            summary = run.read_json(run.summary)
-        else:
-            summary = train(cfg, resume=run.checkpoint.exists(), progress=progress)
+    summaries = execute(configs, execution, progress=progress)
+    for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out
-        summaries.append(summary)
     folder = Path(options.get("out") or "runs/compare")
     table = format_table(summaries)
     atomic_write_json(folder / "compare.json", summarise(summaries))

@@ -90,6 +90,10 @@ class TrainConfig:
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     channels_last: bool = False
     """channels_last memory format for the model and its inputs."""
+    compile: bool = False
+    """torch.compile the training step (CPU and CUDA); eager training stays the reference."""
+    cuda_graph: bool = True
+    """With --compile on CUDA, capture the whole step in one CUDA graph (--no-cuda-graph: compile only)."""
     augment: bool = True
     """Random crop and horizontal flip of training images (CIFAR)."""
     seed: int = 0

@@ -211,6 +211,11 @@ class SparseEngine:
         self._stash = {}
         self._batch = None
 
+    def note_plain_step(self) -> None:
+        """A step with no method decision taken outside :meth:`after_backward` (the compiled fast
+        path): the step counters advance as for any step whose optimizer step ran."""
+        self.previous_step_skipped = False
+
     def apply_masks(self) -> None:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the backward
         set, then the forward view: weights zero off the mask, ``B - M`` set aside."""

@@ -24,8 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
+from .compiled import FastStep, get_lr, set_lr
 from .cost import run_flops
 from .config import RESUME_IGNORED_FIELDS, TrainConfig
+from .distributed import DistContext, MaskAgreement, ReplicaRunDir
 from .distributions import plan_sparsity
 from .engine import SparseEngine
 from .errors import CheckpointError, ConfigError
@@ -94,8 +96,10 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
-    """(mean loss, accuracy) on a loader."""
+def evaluate(
+    model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.device, ctx: DistContext | None = None
+) -> tuple[float, float]:
+    """(mean loss, accuracy) on a loader (summed over the ranks' shards in a DDP run)."""
     model.eval()
     total = 0
     # Running sums stay on the device: one host sync per evaluation, not one per batch.
@@ -107,15 +111,25 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devi
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
         total += y.numel()
+    if ctx is not None:
+        from .distributed import reduce_sum
+
+        sums = reduce_sum(loss_sum, correct, torch.tensor(total, device=device))
+        return float(sums[0]) / max(float(sums[2]), 1), float(sums[1]) / max(float(sums[2]), 1)
     return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
-def data_config(cfg: TrainConfig) -> DataConfig:
-    """The data part of a training config: every DataConfig field that TrainConfig also has, by name."""
+def data_config(cfg: TrainConfig, ctx: DistContext | None = None) -> DataConfig:
+    """The data part of a training config: every DataConfig field that TrainConfig also has, by name,
+    and this rank's shard of every batch in a DDP run."""
     from dstbench.data import DataConfig
 
     shared = {f.name for f in dataclasses.fields(DataConfig)} & {f.name for f in dataclasses.fields(TrainConfig)}
-    return DataConfig(**{name: getattr(cfg, name) for name in sorted(shared)})
+    return DataConfig(
+        **{name: getattr(cfg, name) for name in sorted(shared)},
+        shard_rank=ctx.rank if ctx is not None else 0,
+        shard_count=ctx.world_size if ctx is not None else 1,
+    )
 
 
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
@@ -137,24 +151,38 @@ def _micro_batches(loader: Any, accum: int) -> Iterator[tuple[int, bool, torch.T
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one run into ``cfg.out`` and return its summary."""
-    from dstbench.data import build_data, dataset_info
+    """Train one run into ``cfg.out`` and return its summary (one rank of it under torchrun)."""
+    from .distributed import init_from_env, shutdown
 
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = init_from_env(cfg.device)
+    try:
+        return _train(cfg, ctx, resume=resume, progress=progress and (ctx is None or ctx.is_main))
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress: bool) -> dict[str, Any]:
+    from dstbench.data import build_data, dataset_info
+
+    if ctx is not None and cfg.compile:
+        raise ConfigError("--compile is not supported with torchrun (DDP) yet; drop one of them")
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     # Every check of the command's own arguments comes before "already holds a run", so a typo is
     # reported as a typo and not hidden behind the state of the output folder.
     updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
+    if ctx is not None and updater.needs.init_batch:
+        raise ConfigError(f"{cfg.method} scores a batch before training, which DDP runs do not support yet")
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
-    run = RunDir(cfg.out)
+    run = RunDir(cfg.out) if ctx is None or ctx.is_main else ReplicaRunDir(cfg.out)
     if resume:
         _check_resumable(run, cfg)
     elif run.checkpoint.exists() or run.summary.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
     torch.manual_seed(cfg.seed)
-    data = build_data(data_config(cfg), device)
+    data = build_data(data_config(cfg, ctx), device)
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -173,6 +201,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
         raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    agreement = MaskAgreement(ctx, updater, run, run.save_masks) if ctx is not None else None
     engine = SparseEngine(
         model,
         plan,
@@ -181,9 +210,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         seed=cfg.seed,
         steps_per_epoch=steps_per_epoch,
         total_epochs=cfg.epochs,
-        on_masks=run.save_masks,
+        on_masks=agreement if agreement is not None else run.save_masks,
     )
     engine.loss_fn = criterion
+    train_model = model
+    if ctx is not None:
+        from .distributed import wrap_model
+
+        train_model = wrap_model(model, ctx)  # gradients are averaged inside backward()
 
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
@@ -197,6 +231,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {run.checkpoint} does not match this run: {exc}") from None
         torch.set_rng_state(state["torch_rng"])
+        if agreement is not None:
+            agreement.load_state_dict(state.get("distributed", []))
         metrics = state["metrics"]
         train_seconds = float(state["train_seconds"])
         start_epoch = int(state["epoch"]) + 1
@@ -209,6 +245,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         engine.initialize(init_batch)
         if cfg.save_rewind_step == 0:
             run.save_rewind(0, model.state_dict())
+    # Built after resuming, so the compiled code and any captured graph see the restored tensors.
+    fast = (
+        FastStep(model, engine, optimizer, criterion, device, amp=cfg.amp, cuda_graph=cfg.cuda_graph,
+                 grad_accum=accum, batch_size=cfg.batch_size)
+        if cfg.compile
+        else None
+    )
+    if fast is not None:
+        train_model = fast.forward_model
 
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
@@ -227,29 +272,50 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         )
         for step_in_epoch, last_micro, x, y in batches:
             step = epoch * steps_per_epoch + step_in_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup_steps, cfg)
-            with _autocast(cfg, device):
-                logits = model(x)
-                loss = criterion(logits.float(), y)
-            (loss / accum).backward()
+            set_lr(optimizer, lr_at(step, total_steps, warmup_steps, cfg))
+            if fast is not None and fast.graph_ready(step, x):
+                loss, logits = fast.replay(x, y)  # the whole step, from one captured CUDA graph
+            else:
+                if fast is not None:
+                    fast.before_eager_step()
+                with fast.warmup_context() if fast is not None else contextlib.nullcontext():
+                    with _autocast(cfg, device):
+                        logits = train_model(x)
+                        loss = criterion(logits.float(), y)
+                    (loss / accum).backward()
+                    if last_micro:
+                        if fast is not None and fast.compiles(step):
+                            fast.optimizer_step()
+                        else:
+                            if engine.after_backward(step, (x, y)):
+                                optimizer.step()
+                            engine.after_optimizer_step(step)
+                            if fast is not None:
+                                fast.eager_steps += 1
+                        if fast is not None:
+                            fast.zero_grad()
+                        else:
+                            optimizer.zero_grad(set_to_none=True)
+                if fast is not None:
+                    fast.after_warmup_step()
             loss_sum += loss.detach().double() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
-            if last_micro:
-                if engine.after_backward(step, (x, y)):
-                    optimizer.step()
-                engine.after_optimizer_step(step)
-                optimizer.zero_grad(set_to_none=True)
-                if cfg.save_rewind_step is not None and step + 1 == cfg.save_rewind_step:
-                    run.save_rewind(step + 1, model.state_dict())
+            if last_micro and cfg.save_rewind_step is not None and step + 1 == cfg.save_rewind_step:
+                run.save_rewind(step + 1, model.state_dict())
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
-        test_loss, test_acc = evaluate(model, data.test, cfg, device)
+        if ctx is not None:
+            from .distributed import average_buffers, reduce_sum
+
+            average_buffers(model, ctx)  # every rank evaluates and saves the same model
+            loss_sum, correct, seen_sum = reduce_sum(loss_sum, correct, torch.tensor(seen, device=device))
+            seen = int(seen_sum)
+        test_loss, test_acc = evaluate(model, data.test, cfg, device, ctx)
         row = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * steps_per_epoch,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": get_lr(optimizer),
             "train_loss": float(loss_sum) / max(seen, 1),
             "train_acc": int(correct) / max(seen, 1),
             "test_loss": test_loss,
@@ -277,6 +343,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 "train_seconds": train_seconds,
                 "torch_rng": torch.get_rng_state(),
                 "version": __version__,
+                **({"distributed": agreement.state_dict()} if agreement is not None else {}),
             }
         )
 
@@ -284,6 +351,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
     summary = _summary(cfg, engine, metrics, train_seconds, steps_per_epoch, data.input_size, data.num_train_samples)
+    if fast is not None:
+        summary["compile"] = fast.report()
+    if ctx is not None and agreement is not None:
+        summary["distributed"] = {
+            "world_size": ctx.world_size,
+            "backend": "nccl" if device.type == "cuda" else "gloo",
+            "mask_checks": len(agreement.records),
+            "all_agreed": all(r["agreed"] for r in agreement.records),
+        }
     run.write_summary(summary)
     return summary
 
