@@ -47,7 +47,7 @@ def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> 
     add("--beton-dir", help="folder with train.beton/test.beton from `dstbench data prepare`")
     add("--max-train-samples", type=int, help="class-balanced training subset")
     add("--max-test-samples", type=int, help="class-balanced test subset")
-    add("--distribution", help="uniform, er or erk")
+    add("--distribution", help="uniform, er, erk or global (one threshold over all layers: snip, grasp, synflow, snfs)")
     add("--dense-layers", help="none, first or mest")
     add("--min-active", type=int, help="minimum active weights per layer (default 1)")
     add("--epochs", type=int)
