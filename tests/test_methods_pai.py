@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -15,8 +16,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dstbench.models  # noqa: F401  (registers tiny_cnn)
+from dstbench.analysis.sweep import sweep_point
 from dstbench.cli import main
-from dstbench.config import resolve_config
+from dstbench.config import TrainConfig, resolve_config
 from dstbench.distributions import plan_sparsity
 from dstbench.engine import SparseEngine
 from dstbench.errors import ConfigError
@@ -316,3 +318,35 @@ def test_inspect_marks_clamped_layers(tmp_path: Path) -> None:
     text = render_inspection(report)
     assert text.count("(clamped to min_active 1)") == len(clamped) and "per-layer targets are placeholders" in text
     assert json.loads(json.dumps(report)) == report
+    point = sweep_point({**summary, "run_dir": str(tmp_path / "x")})
+    assert point["clamped_layers"] == len(clamped) and point["collapsed_layers"] == 0
+
+
+@pytest.mark.parametrize("method", ["grasp", "synflow"])
+def test_resume_after_an_interruption_is_bit_identical(tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dstbench.trainer as trainer
+
+    def config(name: str) -> TrainConfig:
+        overrides = {"method": method, "epochs": 2, "distribution": "global", "sparsity": 0.99, "out": str(tmp_path / name),
+                     "synthetic_train_samples": 128, "synthetic_test_samples": 32, "batch_size": 32}
+        return resolve_config("quick", overrides=overrides, hp={"rounds": 10} if method == "synflow" else None)
+
+    reference = train(config("reference"), progress=False)
+    real_evaluate, calls = trainer.evaluate, []
+
+    def interrupted(*args: Any, **kwargs: Any) -> tuple[float, float]:
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch's evaluation: the checkpoint holds epoch 1 only
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("killed"), progress=False)
+    monkeypatch.setattr(trainer, "evaluate", real_evaluate)
+    resumed = train(config("killed"), resume=True, progress=False)
+    assert resumed["method_report"] == reference["method_report"]
+    assert resumed["test_acc"] == reference["test_acc"] and resumed["train_loss"] == reference["train_loss"]
+    ref_state = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=False)["model"]
+    new_state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(ref_state[key], new_state[key]) for key in ref_state)
