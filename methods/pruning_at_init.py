@@ -104,7 +104,19 @@ class PruneAtInit(MaskUpdater):
         raise NotImplementedError
 
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        return self.select(self.scores(ctx), ctx.sparse_layers)
+        masks = self.select(self.scores(ctx), ctx.sparse_layers)
+        self.warn_collapse()
+        return masks
+
+    def warn_collapse(self) -> None:
+        """Say in the run's log when the global threshold collapsed layers (also in ``report()``)."""
+        clamped = list(self._report.get("clamped_layers", {}))
+        collapsed = self._report.get("collapsed_layers", [])
+        if clamped or collapsed:
+            log.warning(
+                "%s: the global threshold leaves %d layer(s) below min_active=%d, clamped to it: %s; empty layers: %s",
+                self.name, len(clamped), self._min_active, ", ".join(clamped) or "none", ", ".join(collapsed) or "none",
+            )
 
     def select(
         self,
@@ -123,11 +135,6 @@ class PruneAtInit(MaskUpdater):
             total = sum(layer.k for layer in layers) if total is None else total
             chosen = global_topk(scores, total, min_active=self._min_active, eligible=eligible)
             self._report = chosen.report()
-            if chosen.clamped or chosen.collapsed:
-                log.warning(
-                    "%s: the global threshold leaves %s below min_active=%d (clamped to it); empty layers: %s",
-                    self.name, ", ".join(chosen.clamped) or "no layer", self._min_active, ", ".join(chosen.collapsed) or "none",
-                )
             return chosen.masks
         if eligible is None:
             masks = layerwise_topk(scores, counts)
@@ -224,7 +231,9 @@ class GraSP(PruneAtInit):
             with torch.no_grad():
                 for module in clone.modules():
                     if isinstance(module, nn.Linear):
-                        nn.init.xavier_normal_(module.weight, generator=ctx.rng)
+                        # drawn on the CPU from the run's seeded generator, so CPU and CUDA agree
+                        fresh = nn.init.xavier_normal_(torch.empty(module.weight.shape), generator=ctx.rng)
+                        module.weight.copy_(fresh)
         params = list(weights.values())
         n = int(y.numel())
         halves = [(x[a:b], y[a:b]) for a, b in ((0, n // 2), (n // 2, n)) if b > a]
@@ -270,10 +279,6 @@ class SynFlow(PruneAtInit):
     rounds: PositiveInt = 100
     """Scoring rounds; the density follows d^(r/rounds) (``--prune-epochs 100``, exponential schedule)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._clamped_rounds: dict[str, int] = {}
-
     def scores(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError("SynFlow scores change every round; see init_masks")
 
@@ -291,15 +296,21 @@ class SynFlow(PruneAtInit):
         ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
         total = sum(layer.numel for layer in layers)
         target = sum(layer.k for layer in layers)
-        self._clamped_rounds = {}
+        first_clamp: dict[str, dict[str, int]] = {}
         for r in range(1, self.rounds + 1):
             scores = self.synaptic_saliency(clone, weights, original, masks, ones)
             last = r == self.rounds  # the last round lands exactly on the plan
             counts = {layer.name: layer.k if last else synflow_keep(layer.numel, layer.k / layer.numel, r, self.rounds) for layer in layers}
             round_total = target if last else synflow_keep(total, target / total, r, self.rounds)
             masks = self.select(scores, layers, counts=counts, total=round_total, eligible=masks)
-            for name in self._report.get("clamped_layers", {}):
-                self._clamped_rounds.setdefault(name, r)
+            for name, entry in self._report.get("clamped_layers", {}).items():
+                first_clamp.setdefault(name, {"global_topk": entry["global_topk"], "first_round": r})
+        if first_clamp:
+            # A layer held up by the guard in an early round keeps its min_active weights to the end,
+            # whether or not they pass the last round's threshold: report every round's clamps.
+            active = self._report["layer_active"]
+            self._report["clamped_layers"] = {name: {**entry, "active": active[name]} for name, entry in first_clamp.items()}
+        self.warn_collapse()
         return masks
 
     @staticmethod
@@ -317,13 +328,3 @@ class SynFlow(PruneAtInit):
         flow = clone(ones).sum()
         grads = torch.autograd.grad(flow, list(weights.values()))
         return {name: (w.detach() * g).abs() for (name, w), g in zip(weights.items(), grads)}
-
-    def report(self) -> dict[str, Any]:
-        return {**super().report(), "first_clamped_round": dict(self._clamped_rounds)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "first_clamped_round": dict(self._clamped_rounds)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._clamped_rounds = dict(state.get("first_clamped_round", {}))

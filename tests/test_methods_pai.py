@@ -350,3 +350,24 @@ def test_resume_after_an_interruption_is_bit_identical(tmp_path: Path, method: s
     ref_state = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=False)["model"]
     new_state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(ref_state[key], new_state[key]) for key in ref_state)
+
+
+def test_synflow_reports_layers_the_guard_held_up_in_any_round() -> None:
+    # Each layer of a linear chain carries the same total flow R, so the widest layer (2500 weights) has
+    # the smallest per-weight saliencies. Round 1 of 2 keeps floor-convention sqrt(3/2700) * 2700 = 90
+    # weights: all 50 of the last layer and 40 of the first, none of the middle one, which the guard
+    # holds at 1. That weight then carries all the flow (saliency R), so it passes round 2's threshold on
+    # its own: only the round-1 clamp says the guard was needed.
+    model = linear_net((50, 3), (50, 50), (1, 50), seed=5)
+    batch = (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+    assert synflow_keep(2700, 3 / 2700, 1, 2) == 90
+    engine = engine_for("synflow", model, 1 - 3 / 2700, batch, rounds=2)
+    report = engine.updater.report()
+    counts = {layer.name: int(layer.mask.sum()) for layer in engine.sparse_layers}
+    assert sum(counts.values()) == 3 and counts["1"] == 1 and report["layer_active"] == counts
+    assert report["clamped_layers"] == {"1": {"global_topk": 0, "first_round": 1, "active": 1}}
+    off = engine_for("synflow", linear_net((50, 3), (50, 50), (1, 50), seed=5), 1 - 3 / 2700, batch, min_active=0, rounds=2)
+    # Unguarded, round 1 empties the middle layer, the flow R drops to 0, every round-2 score is 0 and
+    # the tie-break keeps the three lowest positions (layer "0"): the last layer collapses too.
+    assert off.updater.report()["clamped_layers"] == {} and off.updater.report()["collapsed_layers"] == ["1", "2"]
+    assert off.updater.report()["layer_active"] == {"0": 3, "1": 0, "2": 0}
