@@ -1,7 +1,7 @@
 """The analysis subcommands: ``flops``, ``sweep``, ``plot {iou,sparsity-curve,overhead}`` and ``report``.
 
 ``dstbench.cli`` calls :func:`add_commands` while it builds its parser. ``sweep`` takes exactly
-``compare``'s training options (the CLI's own ``_add_train_options``, ``_overrides`` and ``_split``) and
+``compare``'s training options (the CLI's exported ``add_train_options``, ``train_overrides`` and ``split_list``) and
 trains through ``compare``'s grid, so the two can never disagree on what an option means. Every error
 is a :class:`~dstbench.errors.DstbenchError`, which the CLI prints as one line with exit code 2.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,10 @@ from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
 __all__ = ["add_commands"]
 
-AddTrainOptions = Callable[..., None]
-
-
-def add_commands(sub: Any, add_train_options: AddTrainOptions) -> None:
+def add_commands(sub: Any) -> None:
     """Register the analysis subcommands on the CLI's subparsers."""
     _add_flops(sub)
-    _add_sweep(sub, add_train_options)
+    _add_sweep(sub)
     _add_plot(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
     report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
@@ -154,7 +150,9 @@ def _render_flops(result: dict[str, Any]) -> str:
 
 
 # -- sweep -----------------------------------------------------------------------------------------
-def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
+def _add_sweep(sub: Any) -> None:
+    from dstbench.cli import add_train_options
+
     sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (spec §10)")
     sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
     sweep.add_argument(
@@ -169,18 +167,18 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from dstbench.cli import _overrides, _split
+    from dstbench.cli import split_list, train_overrides
 
     from .sweep import run_sweep
 
     points = run_sweep(
-        _split(args.methods, str, "methods") or [],
+        split_list(args.methods, str, "methods") or [],
         out=args.out,
-        sparsities=_split(args.sparsities, float, "sparsities") or [],
-        seeds=_split(args.seeds, int, "seeds"),
+        sparsities=split_list(args.sparsities, float, "sparsities") or [],
+        seeds=split_list(args.seeds, int, "seeds"),
         preset=args.preset,
         config_file=args.config,
-        overrides=_overrides(args),
+        overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
     )

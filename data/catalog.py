@@ -29,6 +29,12 @@ CIFAR100_CLASSES: tuple[str, ...] = tuple(
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Per-channel statistics of the CIFAR training sets' pixels: the one place they live (the loaders
+# normalise with them and the CIFAR backbones' timm configs quote them).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,8 @@ class DatasetInfo:
 
 
 CATALOG: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(
-        "cifar10", 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR10_CLASSES, True
-    ),
-    "cifar100": DatasetInfo(
-        "cifar100", 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), CIFAR100_CLASSES, True
-    ),
+    "cifar10": DatasetInfo("cifar10", 32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES, True),
+    "cifar100": DatasetInfo("cifar100", 32, CIFAR100_MEAN, CIFAR100_STD, CIFAR100_CLASSES, True),
     "imagefolder": DatasetInfo("imagefolder", 224, IMAGENET_MEAN, IMAGENET_STD, None, False),
     # The synthetic generator is built so that pixels are roughly 0.5 +- 0.25; fixed constants keep
     # the normalisation identical whichever loader (memory, torch, ffcv) reads the data.

@@ -8,17 +8,21 @@ written before the error stay as they were, because every write is atomic.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .config import PRESETS, TrainConfig, resolve_config
 from .errors import DstbenchError
+from .fielddocs import field_docs
 from .hparams import parse_hp_assignments
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_train_options", "train_overrides", "split_list", "describe_method"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,52 +32,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dstbench: error: {message}\n")
 
 
-def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> None:
-    """Options shared by ``train``, ``compare`` and ``sweep``. Defaults are None: unset means "use
-    the preset/config/default", so explicit flags can be told apart from defaults."""
-    add = parser.add_argument
+# Options of one run only; compare and sweep take the plural forms (--methods, --sparsities, --seeds).
+_SINGLE_RUN_FIELDS = ("method", "sparsity", "seed", "out")
+_NOT_FLAGS = ("hp",)  # set with --hp NAME=VALUE
+
+
+def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], annotation: Any, doc: str) -> None:
+    """One ``--field-name`` option from a TrainConfig field: its type, choices, meaning and default."""
+    flag = "--" + f.name.replace("_", "-")
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
+        annotation = options[0]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    shown = "unset" if default is None else str(default).lower() if isinstance(default, bool) else default
+    help_text = f"{doc} (default: {shown})".replace("%", "%%")
+    # Defaults stay None, so an explicit flag can be told apart from a preset's or a config file's value.
+    if annotation is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif typing.get_origin(annotation) is typing.Literal:
+        parser.add_argument(flag, choices=typing.get_args(annotation), help=help_text)
+    else:
+        metavar = {int: "N", float: "X"}.get(annotation, "TEXT")
+        parser.add_argument(flag, type=annotation if annotation in (int, float) else str, metavar=metavar, help=help_text)
+
+
+def add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> None:
+    """Options shared by ``train``, ``compare`` and ``sweep``: one per TrainConfig field, generated, so
+    an option is written once (the field, its type and its docstring)."""
+    docs = field_docs(TrainConfig)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _NOT_FLAGS or (not single_run and f.name in _SINGLE_RUN_FIELDS):
+            continue
+        _field_option(parser, f, hints[f.name], docs.get(f.name, ""))
     if single_run:
-        add("--method", help="mask updater (see `dstbench methods`)")
-        add("--sparsity", type=float, help="target sparsity in [0, 1), e.g. 0.9")
-        add("--seed", type=int)
-        add("--out", help="run directory")
-        add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, or quick)")
-    add("--config", help="YAML file of options (and an `hp:` mapping)")
-    add("--model", help="timm model name, e.g. cifar_resnet32 or resnet50")
-    add("--dataset", help="cifar10, cifar100, imagefolder or synthetic")
-    add("--data-dir", help="dataset folder or .tar.gz")
-    add("--loader", choices=["memory", "ffcv", "torch"], help="data path (default: memory)")
-    add("--beton-dir", help="folder with train.beton/test.beton from `dstbench data prepare`")
-    add("--max-train-samples", type=int, help="class-balanced training subset")
-    add("--max-test-samples", type=int, help="class-balanced test subset")
-    add("--distribution", help="uniform, er, erk or global (one threshold over all layers: snip, grasp, synflow, snfs)")
-    add("--dense-layers", help="none, first or mest")
-    add("--min-active", type=int, help="minimum active weights per layer (default 1)")
-    add("--epochs", type=int)
-    add("--batch-size", type=int)
-    add("--eval-batch-size", type=int)
-    add("--grad-accum", type=int, help="micro-batches per optimizer step")
-    add("--lr", type=float)
-    add("--momentum", type=float)
-    add("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    add("--weight-decay", type=float)
-    add("--decay-bn-and-bias", action=argparse.BooleanOptionalAction, default=None)
-    add("--warmup-epochs", type=float)
-    add("--eta-min", type=float)
-    add("--label-smoothing", type=float)
-    add("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
-    add("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    add("--device", help="cpu or cuda")
-    add("--num-workers", type=int)
-    add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
-    add("--quiet", action="store_true", help="no progress output")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, or quick)")
+    parser.add_argument("--config", help="YAML file of options (and an `hp:` mapping)")
+    parser.add_argument(
+        "--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 _NOT_CONFIG = {"command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     fields = set(TrainConfig.__dataclass_fields__)
     return {k: v for k, v in vars(args).items() if k in fields and k not in _NOT_CONFIG and v is not None}
 
@@ -81,7 +86,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    cfg = resolve_config(args.preset, args.config, _overrides(args), parse_hp_assignments(args.hp))
+    cfg = resolve_config(args.preset, args.config, train_overrides(args), parse_hp_assignments(args.hp))
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     print(
         f"{summary['method']}: test_acc {summary['test_acc']:.4f}, topology updates {summary['topology_updates']}, "
@@ -90,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split(text: str | None, kind: type, what: str) -> list[Any] | None:
+def split_list(text: str | None, kind: type, what: str) -> list[Any] | None:
     if text is None:
         return None
     from .errors import ConfigError
@@ -107,15 +112,36 @@ def _split(text: str | None, kind: type, what: str) -> list[Any] | None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import format_table, run_grid
 
-    methods = _split(args.methods, str, "methods") or ["set", "rigl"]
+    methods = split_list(args.methods, str, "methods") or ["set", "rigl"]
     summaries = run_grid(
         methods,
-        sparsities=_split(args.sparsities, float, "sparsities"),
-        seeds=_split(args.seeds, int, "seeds"),
+        sparsities=split_list(args.sparsities, float, "sparsities"),
+        seeds=split_list(args.seeds, int, "seeds"),
         out=args.out,
         preset=args.preset,
         config_file=args.config,
-        overrides=_overrides(args),
+        overrides=train_overrides(args),
+        hp=parse_hp_assignments(args.hp),
+        progress=not args.quiet,
+    )
+    print(format_table(summaries))
+    return 0
+
+
+def _cmd_lt(args: argparse.Namespace) -> int:
+    from .compare import format_table
+    from .tickets import run_lottery
+
+    overrides = {k: v for k, v in train_overrides(args).items() if k not in ("out", "sparsity")}
+    summaries = run_lottery(
+        args.sparsity,
+        rounds=1 if args.one_shot else args.rounds,
+        per_round=args.prune_per_round,
+        rewind_step=args.rewind_step,
+        out=args.out,
+        preset=args.preset,
+        config_file=args.config,
+        overrides=overrides,
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
     )
@@ -136,8 +162,29 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
     for name in list_methods():
         cls = get_method(name)
-        print(f"{name:12s} {cls.paper}" if args.details else name)
+        print("\n".join(describe_method(name, cls)) if args.details else name)
     return 0
+
+
+def describe_method(name: str, cls: type) -> list[str]:
+    """A method's paper, what it needs (its declared cost) and every hyper-parameter with its default
+    and docstring, for ``dstbench methods --details``; plugins are described the same way."""
+    from .updater import Needs
+
+    lines = [f"{name:12s} {getattr(cls, 'paper', '') or cls.__name__}"]
+    try:
+        needs = cls().needs
+    except Exception as exc:  # a plugin that cannot be built with its defaults still gets listed
+        lines.append(f"  needs: unknown ({type(exc).__name__}: {exc})")
+    else:
+        declared = [f"{f.name}={getattr(needs, f.name)}" for f in dataclasses.fields(Needs)
+                    if getattr(needs, f.name) != f.default]  # fmt: skip
+        lines.append(f"  needs: {', '.join(declared) or 'a sparse forward and backward only'}")
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        lines.append(f"  {f.name} = {default}  {docs.get(f.name, '')}".rstrip())
+    return lines
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -171,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one sparse network")
-    _add_train_options(train, single_run=True)
+    add_train_options(train, single_run=True)
     train.set_defaults(func=_cmd_train)
 
     compare = sub.add_parser("compare", help="train every (method, sparsity, seed) and tabulate")
@@ -179,8 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sparsities", help="comma-separated sparsities")
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
-    _add_train_options(compare, single_run=False)
+    add_train_options(compare, single_run=False)
     compare.set_defaults(func=_cmd_compare)
+
+    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
+    lottery.add_argument("--sparsity", type=float, required=True, help="final sparsity, e.g. 0.9")
+    lottery.add_argument("--rounds", type=int, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
+    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
+    lottery.add_argument("--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round")
+    lottery.add_argument("--rewind-step", type=int, default=0, help="rewind to the dense run's weights after this many steps (0: init)")
+    lottery.add_argument("--seed", type=int)
+    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
+    add_train_options(lottery, single_run=False)
+    lottery.set_defaults(func=_cmd_lt)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")
     inspect.add_argument("run_dir")
@@ -206,12 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=0)
     prepare.set_defaults(func=_cmd_data_prepare)
 
-    try:
-        from dstbench.analysis.commands import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub, _add_train_options)
+    from dstbench.analysis.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

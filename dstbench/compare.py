@@ -15,7 +15,7 @@ from .analysis.report import markdown_table, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
-from .registry import get_method
+from .registry import create_updater, get_method
 from .rundir import RunDir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
@@ -61,7 +61,9 @@ def grid_configs(
             for seed in seeds or [base.seed]:
                 fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
                 fields["out"] = str(folder / run_name(method, fields["sparsity"], seed))
-                configs.append(resolve_config(preset, config_file, fields, _method_hp(hp, method)))
+                cfg = resolve_config(preset, config_file, fields, _method_hp(hp, method))
+                create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
+                configs.append(cfg)
     return configs
 
 

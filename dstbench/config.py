@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -26,45 +26,86 @@ __all__ = ["TrainConfig", "PRESETS", "Preset", "resolve_config", "load_yaml_conf
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a training run. Field names are the CLI's long options."""
+    """Everything that determines a training run.
+
+    Each field is one CLI option (``--field-name``; its ``--help`` is the docstring under the field,
+    with the default), one YAML key, and one key of the run's ``config.json``. The data fields are
+    handed to :class:`dstbench.data.DataConfig` by name (``trainer.data_config``).
+    """
 
     method: str = "rigl"
+    """Mask updater (see `dstbench methods`)."""
     model: str = "cifar_resnet32"
+    """timm model name, e.g. cifar_resnet32, cifar_vgg19 or resnet50 (see `dstbench models`)."""
     dataset: str = "cifar10"
+    """cifar10, cifar100, imagefolder or synthetic."""
     data_dir: str | None = None
-    loader: str = "memory"
+    """Dataset folder, or the .tar.gz of a CIFAR ImageFolder tree."""
+    loader: Literal["memory", "torch", "ffcv"] = "memory"
+    """Data path: memory (decoded tensors, batched augmentation on the device), torch (DataLoader), or ffcv
+    (betons from `dstbench data prepare`)."""
     beton_dir: str | None = None
+    """Folder with train.beton/test.beton from `dstbench data prepare` (loader ffcv)."""
     max_train_samples: int | None = None
+    """Class-balanced training subset of this size (all samples when unset)."""
     max_test_samples: int | None = None
+    """Class-balanced test subset of this size (all samples when unset)."""
     synthetic_train_samples: int = 2000
+    """Training set size of the synthetic dataset."""
     synthetic_test_samples: int = 500
+    """Test set size of the synthetic dataset."""
     sparsity: float = 0.9
+    """Target sparsity in [0, 1), e.g. 0.9 or 0.999999."""
     distribution: str = "erk"
+    """How the sparsity is spread over layers: uniform, er, erk, or global (only the total is fixed; the
+    layers follow a method's global ranking: snip, grasp, synflow, lt, dsr, snfs)."""
     dense_layers: str = "none"
+    """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
     min_active: int = 1
+    """Minimum active weights per sparsified layer."""
     epochs: int = 160
+    """Training epochs."""
     batch_size: int = 128
+    """Training batch size (per optimizer step, across micro-batches)."""
     eval_batch_size: int = 512
+    """Batch size for evaluation."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     lr: float = 0.1
+    """Peak learning rate (SGD)."""
     momentum: float = 0.9
+    """SGD momentum."""
     nesterov: bool = False
+    """Nesterov momentum."""
     weight_decay: float = 1e-4
+    """L2 weight decay."""
     decay_bn_and_bias: bool = True
-    """MEST/GraSP (BiDST's code lineage) decay every parameter; False exempts BN and biases."""
+    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off exempts them."""
     warmup_epochs: float = 0.0
+    """Linear learning-rate warm-up, in epochs."""
     eta_min: float = 0.0
+    """Final learning rate of the per-step cosine schedule."""
     label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss."""
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     channels_last: bool = False
+    """channels_last memory format for the model and its inputs."""
     augment: bool = True
+    """Random crop and horizontal flip of training images (CIFAR)."""
     seed: int = 0
+    """Seed of the initialisation, data order, augmentation and every mask decision."""
     device: str = "cpu"
+    """cpu, cuda or cuda:N."""
     num_workers: int = 2
+    """DataLoader worker processes (loaders torch and ffcv)."""
     out: str = "runs/run"
+    """Run directory."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
+    save_rewind_step: int | None = None
+    """Save the model after this many steps to rewind.pt (0: the initialisation), for runs used as
+    lottery tickets (``--hp ticket_from=RUN_DIR``, ``dstbench lt``)."""
 
     def validate(self) -> TrainConfig:
         self.sparsity = validate_sparsity(self.sparsity)
@@ -83,6 +124,8 @@ class TrainConfig:
             value = float(getattr(self, name))
             if math.isnan(value) or value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        if self.save_rewind_step is not None and self.save_rewind_step < 0:
+            raise ConfigError(f"--save-rewind-step must be >= 0, got {self.save_rewind_step}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -99,11 +142,24 @@ RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_s
 
 @dataclass(frozen=True)
 class Preset:
-    """A named recipe: config fields, plus method hyper-parameters applied when that method runs."""
+    """A named recipe: config fields, plus method hyper-parameters applied when that method runs.
+
+    ``cadence`` sets every method's declared cadence fields (``MaskUpdater.cadence_fields``) by unit,
+    plugins included, so a short recipe changes the topology of every method as often;
+    ``method_hp`` then sets what one method needs beyond that.
+    """
 
     description: str
     fields: Mapping[str, Any]
     method_hp: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cadence: Mapping[str, int] = field(default_factory=dict)
+
+    def hyperparameters(self, method: str) -> dict[str, Any]:
+        """What this preset sets for ``method``: its cadence fields, then its own entries."""
+        from .registry import get_method
+
+        cadence = {name: self.cadence[unit] for name, unit in get_method(method).cadence_fields.items() if unit in self.cadence}
+        return {**cadence, **self.method_hp.get(method, {})}
 
 
 _CIFAR = {
@@ -171,14 +227,11 @@ PRESETS: dict[str, Preset] = {
             "distribution": "erk",
             "dense_layers": "none",
         },
-        # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology.
-        method_hp={
-            "rigl": {"delta_t": 20},
-            "bidst": {"update_frequency": 2},
-            "rigl-itop": {"delta_t": 20},
-            "mest": {"update_frequency": 1},
-            "mest-ems": {"update_frequency": 1},
-        },
+        # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
+        # steps or every epoch. BiDST learns its scores for 2 epochs between updates; DSR's doubling
+        # period starts at 8 steps: 8, 16, 32, 64 over epochs 0-3, none from epoch 4, 7 updates.
+        cadence={"steps": 20, "epochs": 1},
+        method_hp={"bidst": {"update_frequency": 2}, "dsr": {"period": 8}},
     ),
 }
 
@@ -228,15 +281,16 @@ def resolve_config(
 ) -> TrainConfig:
     """Merge defaults, preset, YAML file and explicit options (in that order) into a valid config."""
     values: dict[str, Any] = {}
-    preset_hp: Mapping[str, Mapping[str, Any]] = {}
+    recipe: Preset | None = None
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        values.update(PRESETS[preset].fields)
-        preset_hp = PRESETS[preset].method_hp
+        recipe = PRESETS[preset]
+        values.update(recipe.fields)
     if config_file is not None:
         values.update(_typed_fields(load_yaml_config(config_file), config_file))
     values.update(_typed_fields(overrides or {}, "the command line"))
     method = values.get("method", TrainConfig.method)
-    merged_hp = {**preset_hp.get(method, {}), **values.pop("hp", {}), **(hp or {})}
+    preset_hp = recipe.hyperparameters(method) if recipe is not None else {}
+    merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     return TrainConfig(**values, hp=merged_hp).validate()

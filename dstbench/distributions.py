@@ -271,5 +271,5 @@ def check_distribution_policy(distribution: str, policy: str, method: str) -> No
         raise ConfigError(
             f"--distribution global fixes only the total, and {method!r} keeps per-layer counts "
             f"(density policy {policy!r}); use uniform, er or erk, or a method that ranks globally "
-            "(snip, grasp, synflow, snfs)"
+            "(density policy 'global': snip, grasp, synflow, lt, dsr, deep-r, snfs)"
         )

@@ -8,6 +8,7 @@ Layout::
     topology.jsonl     one line per topology update (step, epoch, seconds, IoU, grown/dropped per layer)
     masks/init.npz     bit-packed masks before training; masks/step_XXXXXXXX.npz after each update
     checkpoint.pt      model, optimizer, engine and method state after the last finished epoch
+    rewind.pt          the model after ``--save-rewind-step`` steps, for lottery-ticket rewinding (optional)
     summary.json       final numbers (written once the run is complete)
 
 Every file is written atomically, and the jsonl files are rewritten whole from state that is also in
@@ -41,6 +42,7 @@ class RunDir:
     summary = property(lambda self: self.path / "summary.json")
     checkpoint = property(lambda self: self.path / "checkpoint.pt")
     masks_dir = property(lambda self: self.path / "masks")
+    rewind = property(lambda self: self.path / "rewind.pt")
 
     def is_complete(self) -> bool:
         return self.summary.exists()
@@ -83,6 +85,10 @@ class RunDir:
     def save_masks(self, step: int, epoch: int, masks: dict[str, torch.Tensor], record: object) -> None:
         name = "init.npz" if record is None else f"step_{step:08d}.npz"
         save_mask_snapshot(self.masks_dir / name, masks, step=step, epoch=epoch)
+
+    def save_rewind(self, step: int, model: dict[str, torch.Tensor]) -> None:
+        """The weights a lottery ticket rewinds to (``dstbench.tickets``): the model after ``step`` steps."""
+        atomic_torch_save(self.rewind, {"step": step, "model": {k: v.detach().cpu().clone() for k, v in model.items()}})
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_torch_save(self.checkpoint, state)

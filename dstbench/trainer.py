@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ from .errors import CheckpointError, ConfigError
 from .layers import describe_layers
 from .registry import create_updater
 from .rundir import RunDir
+from .tickets import pipeline_flops
 from .updater import MaskUpdater
 
 if TYPE_CHECKING:
@@ -103,30 +105,16 @@ def evaluate(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devi
 
 
 def data_config(cfg: TrainConfig) -> DataConfig:
-    """The data part of a training config."""
+    """The data part of a training config: every DataConfig field that TrainConfig also has, by name."""
     from dstbench.data import DataConfig
 
-    return DataConfig(
-        dataset=cfg.dataset,
-        data_dir=cfg.data_dir,
-        batch_size=cfg.batch_size,
-        eval_batch_size=cfg.eval_batch_size,
-        max_train_samples=cfg.max_train_samples,
-        max_test_samples=cfg.max_test_samples,
-        loader=cfg.loader,
-        beton_dir=cfg.beton_dir,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        channels_last=cfg.channels_last,
-        num_workers=cfg.num_workers,
-        synthetic_train_samples=cfg.synthetic_train_samples,
-        synthetic_test_samples=cfg.synthetic_test_samples,
-    )
+    shared = {f.name for f in dataclasses.fields(DataConfig)} & {f.name for f in dataclasses.fields(TrainConfig)}
+    return DataConfig(**{name: getattr(cfg, name) for name in sorted(shared)})
 
 
 def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
     saved = run.read_json(run.config)
-    current = cfg.to_json()
+    current = json.loads(json.dumps(cfg.to_json()))  # as written: tuples given in Python come back as lists
     changed = sorted(k for k in current if k not in RESUME_IGNORED_FIELDS and saved.get(k) != current[k])
     if changed:
         key = changed[0]
@@ -172,6 +160,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     steps_per_epoch = math.ceil(len(data.train) / accum)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
+        raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     engine = SparseEngine(
         model,
@@ -206,6 +196,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         run.write_plan(plan)
         init_batch = next(iter(data.train)) if updater.needs.init_batch else None
         engine.initialize(init_batch)
+        if cfg.save_rewind_step == 0:
+            run.save_rewind(0, model.state_dict())
 
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
@@ -238,6 +230,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     optimizer.step()
                 engine.after_optimizer_step(step)
                 optimizer.zero_grad(set_to_none=True)
+                if cfg.save_rewind_step is not None and step + 1 == cfg.save_rewind_step:
+                    run.save_rewind(step + 1, model.state_dict())
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
         test_loss, test_acc = evaluate(model, data.test, cfg, device)
@@ -318,5 +312,6 @@ def _summary(
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),
-        "flops": run_flops(engine, input_size, train_samples),  # this run's own, from its masks and updates
+        # This run's own, from its masks and updates; a lottery ticket adds its ticket's training.
+        "flops": pipeline_flops(cfg.hp, run_flops(engine, input_size, train_samples)),
     }

@@ -239,6 +239,8 @@ class MaskUpdater:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    """Fields naming an input the method cannot run without (LT's ``ticket_from``: a finished run)."""
     cadence_fields: ClassVar[Mapping[str, CadenceUnit]] = {}
     """Fields that set how often the topology changes, by unit; presets for short runs (``quick``)
     set them for every method, plugins included, so a short comparison stays like-for-like."""

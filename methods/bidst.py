@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import torch
 
 from dstbench.errors import ConfigError
-from dstbench.hparams import Fraction, Positive, PositiveInt, Range
+from dstbench.hparams import Positive, PositiveInt, Range
 from dstbench.registry import register_method
 from dstbench.schedules import Periodic
 from dstbench.selection import topk_mask
@@ -191,8 +191,9 @@ class BiDST(MaskUpdater):
     # -- schedule ----------------------------------------------------------------------------------
     def schedule(self) -> Periodic:
         """Start of every F-th epoch (or iteration), never before the first step or after the last."""
-        unit = "epochs" if self.update_unit == "epochs" else "steps"
-        return Periodic(self.update_frequency, unit=unit, stop=self.update_end_frac)
+        if self.update_unit == "epochs":
+            return Periodic(self.update_frequency, unit="epochs", stop=self.update_end_frac)
+        return Periodic(self.update_frequency, unit="steps", stop=self.update_end_frac)
 
     # -- every step --------------------------------------------------------------------------------
     def on_step(self, ctx: UpdateContext) -> None:

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
+
 __all__ = ["CifarMobileNetV2", "InvertedResidual", "MOBILENETV2_CIFAR_CFG", "cifar_mobilenetv2"]
 
 # GraSP/MEST/kuangliu CIFAR-10 normalisation (per-image std, not dataset-wide std); see cifar_resnet.py.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 # (expansion, out_channels, num_blocks, first_stride)
 StageCfg = tuple[int, int, int, int]

@@ -43,13 +43,14 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
+
 __all__ = ["CifarResNet", "BasicBlock", "ZeroPadShortcut", "cifar_resnet32", "cifar_resnet32_grasp"]
 
-# The normalisation every CIFAR-10 pipeline of the reproduced papers uses (GraSP ``utils/data_utils.py``,
-# MEST, kuangliu/pytorch-cifar). The "std" is the mean per-image std, not the dataset-wide std (0.247,
-# 0.243, 0.261); it is kept because it is what the published numbers were obtained with.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+# The pretrained-cfg quotes the normalisation the loaders apply (``dstbench.data.catalog``, the one place
+# it lives). GraSP/MEST normalise with the mean per-image std (0.2023, 0.1994, 0.2010) instead of the
+# dataset-wide one used here: a fixed per-channel input scale of about 0.82, which the BatchNorm after the
+# first convolution absorbs.
 
 ShortcutType = Literal["A", "B"]
 InitScheme = Literal["he", "grasp"]

@@ -27,11 +27,11 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
+
 __all__ = ["CifarVGG", "VGG19_CFG", "cifar_vgg19"]
 
 # GraSP/MEST CIFAR-10 normalisation (per-image std, not dataset-wide std); see cifar_resnet.py.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 LayerCfg = Sequence[Union[int, str]]
 

@@ -163,3 +163,18 @@ def test_backward_set_trains_b_while_the_forward_pass_sees_only_the_mask() -> No
     assert len(h.engine.records) == 3
     densities = h.engine.backward_densities()
     assert densities is not None and densities[layer.name] == pytest.approx(2 * layer.k / layer.numel)
+
+
+def test_set_grow_init_draws_grown_weights_from_the_init_distribution() -> None:
+    from dstbench.registry import create_updater
+
+    h = make_harness(create_updater("set", {"grow_init": "init_dist"}), 0.8, steps_per_epoch=2, epochs=3)
+    before = {layer.name: layer.mask.clone() for layer in h.engine.sparse_layers}
+    h.step(0)
+    h.step(1)  # the end of epoch 0: SET's update
+    for layer in h.engine.sparse_layers:
+        grown = layer.mask & ~before[layer.name]
+        values = layer.weight.detach()[grown]
+        bound = 1 / layer.weight[0].numel() ** 0.5
+        assert grown.any() and bool((values != 0).all()) and float(values.abs().max()) <= bound
+    assert h.engine.violations() == []

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 from dstbench.config import resolve_config
@@ -21,7 +19,6 @@ from dstbench.registry import create_updater
 from dstbench.trainer import train
 from dstbench.updater import MaskUpdater, StepInfo, UpdateContext
 
-from .helpers import SmallNet, make_harness
 
 
 def crafted_engine(updater: MaskUpdater, weights: list[float], active: list[int]) -> SparseEngine:
@@ -96,36 +93,6 @@ def test_death_rate_end_points() -> None:
     assert itop_rate(-1, 1000) == pytest.approx(0.5)
     assert itop_rate(499, 1000) == pytest.approx(0.2525)
     assert itop_rate(999, 1000) == pytest.approx(0.005)
-
-
-@settings(max_examples=10, deadline=None)
-@given(
-    c1=st.integers(1, 8),
-    c2=st.integers(1, 8),
-    sparsity=st.sampled_from([0.5, 0.9, 0.99, 0.999999]),
-    distribution=st.sampled_from(["uniform", "erk"]),
-    optimizer=st.sampled_from(["sgd", "adam"]),
-)
-def test_exact_counts_zeros_off_mask_and_growing_itop_rate(
-    c1: int, c2: int, sparsity: float, distribution: str, optimizer: str
-) -> None:
-    h = make_harness(
-        create_updater("rigl-itop", {"delta_t": 2}),
-        sparsity,
-        distribution,
-        model=SmallNet(c1, c2),
-        optimizer=optimizer,
-        steps_per_epoch=4,
-        epochs=3,
-    )
-    rates = [h.engine.itop_rate()]
-    for step in range(12):
-        h.step(step)
-        assert h.engine.violations() == []
-        assert all(int(layer.mask.sum()) == layer.k for layer in h.engine.sparse_layers)
-        rates.append(h.engine.itop_rate())
-    assert len(h.engine.records) == 5  # after steps 1, 3, 5, 7, 9 (not 11, the last)
-    assert rates == sorted(rates)
 
 
 def test_bad_hyperparameters_are_config_errors() -> None:

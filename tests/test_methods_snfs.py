@@ -164,34 +164,6 @@ def test_zero_momentum_optimizer_is_a_config_error() -> None:
 
 
 # -- invariants --------------------------------------------------------------------------------------
-@settings(max_examples=10, deadline=None)
-@given(
-    c1=st.integers(1, 8),
-    c2=st.integers(1, 8),
-    sparsity=st.sampled_from([0.2, 0.5, 0.9, 0.99, 0.999999]),
-    distribution=st.sampled_from(["uniform", "erk"]),
-    optimizer=st.sampled_from(["sgd", "adam"]),
-)
-def test_total_budget_is_exact_after_every_step(
-    c1: int, c2: int, sparsity: float, distribution: str, optimizer: str
-) -> None:
-    h = make_harness(
-        create_updater("snfs"),
-        sparsity,
-        distribution,
-        model=SmallNet(c1, c2),
-        optimizer=optimizer,
-        steps_per_epoch=2,
-        epochs=5,
-    )
-    budget = sum(layer.k for layer in h.engine.sparse_layers)
-    for step in range(10):
-        h.step(step)
-        assert h.engine.violations() == []
-        assert sum(int(layer.mask.sum()) for layer in h.engine.sparse_layers) == budget
-    assert len(h.engine.records) == 4
-
-
 def test_two_epoch_smoke_run(tmp_path: Path) -> None:
     cfg = resolve_config(
         "quick", overrides={"method": "snfs", "epochs": 2, "out": str(tmp_path / "run"), "synthetic_train_samples": 256}

@@ -1,0 +1,67 @@
+"""One source for every option: each TrainConfig field is a flag of train/compare/sweep whose help is
+the field's docstring and default, and ``methods --details`` prints every hyper-parameter the same way."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from dstbench.cli import build_parser, main
+from dstbench.config import PRESETS, TrainConfig, resolve_config
+from dstbench.fielddocs import field_docs
+from dstbench.registry import get_method, list_methods
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "sweep"])
+def test_every_config_field_is_a_flag_with_its_docstring_and_default(command: str) -> None:
+    docs = field_docs(TrainConfig)
+    options = {a.dest: a for a in _subparser(command)._actions}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "hp" or (command != "train" and f.name in ("method", "sparsity", "seed", "out")):
+            continue
+        assert docs.get(f.name), f"TrainConfig.{f.name} has no docstring"
+        action = options[f.name]
+        assert action.help is not None and docs[f.name].replace("%", "%%") in action.help
+        shown = "unset" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        assert action.help.endswith(f"(default: {shown})"), action.help
+        assert action.default is None  # explicit flags are told apart from preset and config values
+
+
+def test_fields_without_a_flag_before_are_settable_now() -> None:
+    args = _subparser("train").parse_args(["--no-augment", "--synthetic-train-samples", "128"])
+    assert args.augment is False and args.synthetic_train_samples == 128
+
+
+def test_methods_details_lists_needs_and_every_hyperparameter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["methods", "--details"]) == 0
+    out = capsys.readouterr().out
+    for name in list_methods():
+        cls = get_method(name)
+        docs = field_docs(cls)
+        block = out.split(f"\n{name:12s} " if not out.startswith(name) else f"{name:12s} ", 1)[1]
+        block = block.split("\n", 1)[1]
+        lines = block.split("\n")
+        assert lines[0].startswith("  needs: ")
+        for f in dataclasses.fields(cls):
+            line = next(line for line in lines if line.startswith(f"  {f.name} = "))
+            assert line.startswith(f"  {f.name} = {f.default}")
+            if cls.__module__.startswith("dstbench.methods"):
+                assert docs.get(f.name) and line.endswith(docs[f.name]), f"{name}.{f.name} is undocumented"
+
+
+def test_quick_preset_sets_the_cadence_of_any_method_with_declared_cadence_fields() -> None:
+    quick = PRESETS["quick"]
+    for name in list_methods():
+        cfg = resolve_config("quick", None, {"method": name})
+        for field_name, unit in get_method(name).cadence_fields.items():
+            expected = quick.method_hp.get(name, {}).get(field_name, quick.cadence[unit])  # own entry wins
+            assert cfg.hp[field_name] == expected, (name, field_name)
+    assert get_method("gradual-regrow").cadence_fields  # the example plugin is scaled like a built-in
