@@ -44,7 +44,7 @@ def _add_flops(sub: Any) -> None:
     add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
     add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
     add("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1); 0 is dense")
-    add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er or erk")
+    add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er, erk or global")
     add("--dense-layers", default="none", help="layers kept dense: none, first or mest")
     add("--min-active", type=int, default=1, help="minimum active weights per layer")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
@@ -146,7 +146,7 @@ def _render_flops(result: dict[str, Any]) -> str:
             f"{result['mask_updates']} mask updates): {result['train_flops']:.4g} = "
             f"{result['train_flops_relative']:.4f} x dense ({result['dense_train_flops']:.4g})"
         )
-        if result["density_policy"] != "exact":
+        if result["density_policy"] != "exact" and result["mask_updates"]:
             lines.append(
                 f"note: {result['method']}'s layer counts change during training; this assumes its initial masks "
                 "throughout (a run's summary.json integrates the real timeline)"

@@ -28,12 +28,16 @@ def sweep_point(summary: Mapping[str, Any]) -> dict[str, Any]:
     """One run's line: nominal and realised sparsities, accuracy, cost and topology numbers."""
     realised = summary["realised_sparsity"]
     flops = summary.get("flops") or {}
+    selection = summary.get("method_report") or {}
     return {
         "method": summary["method"],
         "seed": summary["seed"],
         "sparsity": summary["sparsity"],
         "realised_sparsity_sparsified": realised["sparsified"],
         "realised_sparsity_all": realised["all"],
+        # Global selections (--distribution global) say which layers the collapse guard clamped.
+        "clamped_layers": len(selection.get("clamped_layers") or {}),
+        "collapsed_layers": len(selection.get("collapsed_layers") or []),
         "test_acc": summary["test_acc"],
         "best_test_acc": summary["best_test_acc"],
         "topology_updates": summary["topology_updates"],

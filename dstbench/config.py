@@ -57,7 +57,8 @@ class TrainConfig:
     sparsity: float = 0.9
     """Target sparsity in [0, 1), e.g. 0.9 or 0.999999."""
     distribution: str = "erk"
-    """How the sparsity is spread over layers: uniform, er or erk."""
+    """How the sparsity is spread over layers: uniform, er, erk, or global (only the total is fixed; the
+    layers follow a method's global ranking: snip, grasp, synflow, lt, dsr, snfs)."""
     dense_layers: str = "none"
     """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
     min_active: int = 1

@@ -4,7 +4,9 @@ Two independent choices, because the literature mixes them (spec §7):
 
 * the *profile* says which prunable layers stay dense (``none``, ``first``: RigL ImageNet, ``mest``:
   MEST/BiDST CIFAR);
-* the *distribution* spreads the budget over the remaining layers (``uniform``, ``er``, ``erk``).
+* the *distribution* spreads the budget over the remaining layers (``uniform``, ``er``, ``erk``), or
+  fixes only the total and lets a method's global ranking decide the layers (``global``: SNIP, GraSP,
+  SynFlow, LT, DSR; see :func:`global_counts` and :mod:`dstbench.global_select`).
 
 Counts use RigL's convention ``k = n - floor(s*n)`` (spec §0), which keeps at least one weight per layer
 whenever ``s < 1``; ``min_active`` raises that floor. At 99.9999 % the global budget is smaller than the
@@ -33,9 +35,12 @@ __all__ = [
     "layer_densities",
     "active_count",
     "plan_sparsity",
+    "global_counts",
+    "GLOBAL_POLICIES",
+    "check_distribution_policy",
 ]
 
-Distribution = Literal["uniform", "er", "erk"]
+Distribution = Literal["uniform", "er", "erk", "global"]
 DenseProfile = Literal["none", "first", "mest"]
 DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
 DENSE_PROFILES: tuple[str, ...] = get_args(DenseProfile)
@@ -135,7 +140,7 @@ def layer_densities(
         raise ConfigError(f"unknown distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
     dense = dense_layer_names(layers, dense_layers)
     sparsified = [layer for layer in layers if layer.name not in dense]
-    if distribution == "uniform" or not sparsified:
+    if distribution in ("uniform", "global") or not sparsified:
         spread = {layer.name: 1.0 - sparsity for layer in sparsified}
     else:
         spread = _erk_densities(sparsified, sparsity, with_kernel=distribution == "erk", power=erk_power_scale)
@@ -168,6 +173,8 @@ class SparsityPlan:
     distribution: str
     dense_layers: str
     targets: tuple[LayerTarget, ...]
+    min_active: int = 1
+    """The per-layer floor the counts were planned with; global selections guard layers with it."""
 
     def target(self, name: str) -> LayerTarget:
         for target in self.targets:
@@ -212,13 +219,59 @@ def plan_sparsity(
         raise ConfigError(f"min_active must be >= 0, got {min_active}")
     densities = layer_densities(layers, sparsity, distribution, dense_layers, erk_power_scale)
     dense = dense_layer_names(layers, dense_layers)
+    active = {layer.name: active_count(layer.numel, densities[layer.name], min_active) for layer in layers}
+    if distribution == "global" and sparsity > 0.0:
+        sparsified = [layer for layer in layers if layer.name not in dense]
+        active.update(global_counts([layer.numel for layer in sparsified], sparsity, min_active, names=[layer.name for layer in sparsified]))
     targets = tuple(
         LayerTarget(
             layer=layer,
             density=densities[layer.name],
-            active=active_count(layer.numel, densities[layer.name], min_active),
+            active=active[layer.name],
             sparsified=layer.name not in dense and sparsity > 0.0,
         )
         for layer in layers
     )
-    return SparsityPlan(float(sparsity), distribution, dense_layers, targets)
+    return SparsityPlan(float(sparsity), distribution, dense_layers, targets, min_active)
+
+
+def global_counts(numels: Sequence[int], sparsity: float, min_active: int = 1, *, names: Sequence[str]) -> dict[str, int]:
+    """``global``: the total ``T = N - floor(s*N)`` over the sparsified layers, spread for bookkeeping.
+
+    ``T`` is RigL's count convention applied once to all sparsified weights together (spec §10's
+    "global budget"), raised to ``sum_l min(n_l, min_active)`` when the collapse guard needs more (the
+    realised sparsity is then below the nominal one and reported, as for the other distributions).
+    Only ``T`` binds a method that selects globally (``density_policy="global"``); the per-layer counts
+    returned here are a placeholder it overrides: each layer's floor plus a share of the rest in
+    proportion to its size, rounded by largest remainder (ties to the earlier layer) so they sum to ``T``.
+    """
+    total_numel = sum(numels)
+    floors = [min(n, min_active) for n in numels]
+    total = max(total_numel - _floor_product(sparsity, total_numel), sum(floors))
+    free = [n - f for n, f in zip(numels, floors)]
+    spare = total - sum(floors)
+    room = sum(free)
+    exact = [spare * f / room if room else 0.0 for f in free]
+    shares = [math.floor(x) for x in exact]
+    order = sorted(range(len(numels)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[: spare - sum(shares)]:
+        shares[i] += 1
+    return {name: f + share for name, f, share in zip(names, floors, shares)}
+
+
+GLOBAL_POLICIES = ("global", "scheduled_global")
+"""Density policies that fix only the total: the methods ``--distribution global`` can serve."""
+
+
+def check_distribution_policy(distribution: str, policy: str, method: str) -> None:
+    """``global`` fixes only the total, so it needs a method whose layer counts are free.
+
+    A method that keeps per-layer counts (RigL, SET, MEST, static: ``exact``/``at_least``/``scheduled``)
+    has no global score to decide them with; it gets one clear error instead of a silent stand-in.
+    """
+    if distribution == "global" and policy not in GLOBAL_POLICIES:
+        raise ConfigError(
+            f"--distribution global fixes only the total, and {method!r} keeps per-layer counts "
+            f"(density policy {policy!r}); use uniform, er or erk, or a method that ranks globally "
+            "(density policy 'global': snip, grasp, synflow, lt, dsr, deep-r, snfs)"
+        )

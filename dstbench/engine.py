@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributions import SparsityPlan, realised_sparsity
+from .distributions import SparsityPlan, check_distribution_policy, realised_sparsity
 from .errors import ConfigError
 from .layers import find_prunable_layers
 from .topology import TopologyRecord, layer_change
@@ -71,6 +71,8 @@ class SparseEngine:
         total_epochs: int = 1,
         on_masks: MaskCallback | None = None,
     ) -> None:
+        if plan.sparsified:
+            check_distribution_policy(plan.distribution, updater.needs.density_policy, updater.name)
         self.model = model
         self.plan = plan
         self.updater = updater

@@ -40,7 +40,7 @@ import torch
 from dstbench.errors import ConfigError
 from dstbench.hparams import NonNegativeInt
 from dstbench.registry import register_method
-from dstbench.selection import ranked_indices, topk_mask
+from dstbench.global_select import global_topk
 from dstbench.tickets import rewind_weights, ticket_chain, ticket_weights
 from dstbench.updater import MaskUpdater, Needs, UpdateContext
 
@@ -57,41 +57,17 @@ def global_magnitude_masks(
     min_active: int,
     eligible: Mapping[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The ``total`` best scores over all layers together, at least ``min_active`` per layer.
-
-    Same semantics as ``dstbench.global_select.global_topk`` (branch ``pai``), which should replace this
-    private copy once both are merged: each layer first keeps its ``min(min_active, eligible)`` best
-    entries, then the global ranking of everything else fills the exact total; ties go to the lower
-    position (earlier layer, lower index). Returns the masks and the layers the guard clamped.
+    """The ``total`` best scores over all layers together, at least ``min_active`` per layer: the shared
+    :func:`dstbench.global_select.global_topk` (each layer first keeps its ``min(min_active, eligible)``
+    best entries, then the global ranking of everything else fills the exact total; ties go to the lower
+    position). Returns the masks and the layers the guard clamped; a ticket with fewer surviving
+    weights than ``total`` is a one-line error.
     """
-    names = list(scores)
-    sizes = [scores[name].numel() for name in names]
-    flat = torch.cat([scores[name].detach().reshape(-1).double() for name in names])
-    allowed = torch.cat([eligible[name].reshape(-1).bool() for name in names])
-    if not 0 <= total <= int(allowed.sum()):
-        raise ConfigError(f"cannot keep {total} weights: the ticket has only {int(allowed.sum())} left")
-    bounds = [0]
-    for size in sizes:
-        bounds.append(bounds[-1] + size)
-    reserved = torch.zeros_like(allowed)
-    for i in range(len(names)):
-        part = slice(bounds[i], bounds[i + 1])
-        reserved[part] = topk_mask(flat[part], min(min_active, int(allowed[part].sum())), eligible=allowed[part])
-    if int(reserved.sum()) > total:
-        raise ConfigError(f"the collapse guard needs {int(reserved.sum())} weights but only {total} may stay; lower --min-active")
-    ranked = ranked_indices(flat)
-    ranked = ranked[allowed.index_select(0, ranked)]
-    plain = torch.zeros_like(allowed)
-    plain[ranked[:total]] = True
-    chosen = reserved.clone()
-    chosen[ranked[~reserved.index_select(0, ranked)][: total - int(reserved.sum())]] = True
-    masks = {name: chosen[bounds[i] : bounds[i + 1]].view(scores[name].shape) for i, name in enumerate(names)}
-    clamped = [
-        name
-        for i, name in enumerate(names)
-        if int(plain[bounds[i] : bounds[i + 1]].sum()) < int(reserved[bounds[i] : bounds[i + 1]].sum())
-    ]
-    return masks, clamped
+    available = sum(int(eligible[name].sum()) for name in scores)
+    if not 0 <= total <= available:
+        raise ConfigError(f"cannot keep {total} weights: the ticket has only {available} left")
+    chosen = global_topk(scores, total, min_active=min_active, eligible=eligible)
+    return chosen.masks, list(chosen.clamped)
 
 
 @register_method("lt")
