@@ -18,6 +18,7 @@ from torch import nn
 
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
+from dstbench.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
 
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
@@ -41,16 +42,16 @@ def _add_flops(sub: Any) -> None:
     flops = sub.add_parser("flops", help="forward, inference and training FLOPs of a model (RigL App. H)")
     add = flops.add_argument
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
-    add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
-    add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
-    add("--sparsity", type=float, default=0.0, help="target sparsity (default 0: dense)")
+    add("--input-size", type=POSITIVE_INT, required=True, help="input height = width, e.g. 224 or 32")
+    add("--num-classes", type=POSITIVE_INT, help="classifier outputs (default: the model's own default head)")
+    add("--sparsity", type=SPARSITY, default=0.0, help="target sparsity (default 0: dense)")
     add("--distribution", default="uniform", help="uniform, er or erk (default uniform)")
     add("--dense-layers", default="none", help="none, first or mest (default none)")
-    add("--min-active", type=int, default=1, help="minimum active weights per layer (default 1)")
+    add("--min-active", type=NON_NEGATIVE_INT, default=1, help="minimum active weights per layer (default 1)")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
-    add("--epochs", type=int)
-    add("--train-samples", type=int, help="N_train, samples per epoch (ImageNet: 1281167)")
-    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire (default 128)")
+    add("--epochs", type=POSITIVE_INT)
+    add("--train-samples", type=POSITIVE_INT, help="N_train, samples per epoch (ImageNet: 1281167)")
+    add("--batch-size", type=POSITIVE_INT, default=128, help="samples per step; sets how often schedules fire (default 128)")
     add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
     add("--json", action="store_true", help="print JSON")
     flops.set_defaults(func=_cmd_flops)
@@ -155,6 +156,8 @@ def _render_flops(result: dict[str, Any]) -> str:
 
 # -- sweep -----------------------------------------------------------------------------------------
 def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
+    from dstbench.cli import RERUN_HELP
+
     sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (spec §10)")
     sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
     sweep.add_argument(
@@ -164,6 +167,7 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
     )
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
     add_train_options(sweep, single_run=False)
     sweep.set_defaults(func=_cmd_sweep)
 
@@ -183,6 +187,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        rerun_mismatched=args.rerun_mismatched,
     )
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
     return 0
@@ -197,8 +202,8 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
-    interval.add_argument("--interval", type=float, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps")
+    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks every EPOCHS (default: at each update)")
+    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks every N steps")
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")

@@ -2,21 +2,25 @@
 
 Bad input of any kind (unknown names, out-of-range values, missing or corrupt data or checkpoints)
 ends with one line on stderr, ``dstbench: error: ...``, and exit code 2; never a traceback. Files
-written before the error stay as they were, because every write is atomic.
+written before the error stay as they were, because every write is atomic. SIGINT and SIGTERM (what
+SLURM and ``timeout`` send) end with one line too, leaving a folder that ``--resume`` continues; the
+handlers are installed before torch is imported, so a Ctrl-C during start-up is no traceback either.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import PRESETS, TrainConfig, resolve_config
 from .errors import DstbenchError
-from .hparams import parse_hp_assignments
 
 __all__ = ["main", "build_parser"]
 
@@ -31,6 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> None:
     """Options shared by ``train``, ``compare`` and ``sweep``. Defaults are None: unset means "use
     the preset/config/default", so explicit flags can be told apart from defaults."""
+    from .config import PRESETS
+
     add = parser.add_argument
     if single_run:
         add("--method", help="mask updater (see `dstbench methods`)")
@@ -74,11 +80,15 @@ _NOT_CONFIG = {"command", "preset", "config", "hp", "resume", "quiet", "func", "
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import TrainConfig
+
     fields = set(TrainConfig.__dataclass_fields__)
     return {k: v for k, v in vars(args).items() if k in fields and k not in _NOT_CONFIG and v is not None}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .hparams import parse_hp_assignments
     from .trainer import train
 
     cfg = resolve_config(args.preset, args.config, _overrides(args), parse_hp_assignments(args.hp))
@@ -106,6 +116,7 @@ def _split(text: str | None, kind: type, what: str) -> list[Any] | None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import format_table, run_grid
+    from .hparams import parse_hp_assignments
 
     methods = _split(args.methods, str, "methods") or ["set", "rigl"]
     summaries = run_grid(
@@ -118,6 +129,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        rerun_mismatched=args.rerun_mismatched,
     )
     print(format_table(summaries))
     return 0
@@ -153,6 +165,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from dstbench.data import prepare
 
+    from .rundir import check_output_dir
+
+    check_output_dir(Path(args.out))
     paths = prepare(
         args.dataset,
         args.data_dir,
@@ -165,7 +180,12 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+RERUN_HELP = "retrain (replacing) runs in --out made with other settings or code, instead of refusing"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .validation import POSITIVE_INT, SEED
+
     parser = _Parser(prog="dstbench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -179,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sparsities", help="comma-separated sparsities")
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
+    compare.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
     _add_train_options(compare, single_run=False)
     compare.set_defaults(func=_cmd_compare)
 
@@ -201,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--dataset", required=True)
     prepare.add_argument("--data-dir")
     prepare.add_argument("--out", required=True, help="output folder")
-    prepare.add_argument("--max-train-samples", type=int)
-    prepare.add_argument("--max-test-samples", type=int)
-    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--max-train-samples", type=POSITIVE_INT)
+    prepare.add_argument("--max-test-samples", type=POSITIVE_INT)
+    prepare.add_argument("--seed", type=SEED, default=0)
     prepare.set_defaults(func=_cmd_data_prepare)
 
     try:
@@ -215,22 +236,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised where the program is, so atomic writes unwind cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` while the command runs (then the old handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted_message(signum: int, command: str | None) -> str:
+    name = signal.Signals(signum).name
+    if command in ("train", "compare", "sweep"):
+        return (f"dstbench: interrupted by {name}; every finished epoch is saved: "
+                "run the same command with --resume (compare/sweep: the same command) to continue")
+    return f"dstbench: interrupted by {name}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # usage errors (already printed as one line) and --help
-        return exit_.code if isinstance(exit_.code, int) else 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        code: int = args.func(args)
-        return code
-    except DstbenchError as exc:
-        print(f"dstbench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dstbench: interrupted", file=sys.stderr)
-        return 130
+    command: str | None = None
+    with _signals_interrupt():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exit_:  # usage errors (already printed as one line) and --help
+                return exit_.code if isinstance(exit_.code, int) else 2
+            command = args.command
+            logging.basicConfig(
+                level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            )
+            code: int = args.func(args)
+            return code
+        except DstbenchError as exc:
+            print(f"dstbench: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            with contextlib.suppress(Interrupted):
+                print(_interrupted_message(signum, command), file=sys.stderr)
+            return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """``dstbench compare``: one run per (method, sparsity, seed) into one folder, then one table.
 
 Finished runs are reused and interrupted ones resumed, so re-issuing the same command after a crash
-only trains what is missing. Hyper-parameters given as ``method.name=value`` apply to that method
+only trains what is missing. A run is reused or resumed only when its resolved config, hyper-parameters
+and code version match the request (the ``--resume`` check, :mod:`dstbench.reuse`); otherwise the
+command stops with one line naming the field, or, with ``--rerun-mismatched``, retrains that run. Hyper-parameters given as ``method.name=value`` apply to that method
 only; plain ``name=value`` applies to every method (and must be valid for each).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +20,13 @@ from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
 from .registry import get_method
-from .rundir import RunDir
+from .errors import ConfigError
+from .reuse import Mismatch, check_same_run
+from .rundir import RunDir, check_output_dir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
 
+log = logging.getLogger(__name__)
 _NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
 
@@ -54,6 +61,8 @@ def grid_configs(
     for method in methods:
         get_method(method)
     base = resolve_config(preset, config_file, overrides, {})
+    if out is not None and not out.strip():
+        raise ConfigError("--out is empty; give a folder for the runs")
     folder = Path(out or "runs/compare")
     configs = []
     for method in methods:
@@ -65,17 +74,47 @@ def grid_configs(
     return configs
 
 
-def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+def _reusable_summary(cfg: TrainConfig, rerun_mismatched: bool) -> dict[str, Any] | None:
+    """The summary of the finished run in ``cfg.out`` if it is the requested run; None to (re)train.
+
+    A different config or code version is one error line, or, with ``rerun_mismatched``, the old run
+    is deleted so that it is trained again from scratch.
+    """
+    run = RunDir(cfg.out)
+    if not run.path.exists():
+        return None
+    try:
+        if run.is_complete():
+            summary: dict[str, Any] = run.read_json(run.summary)
+            check_same_run(run.path, run.read_json(run.config), summary.get("code_version"), cfg, resume=False)
+            return summary
+        if run.checkpoint.exists():
+            state = run.load_checkpoint("cpu")
+            saved = state.get("config") or run.read_json(run.config)
+            check_same_run(run.path, saved, state.get("code_version"), cfg, resume=False)
+        return None
+    except Mismatch:
+        if not rerun_mismatched:
+            raise
+        log.warning("%s was made with other settings: retraining it (--rerun-mismatched)", run.path)
+        shutil.rmtree(run.path)
+        return None
+
+
+def run_grid(
+    methods: Sequence[str], *, progress: bool = True, rerun_mismatched: bool = False, **options: Any
+) -> list[dict[str, Any]]:
     """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries."""
     from .trainer import train
 
     summaries = []
-    for cfg in grid_configs(methods, **options):
-        run = RunDir(cfg.out)
-        if run.is_complete():
-            summary = run.read_json(run.summary)
-        else:
-            summary = train(cfg, resume=run.checkpoint.exists(), progress=progress)
+    configs = grid_configs(methods, **options)
+    if configs:
+        check_output_dir(Path(configs[0].out).parent)
+    for cfg in configs:
+        summary = _reusable_summary(cfg, rerun_mismatched)
+        if summary is None:
+            summary = train(cfg, resume=RunDir(cfg.out).checkpoint.exists(), progress=progress)
         summary["run_dir"] = cfg.out
         summaries.append(summary)
     folder = Path(options.get("out") or "runs/compare")
