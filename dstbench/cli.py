@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import DstbenchError
@@ -167,7 +166,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
     from .rundir import check_output_dir
 
-    check_output_dir(Path(args.out))
+    check_output_dir(args.out)
     paths = prepare(
         args.dataset,
         args.data_dir,

@@ -30,7 +30,7 @@ import torch
 from .atomic import atomic_write_bytes, json_text, jsonl_text, storage_message
 from .distributions import SparsityPlan
 from .errors import CheckpointError, DstbenchError, StorageError
-from .integrity import Manifest, RunFileError, clean_orphans, read_sealed_zip, seal, warn_legacy
+from .integrity import Manifest, RunFileError, clean_orphans, read_sealed_zip, seal, sha256, warn_legacy
 from .integrity import read_json as _read_json
 from .integrity import read_jsonl as _read_jsonl
 from .topology import TopologyRecord, load_mask_snapshot, save_mask_snapshot
@@ -45,10 +45,11 @@ def snapshot_name(step: int, initial: bool = False) -> str:
     return "init.npz" if initial else f"step_{step:08d}.npz"
 
 
-def check_output_dir(path: Path, what: str = "--out") -> None:
+def check_output_dir(out: str | Path, what: str = "--out") -> None:
     """Fail early, in one line, on an output folder that cannot hold a run (before hours of training)."""
-    if not str(path).strip():
-        raise StorageError(f"{what} is empty; give a folder for the run")
+    if not str(out).strip():  # (Path("") is ".", so check the text the user gave)
+        raise StorageError(f"{what} is empty; give a folder for the output")
+    path = Path(out)
     for parent in [path, *path.parents]:
         if parent.exists() and not parent.is_dir():
             if parent == path:
@@ -141,7 +142,14 @@ class RunDir:
         self._write_text(self.summary, json_text(summary))
 
     def save_masks(self, step: int, epoch: int, masks: dict[str, torch.Tensor], record: object) -> None:
-        save_mask_snapshot(self.masks_dir / snapshot_name(step, record is None), masks, step=step, epoch=epoch)
+        """A sealed snapshot, then its manifest entry: a kill in between leaves an unlisted file, which
+        readers ignore and ``--resume`` removes (it belongs to an epoch after the last checkpoint)."""
+        path = self.masks_dir / snapshot_name(step, record is None)
+        digest = save_mask_snapshot(path, masks, step=step, epoch=epoch)
+        if self._manifest is _MISSING or self._manifest is None:
+            self.keep_or_start_manifest()
+        self._manifest.files[f"masks/{path.name}"] = [digest]
+        self._manifest.save()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
@@ -210,13 +218,50 @@ class RunDir:
             return []
         return _read_jsonl(path, manifest)
 
+    def optional_json(self, path: Path) -> dict[str, Any] | None:
+        """A JSON file that may legitimately be absent (``summary.json`` of an unfinished run); absent
+        but listed in the manifest is damage."""
+        if path.exists():
+            data: dict[str, Any] = self.read_json(path)
+            return data
+        manifest = self._checked_manifest()
+        if manifest is not None and path.name in manifest.files:
+            raise RunFileError(f"{path} is missing (listed in {manifest.path.name})")
+        return None
+
+    def snapshot_files(self) -> list[Path]:
+        """The mask snapshots of the run, in time order: those in the manifest (a listed one that is
+        missing is an error), or for a legacy folder every ``masks/*.npz``."""
+        manifest = self._checked_manifest()
+        if manifest is None:
+            return sorted(self.masks_dir.glob("*.npz"), key=lambda p: (p.name != "init.npz", p.name))
+        listed = sorted((k for k in manifest.files if k.startswith("masks/")), key=lambda k: (k != "masks/init.npz", k))
+        paths = [self.path / key for key in listed]
+        for path in paths:
+            if not path.exists():
+                raise RunFileError(f"{path} is missing (listed in {manifest.path.name})")
+        return paths
+
     def snapshot_paths(self, steps: list[int]) -> list[Path]:
         return [self.masks_dir / snapshot_name(0, True)] + [self.masks_dir / snapshot_name(s) for s in steps]
 
-    def verify_snapshots(self, steps: list[int]) -> None:
-        """Every snapshot the checkpoint's records point to exists and matches its seal."""
+    def verify_snapshots(self, steps: list[int]) -> dict[str, str]:
+        """Every snapshot the checkpoint's records point to exists and matches its seal; their
+        manifest keys and hashes."""
+        found = {}
         for path in self.snapshot_paths(steps):
             load_mask_snapshot(path)
+            found[f"masks/{path.name}"] = sha256(read_sealed_zip(path)[0])
+        return found
+
+    def list_snapshots(self, hashes: dict[str, str]) -> None:
+        """Make the manifest list exactly these snapshots (after ``--resume`` removed later ones)."""
+        if self._manifest is _MISSING or self._manifest is None:
+            self.keep_or_start_manifest()
+        for key in [k for k in self._manifest.files if k.startswith("masks/")]:
+            del self._manifest.files[key]
+        self._manifest.files.update({key: [digest] for key, digest in hashes.items()})
+        self._manifest.save()
 
 
 def _looks_sealed(path: Path) -> bool:

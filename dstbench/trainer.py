@@ -158,7 +158,7 @@ def _rewrite_derived(run: RunDir, config: dict[str, Any], plan: Any, metrics: li
     date; a damaged one is named. Mask snapshots cannot be rebuilt: a damaged one is an error.
     """
     steps = [record.step for record in engine.records]
-    run.verify_snapshots(steps)
+    snapshots = run.verify_snapshots(steps)
     keep = {path.name for path in run.snapshot_paths(steps)}
     run.remove(sorted(p for p in run.masks_dir.glob("*.npz") if p.name not in keep))  # from an epoch lost to a kill
     for path in (run.config, run.plan, run.metrics, run.topology, run.summary):
@@ -170,6 +170,7 @@ def _rewrite_derived(run: RunDir, config: dict[str, Any], plan: Any, metrics: li
         except DstbenchError as exc:
             log.warning("repairing %s from the checkpoint (%s)", path.name, exc)
     run.keep_or_start_manifest()
+    run.list_snapshots(snapshots)
     run.write_config(config)
     run.write_plan(plan)
     run.write_metrics(metrics)
@@ -214,7 +215,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     cfg.validate()
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out)
-    check_output_dir(run.path)
+    check_output_dir(cfg.out)
     run.clean_orphans()
     state: dict[str, Any] | None = None
     if resume:
