@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "integrity.json"
 """The text-file manifest of a run folder."""
 
+ABSENT = "absent"
+"""Accepted while a file's first version is being written: it may not exist yet."""
 _TAG = b"dstbench-sha256:"
 _COMMENT_LEN = len(_TAG) + 64
 _EOCD = b"PK\x05\x06"
@@ -264,7 +266,7 @@ class Manifest:
 
         key = self._key(path)
         digest = sha256(data)
-        old = self.files.get(key, [])
+        old = self.files.get(key) or ([] if path.exists() else [ABSENT])
         if old != [digest]:
             self.files[key] = sorted({*old, digest})
             self.save()
@@ -272,6 +274,11 @@ class Manifest:
         if self.files[key] != [digest]:
             self.files[key] = [digest]
             self.save()
+
+    def lists_as_present(self, path: Path) -> bool:
+        """Listed, and not possibly still unwritten (a kill between the manifest and the first write)."""
+        accepted = self.files.get(self._key(path))
+        return accepted is not None and ABSENT not in accepted
 
     def forget(self, paths: Iterable[Path]) -> None:
         changed = False

@@ -213,7 +213,7 @@ class RunDir:
     def read_jsonl(self, path: Path) -> list[Any]:
         manifest = self._checked_manifest()
         if not path.exists():
-            if manifest is not None and path.relative_to(self.path).as_posix() in manifest.files:
+            if manifest is not None and manifest.lists_as_present(path):
                 raise RunFileError(f"{path} is missing (listed in {manifest.path.name})")
             return []
         return _read_jsonl(path, manifest)
@@ -225,7 +225,7 @@ class RunDir:
             data: dict[str, Any] = self.read_json(path)
             return data
         manifest = self._checked_manifest()
-        if manifest is not None and path.name in manifest.files:
+        if manifest is not None and manifest.lists_as_present(path):
             raise RunFileError(f"{path} is missing (listed in {manifest.path.name})")
         return None
 

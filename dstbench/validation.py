@@ -45,13 +45,16 @@ class Rule:
     def __name__(self) -> str:  # argparse names a type by it in "invalid <name> value"
         return self.kind.__name__
 
+    def _show(self, bound: float) -> str:
+        return str(int(bound)) if self.kind is int else f"{bound:g}"
+
     def describe(self) -> str:
         if self.low is not None and self.high is not None:
             lo = "(" if self.low_open else "["
             hi = ")" if self.high_open else "]"
-            return f"in {lo}{self.low:g}, {self.high:g}{hi}"
+            return f"in {lo}{self._show(self.low)}, {self._show(self.high)}{hi}"
         if self.low is not None:
-            bound = f"{'>' if self.low_open else '>='} {self.low:g}"
+            bound = f"{'>' if self.low_open else '>='} {self._show(self.low)}"
             return bound if self.kind is int else f"finite and {bound}"
         return "an integer" if self.kind is int else "finite"
 

@@ -158,6 +158,10 @@ def kill_trial(reference: Path, work: Path, *, stage: str | None = None, nth: in
         if len(lines) != 1 or "interrupted by" not in lines[0] or "--resume" not in lines[0]:
             trial.problem = f"{what}: expected one 'interrupted' line, got {err!r}"
             return trial
+    code, _, err = run_main(["inspect", str(run)])  # a kill never makes a good file look damaged
+    if code != 0 and ("damaged" in err or "Traceback" in err or "missing" in err):
+        trial.problem = f"{what}: after the kill, inspect says {err.strip()!r}"
+        return trial
     code, _, err = run_main([*ARGS, "--out", str(run), "--resume"])
     if code != 0:
         trial.problem = f"{what}: --resume exited {code}: {err.strip()}"
