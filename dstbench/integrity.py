@@ -11,8 +11,8 @@ leaves behind can be checked before it is believed:
   ``summary.json``) are listed with their SHA-256 in ``integrity.json`` (the *manifest*), which also
   seals itself. A file is rewritten in two manifest steps (first both old and new hashes are accepted,
   then only the new one), so a kill between any two renames never makes a good file look damaged.
-* **Every read** goes through :func:`read_json`, :func:`read_jsonl`, :func:`read_sealed_zip` and
-  :func:`load_checkpoint_bytes`: truncation, garbled or non-UTF-8 bytes, bad zips, bad CRCs, ``NaN`` in
+* **Every read** goes through :func:`read_json`, :func:`read_jsonl` and :func:`read_sealed_zip` (via
+  ``RunDir`` and ``load_mask_snapshot``): truncation, garbled or non-UTF-8 bytes, bad zips, bad CRCs, ``NaN`` in
   JSON and hash mismatches all become one :class:`RunFileError` line naming the file.
 
 Folders written before sealing existed (no manifest, unsealed zips) are read as *legacy*: one warning
@@ -30,7 +30,7 @@ import os
 import struct
 import subprocess
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -279,13 +279,6 @@ class Manifest:
         """Listed, and not possibly still unwritten (a kill between the manifest and the first write)."""
         accepted = self.files.get(self._key(path))
         return accepted is not None and ABSENT not in accepted
-
-    def forget(self, paths: Iterable[Path]) -> None:
-        changed = False
-        for path in paths:
-            changed |= self.files.pop(self._key(path), None) is not None
-        if changed:
-            self.save()
 
 
 # -- housekeeping ----------------------------------------------------------------------------------------

@@ -34,9 +34,11 @@ def find_mismatch(
 ) -> tuple[str, Any, Any] | None:
     """(field, saved value, requested value) of the first difference, or None."""
     current = cfg.to_json()
+    defaults = TrainConfig().to_json()  # a field newer than the run: the run used its default
     for key in sorted(current):
-        if key not in RESUME_IGNORED_FIELDS and saved_config.get(key) != current[key]:
-            return key, saved_config.get(key), current[key]
+        saved = saved_config.get(key, defaults.get(key))
+        if key not in RESUME_IGNORED_FIELDS and saved != current[key]:
+            return key, saved, current[key]
     if saved_version is not None:
         now = code_version()
         for key in ("package", "commit"):

@@ -134,6 +134,11 @@ def _open_for_resume(run: RunDir, cfg: TrainConfig, device: torch.device) -> dic
     starts from scratch (unless its config says it was a different run).
     """
     if not run.checkpoint.exists():
+        if run.summary.exists():
+            raise CheckpointError(
+                f"{run.checkpoint} is missing from a finished run (its results are in {run.summary.name}); "
+                "nothing to resume: use another --out to train it again"
+            )
         if run.config.exists():
             try:
                 saved = run.read_json(run.config)

@@ -1,9 +1,15 @@
 """Suite-wide settings.
 
 One torch thread per test process: the runs here are tiny, and on a 2-core CI machine two threads
-fighting over each small kernel cost several times more CPU than they save.
+fighting over each small kernel cost several times more CPU than they save. The code version is pinned
+(see below).
 """
+
+import os
 
 import torch
 
 torch.set_num_threads(1)
+# Runs record the code version (package + git commit) and are only resumed or reused by the same code;
+# pin it so that a commit made while the suite runs cannot fail a kill-and-resume test.
+os.environ.setdefault("DSTBENCH_CODE_VERSION", "tests")

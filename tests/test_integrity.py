@@ -343,3 +343,45 @@ def test_compare_refuses_runs_from_other_code(
         assert f"now '{'f' * 40}'" in line and "--rerun-mismatched" in line
     finally:
         integrity.code_version.cache_clear()
+
+
+def test_code_version_is_the_package_and_the_git_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dstbench import __version__, integrity
+
+    monkeypatch.delenv("DSTBENCH_CODE_VERSION", raising=False)
+    integrity.code_version.cache_clear()
+    try:
+        version = integrity.code_version()
+        assert version["package"] == __version__
+        commit = version["commit"]
+        assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+        head = subprocess.run(["git", "-C", str(Path(integrity.__file__).parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True)  # fmt: skip
+        if head.returncode == 0:
+            assert commit == head.stdout.strip()
+    finally:
+        integrity.code_version.cache_clear()
+
+
+def test_a_field_newer_than_the_run_counts_as_its_default() -> None:
+    from dstbench.config import TrainConfig
+    from dstbench.reuse import find_mismatch
+
+    cfg = TrainConfig(out="x")
+    saved = cfg.to_json()
+    del saved["label_smoothing"]  # a run from before the field existed
+    assert find_mismatch(saved, None, cfg) is None
+    assert find_mismatch(saved, None, TrainConfig(out="x", label_smoothing=0.1)) == ("label_smoothing", 0.0, 0.1)
+    resumed_elsewhere = {**cfg.to_json(), "device": "cuda", "out": "y"}
+    assert find_mismatch(resumed_elsewhere, None, cfg) is None
+
+
+def test_a_finished_run_without_its_checkpoint_is_not_retrained(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(finished, tmp_path)
+    (run / "checkpoint.pt").unlink()
+    summary = (run / "summary.json").read_bytes()
+    assert main(["train", *TINY, "--out", str(run), "--resume"]) == 2
+    assert "checkpoint.pt is missing from a finished run" in _err(capsys)[0]
+    assert (run / "summary.json").read_bytes() == summary
