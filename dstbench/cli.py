@@ -270,7 +270,8 @@ def _interrupted_message(signum: int, command: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command: str | None = None
+    words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
+    command: str | None = words[0] if words else None  # known before parsing, for a signal during start-up
     with _signals_interrupt():
         try:
             parser = build_parser()
@@ -278,7 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args = parser.parse_args(argv)
             except SystemExit as exit_:  # usage errors (already printed as one line) and --help
                 return exit_.code if isinstance(exit_.code, int) else 2
-            command = args.command
             logging.basicConfig(
                 level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
             )
