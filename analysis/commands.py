@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dstbench.errors import ConfigError
 from dstbench.hparams import parse_hp_assignments
+from dstbench.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
 
 
 from .sweep import DEFAULT_SPARSITIES, SWEEP_FILE
@@ -41,16 +42,16 @@ def _add_flops(sub: Any) -> None:
     flops = sub.add_parser("flops", help="forward, inference and training FLOPs of a model (RigL App. H)")
     add = flops.add_argument
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
-    add("--input-size", type=int, required=True, help="input height = width, e.g. 224 or 32")
-    add("--num-classes", type=int, help="classifier outputs (default: the model's own default head)")
-    add("--sparsity", type=float, default=0.0, help="target sparsity in [0, 1); 0 is dense")
+    add("--input-size", type=POSITIVE_INT, required=True, help="input height = width, e.g. 224 or 32")
+    add("--num-classes", type=POSITIVE_INT, help="classifier outputs (default: the model's own default head)")
+    add("--sparsity", type=SPARSITY, default=0.0, help="target sparsity in [0, 1); 0 is dense")
     add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er, erk or global")
     add("--dense-layers", default="none", help="layers kept dense: none, first or mest")
-    add("--min-active", type=int, default=1, help="minimum active weights per layer")
+    add("--min-active", type=NON_NEGATIVE_INT, default=1, help="minimum active weights per layer")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
-    add("--epochs", type=int, help="training epochs (needed with --method)")
-    add("--train-samples", type=int, help="N_train, samples per epoch, e.g. 1281167 for ImageNet (needed with --method)")
-    add("--batch-size", type=int, default=128, help="samples per step; sets how often schedules fire")
+    add("--epochs", type=POSITIVE_INT, help="training epochs (needed with --method)")
+    add("--train-samples", type=POSITIVE_INT, help="N_train, samples per epoch, e.g. 1281167 for ImageNet (needed with --method)")
+    add("--batch-size", type=POSITIVE_INT, default=128, help="samples per step; sets how often schedules fire")
     add("--hp", action="append", default=[], metavar="NAME=VALUE",
         help="method hyper-parameter (repeatable; default: the method's own)")  # fmt: skip
     add("--json", action="store_true", help="print JSON instead of a table")
@@ -156,7 +157,7 @@ def _render_flops(result: dict[str, Any]) -> str:
 
 # -- sweep -----------------------------------------------------------------------------------------
 def _add_sweep(sub: Any) -> None:
-    from dstbench.cli import add_train_options
+    from dstbench.cli import RERUN_HELP, add_train_options
     from dstbench.execution import add_execution_options
 
     sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (BiDST Figure 3)")
@@ -168,6 +169,7 @@ def _add_sweep(sub: Any) -> None:
     )
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
+    sweep.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
     add_train_options(sweep, single_run=False)
     add_execution_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
@@ -190,6 +192,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
         execution=execution_from_args(args),
+        rerun_mismatched=args.rerun_mismatched,
     )
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
     return 0
@@ -204,8 +207,8 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
-    interval.add_argument("--interval", type=float, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=int, help="compare masks every N steps (default: at each update)")
+    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks every EPOCHS (default: at each update)")
+    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks every N steps (default: at each update)")
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")

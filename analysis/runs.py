@@ -75,7 +75,7 @@ def load_run(path: str | Path) -> Run:
     run = RunDir(path)
     if not run.path.is_dir():
         raise DstbenchError(f"{run.path}: no such run directory")
-    summary = run.read_json(run.summary) if run.summary.exists() else None
+    summary = run.optional_json(run.summary)
     return Run(run, run.read_json(run.config), run.read_json(run.plan), summary)
 
 

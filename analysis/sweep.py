@@ -1,7 +1,8 @@
 """The extreme-sparsity sweep (spec §10, BiDST Figure 3): every method at every sparsity up to 99.9999 %.
 
 Each point is an ordinary run in the sweep folder, trained through ``compare``'s grid, so finished
-points are reused and interrupted ones resumed: re-issuing a sweep trains only what is missing. At
+points are reused and interrupted ones resumed (only if their config and code version match; otherwise
+one error line, or retrained with ``--rerun-mismatched``): re-issuing a sweep trains only what is missing. At
 extreme sparsity the one-weight-per-layer floor (k = n - floor(s·n)) keeps the realised sparsity below
 the nominal one, so every point records both, over the sparsified layers and over all conv/FC weights.
 ``sweep.json`` (read by ``dstbench plot sparsity-curve``) and ``sweep.csv`` hold one line per point.

@@ -100,13 +100,11 @@ class MaskChange:
 
 
 def snapshots(run: Run) -> list[Snapshot]:
-    """The initial masks (t = 0) and then every update's, in time order."""
-    masks_dir = run.dir.masks_dir
-    init = masks_dir / "init.npz"
-    if not init.exists():
+    """The initial masks (t = 0) and then every update's, in time order (as the run folder lists them)."""
+    files = run.dir.snapshot_files()
+    if not files or files[0].name != "init.npz":
         raise DstbenchError(f"{run.path} has no mask snapshots (no masks/init.npz)")
-    updates = sorted(masks_dir.glob("step_*.npz"))
-    return [Snapshot(0, init)] + [Snapshot(int(path.stem.removeprefix("step_")), path) for path in updates]
+    return [Snapshot(0, files[0])] + [Snapshot(int(path.stem.removeprefix("step_")), path) for path in files[1:]]
 
 
 def compare_masks(before: Masks, after: Masks) -> dict[str, LayerChange]:

@@ -1,4 +1,8 @@
-"""dstbench: benchmarking Dynamic Sparse Training behind one ``MaskUpdater`` interface."""
+"""dstbench: benchmarking Dynamic Sparse Training behind one ``MaskUpdater`` interface.
+
+The public names are imported on first use (PEP 562), so ``import dstbench`` is instant: the command
+line installs its SIGINT/SIGTERM handlers before torch loads, and a Ctrl-C during start-up is one line.
+"""
 
 from __future__ import annotations
 

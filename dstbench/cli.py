@@ -2,27 +2,32 @@
 
 Bad input of any kind (unknown names, out-of-range values, missing or corrupt data or checkpoints)
 ends with one line on stderr, ``dstbench: error: ...``, and exit code 2; never a traceback. Files
-written before the error stay as they were, because every write is atomic.
+written before the error stay as they were, because every write is atomic. SIGINT and SIGTERM (what
+SLURM and ``timeout`` send) end with one line too, leaving a folder that ``--resume`` continues; the
+handlers are installed before torch is imported, so a Ctrl-C during start-up is no traceback either.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from .config import PRESETS, TrainConfig, resolve_config
+from .config import PRESETS, TrainConfig
 from .errors import DstbenchError
+from .execution import add_execution_options
 from .fielddocs import field_docs
 from .hparams import parse_hp_assignments
-from .execution import add_execution_options
 
 __all__ = ["main", "build_parser", "add_train_options", "train_overrides", "split_list", "describe_method"]
 
@@ -113,6 +118,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .hparams import parse_hp_assignments
     from .trainer import train
 
     cfg = resolve_config(args.preset, args.config, train_overrides(args), parse_hp_assignments(args.hp))
@@ -156,6 +163,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
         execution=execution_from_args(args),
+        rerun_mismatched=args.rerun_mismatched,
     )
     print(format_table(summaries))
     return 0
@@ -177,6 +185,7 @@ def _cmd_lt(args: argparse.Namespace) -> int:
         overrides=overrides,
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        rerun_mismatched=args.rerun_mismatched,
     )
     print(format_table(summaries))
     return 0
@@ -237,6 +246,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from dstbench.data import prepare
 
+    from .rundir import check_output_dir
+
+    check_output_dir(args.out)
     paths = prepare(
         args.dataset,
         args.data_dir,
@@ -249,7 +261,15 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+RERUN_HELP = "retrain (replacing) runs in --out made with other settings or code, instead of refusing"
+
+
+RERUN_HELP = "retrain (replacing) runs in --out made with other settings or code, instead of refusing"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .validation import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, SEED, SPARSITY
+
     parser = _Parser(prog="dstbench", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -263,21 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sparsities", help="comma-separated sparsities (default: the preset's, 0.9 for quick)")
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
+    compare.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
     add_train_options(compare, single_run=False)
     add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)
 
     lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
-    lottery.add_argument("--sparsity", type=float, required=True, help="final sparsity, e.g. 0.9")
-    lottery.add_argument("--rounds", type=int, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
+    lottery.add_argument("--sparsity", type=SPARSITY, required=True, help="final sparsity, e.g. 0.9")
+    lottery.add_argument("--rounds", type=POSITIVE_INT, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
     lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
     lottery.add_argument(
-        "--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
+        "--prune-per-round", type=FRACTION, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
     )
     lottery.add_argument(
-        "--rewind-step", type=int, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
+        "--rewind-step", type=NON_NEGATIVE_INT, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
     )
-    lottery.add_argument("--seed", type=int, help="seed of every run in the pipeline (default: 0)")
+    lottery.add_argument("--seed", type=SEED, help="seed of every run in the pipeline (default: 0)")
     lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
     add_train_options(lottery, single_run=False)
     lottery.set_defaults(func=_cmd_lt)
@@ -305,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--dataset", required=True, help="cifar10, cifar100, imagefolder or synthetic")
     prepare.add_argument("--data-dir", help="dataset folder or .tar.gz (default: none; synthetic needs none)")
     prepare.add_argument("--out", required=True, help="output folder for train.beton and test.beton")
-    prepare.add_argument("--max-train-samples", type=int, help="class-balanced training subset (default: all)")
-    prepare.add_argument("--max-test-samples", type=int, help="class-balanced test subset (default: all)")
-    prepare.add_argument("--seed", type=int, default=0, help="seed of the subset draw (and of synthetic data)")
+    prepare.add_argument("--max-train-samples", type=POSITIVE_INT, help="class-balanced training subset (default: all)")
+    prepare.add_argument("--max-test-samples", type=POSITIVE_INT, help="class-balanced test subset (default: all)")
+    prepare.add_argument("--seed", type=SEED, default=0, help="seed of the subset draw (and of synthetic data)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
     from dstbench.analysis.commands import add_commands
@@ -316,22 +337,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised where the program is, so atomic writes unwind cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` while the command runs (then the old handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted_message(signum: int, command: str | None) -> str:
+    name = signal.Signals(signum).name
+    if command in ("train", "compare", "sweep"):
+        return (f"dstbench: interrupted by {name}; every finished epoch is saved: "
+                "run the same command with --resume (compare/sweep: the same command) to continue")
+    return f"dstbench: interrupted by {name}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # usage errors (already printed as one line) and --help
-        return exit_.code if isinstance(exit_.code, int) else 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        code: int = args.func(args)
-        return code
-    except DstbenchError as exc:
-        print(f"dstbench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dstbench: interrupted", file=sys.stderr)
-        return 130
+    words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
+    command: str | None = words[0] if words else None  # known before parsing, for a signal during start-up
+    with _signals_interrupt():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exit_:  # usage errors (already printed as one line) and --help
+                return exit_.code if isinstance(exit_.code, int) else 2
+            logging.basicConfig(
+                level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            )
+            code: int = args.func(args)
+            return code
+        except DstbenchError as exc:
+            print(f"dstbench: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            with contextlib.suppress(Interrupted):
+                print(_interrupted_message(signum, command), file=sys.stderr)
+            return 128 + int(signum)
 
 
 if __name__ == "__main__":

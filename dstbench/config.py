@@ -8,7 +8,6 @@ resumed run can never silently continue under different settings.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,8 +19,18 @@ import yaml
 from .distributions import DENSE_PROFILES, DISTRIBUTIONS, validate_sparsity
 from .errors import ConfigError
 from .hparams import coerce_value
+from .validation import (
+    FRACTION,
+    MOMENTUM,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    SEED,
+    SPARSITY,
+    Rule,
+)
 
-__all__ = ["TrainConfig", "PRESETS", "Preset", "resolve_config", "load_yaml_config", "RESUME_IGNORED_FIELDS"]
+__all__ = ["TrainConfig", "PRESETS", "Preset", "resolve_config", "load_yaml_config", "RESUME_IGNORED_FIELDS", "FIELD_RULES"]
 
 
 @dataclass
@@ -117,19 +126,10 @@ class TrainConfig:
             raise ConfigError(f"unknown distribution {self.distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
         if self.dense_layers not in DENSE_PROFILES:
             raise ConfigError(f"unknown dense-layer profile {self.dense_layers!r}; choose from {', '.join(DENSE_PROFILES)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_train_samples", "max_test_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        for name in ("lr", "weight_decay", "momentum", "eta_min", "warmup_epochs", "label_smoothing"):
-            value = float(getattr(self, name))
-            if math.isnan(value) or value < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
-        if self.save_rewind_step is not None and self.save_rewind_step < 0:
-            raise ConfigError(f"--save-rewind-step must be >= 0, got {self.save_rewind_step}")
+        for name, rule in FIELD_RULES.items():
+            rule.check(f"--{name.replace('_', '-')}", getattr(self, name))
+        if not self.out.strip():
+            raise ConfigError("--out is empty; give a folder for the run")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -139,6 +139,29 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+FIELD_RULES: dict[str, Rule] = {
+    "max_train_samples": POSITIVE_INT,
+    "max_test_samples": POSITIVE_INT,
+    "synthetic_train_samples": POSITIVE_INT,
+    "synthetic_test_samples": POSITIVE_INT,
+    "sparsity": SPARSITY,
+    "min_active": NON_NEGATIVE_INT,
+    "epochs": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "eval_batch_size": POSITIVE_INT,
+    "grad_accum": POSITIVE_INT,
+    "lr": NON_NEGATIVE_FLOAT,
+    "momentum": MOMENTUM,
+    "weight_decay": NON_NEGATIVE_FLOAT,
+    "warmup_epochs": NON_NEGATIVE_FLOAT,
+    "eta_min": NON_NEGATIVE_FLOAT,
+    "label_smoothing": FRACTION,
+    "seed": SEED,
+    "num_workers": NON_NEGATIVE_INT,
+    "save_rewind_step": NON_NEGATIVE_INT,
+}
+"""The range of every numeric field (None, for the optional ones, means unset); see ``validation``."""
 
 # Fields that may differ between a killed run and its resumption without changing the numbers.
 RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size"})
@@ -243,9 +266,11 @@ PRESETS: dict[str, Preset] = {
 def load_yaml_config(path: str) -> dict[str, Any]:
     """Read a YAML mapping of TrainConfig fields (``hp:`` holds method hyper-parameters)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file (not UTF-8); give a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

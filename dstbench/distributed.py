@@ -222,3 +222,7 @@ class ReplicaRunDir(RunDir):
     save_masks: Callable[..., None] = _skip  # type: ignore[assignment]
     save_checkpoint: Callable[..., None] = _skip  # type: ignore[assignment]
     save_rewind: Callable[..., None] = _skip  # type: ignore[assignment]
+    start_manifest: Callable[..., None] = _skip  # type: ignore[assignment]
+    keep_or_start_manifest: Callable[..., None] = _skip  # type: ignore[assignment]
+    list_snapshots: Callable[..., None] = _skip  # type: ignore[assignment]
+    remove: Callable[..., None] = _skip  # type: ignore[assignment]

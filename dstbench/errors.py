@@ -19,3 +19,11 @@ class DataError(DstbenchError):
 
 class CheckpointError(DstbenchError):
     """A checkpoint cannot be read, or does not belong to the run being resumed."""
+
+
+class StorageError(DstbenchError):
+    """A file cannot be written: full disk, read-only or unwritable location, a file where a folder should be."""
+
+
+class TrainingDiverged(DstbenchError):
+    """The training loss became non-finite; the last good checkpoint is left as it was."""

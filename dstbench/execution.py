@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 
 __all__ = ["LAUNCHERS", "Execution", "SlurmOptions", "add_execution_options", "execution_from_args"]
 
@@ -74,15 +75,15 @@ class Execution:
 def add_execution_options(parser: argparse.ArgumentParser) -> None:
     """``--jobs``, ``--devices``, ``--launcher`` and the SLURM options, for ``compare`` and ``sweep``."""
     add = parser.add_argument
-    add("--jobs", type=int, default=1, help="runs at once, one process each (default: 1, in this process)")
+    add("--jobs", type=POSITIVE_INT, default=1, help="runs at once, one process each (default: 1, in this process)")
     add("--devices", help="comma-separated devices the runs are placed on round-robin, e.g. cuda:0,cuda:1 (default: --device)")
     add("--launcher", choices=LAUNCHERS, default="none",
         help="submitit: slurm job array, or local (same path, no cluster) (default: none)")  # fmt: skip
     add("--slurm-partition", help="SLURM partition (default: the cluster's)")
-    add("--slurm-gpus", type=int, default=0, help="GPUs per job (default: 0)")
-    add("--slurm-cpus", type=int, default=2, help="CPUs per job (default: 2)")
-    add("--slurm-mem-gb", type=float, help="memory per job in GB (default: the cluster's)")
-    add("--slurm-time", type=int, default=60 * 24, help="minutes per job before it is requeued (default: 1440)")
+    add("--slurm-gpus", type=NON_NEGATIVE_INT, default=0, help="GPUs per job (default: 0)")
+    add("--slurm-cpus", type=POSITIVE_INT, default=2, help="CPUs per job (default: 2)")
+    add("--slurm-mem-gb", type=POSITIVE_FLOAT, help="memory per job in GB (default: the cluster's)")
+    add("--slurm-time", type=POSITIVE_INT, default=60 * 24, help="minutes per job before it is requeued (default: 1440)")
     add("--slurm-account", help="SLURM account to charge (default: the user's)")
     add("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra #SBATCH line (repeatable)")
     add("--submitit-dir", help="job scripts and logs (default: OUT/.submitit)")

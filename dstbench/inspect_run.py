@@ -53,6 +53,7 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
         {key: record[key] for key in ("step", "epoch", "iou", "grown", "dropped", "seconds")}
         for record in run.read_jsonl(run.topology)
     ]
+    summary = run.optional_json(run.summary)
     return {
         "run_dir": str(run.path),
         "distribution": plan.get("distribution"),

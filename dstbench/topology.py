@@ -12,12 +12,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
+from .integrity import RunFileError, read_sealed_zip, seal, sha256
 
 __all__ = [
     "LayerChange",
@@ -129,8 +131,10 @@ class TopologyRecord:
         return cls(step=int(data["step"]), epoch=int(data["epoch"]), seconds=float(data["seconds"]), layers=layers)
 
 
-def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.Tensor], **meta: Any) -> None:
-    """Write ``masks`` (name -> bool tensor) packed 8 per byte into one ``.npz``, atomically."""
+def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.Tensor], **meta: Any) -> str:
+    """Write ``masks`` (name -> bool tensor) packed 8 per byte into one sealed ``.npz``, atomically.
+
+    Returns the SHA-256 in the seal (see :mod:`dstbench.integrity`)."""
     arrays: dict[str, np.ndarray] = {}
     shapes: dict[str, list[int]] = {}
     for name, mask in masks.items():
@@ -140,15 +144,24 @@ def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.T
     arrays["__meta__"] = np.frombuffer(json.dumps({"shapes": shapes, **meta}).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(path, buffer.getvalue())
+    plain = buffer.getvalue()
+    atomic_write_bytes(path, seal(plain))
+    return sha256(plain)
 
 
 def load_mask_snapshot(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Boolean numpy masks by layer name from a snapshot written by :func:`save_mask_snapshot`."""
-    with np.load(path) as data:
-        meta = json.loads(bytes(data["__meta__"]).decode())
-        masks = {}
-        for name, shape in meta["shapes"].items():
-            count = int(np.prod(shape))
-            masks[name] = np.unpackbits(data[name], count=count).astype(bool).reshape(shape)
+    """Boolean numpy masks by layer name from a snapshot written by :func:`save_mask_snapshot`.
+
+    The seal is verified first; any damage is a one-line :class:`~dstbench.integrity.RunFileError`."""
+    where = Path(path)
+    body, _ = read_sealed_zip(where)
+    try:
+        with np.load(io.BytesIO(body)) as data:
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            masks = {}
+            for name, shape in meta["shapes"].items():
+                count = int(np.prod(shape))
+                masks[name] = np.unpackbits(data[name], count=count).astype(bool).reshape(shape)
+    except Exception as exc:  # numpy/zipfile raise many types (EOFError, BadZipFile, ValueError, KeyError)
+        raise RunFileError(f"{where} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     return masks

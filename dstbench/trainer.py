@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -25,15 +24,17 @@ from tqdm import tqdm
 
 from . import __version__
 from .compiled import FastStep, get_lr, set_lr
+from .config import TrainConfig
 from .cost import run_flops
-from .config import RESUME_IGNORED_FIELDS, TrainConfig
 from .distributed import DistContext, MaskAgreement, ReplicaRunDir
 from .distributions import plan_sparsity
 from .engine import SparseEngine
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DstbenchError, TrainingDiverged
+from .integrity import code_version
 from .layers import describe_layers
 from .registry import create_updater
-from .rundir import RunDir
+from .reuse import check_same_run
+from .rundir import RunDir, check_output_dir
 from .tickets import pipeline_flops
 from .updater import MaskUpdater
 
@@ -132,14 +133,83 @@ def data_config(cfg: TrainConfig, ctx: DistContext | None = None) -> DataConfig:
     )
 
 
-def _check_resumable(run: RunDir, cfg: TrainConfig) -> None:
-    saved = run.read_json(run.config)
-    current = json.loads(json.dumps(cfg.to_json()))  # as written: tuples given in Python come back as lists
-    changed = sorted(k for k in current if k not in RESUME_IGNORED_FIELDS and saved.get(k) != current[k])
-    if changed:
-        key = changed[0]
-        raise CheckpointError(
-            f"--resume with a different config: {key} was {saved.get(key)!r}, now {current[key]!r} ({run.path})"
+def _open_for_resume(run: RunDir, cfg: TrainConfig, device: torch.device) -> dict[str, Any] | None:
+    """The verified checkpoint of the run in ``cfg.out`` if it is this run; None if it has none yet.
+
+    Nothing is written here: a damaged checkpoint or a different config ends with one line and the
+    folder exactly as it was. A run killed before its first checkpoint has nothing to continue, so it
+    starts from scratch (unless its config says it was a different run).
+    """
+    if not run.checkpoint.exists():
+        if run.summary.exists():
+            raise CheckpointError(
+                f"{run.checkpoint} is missing from a finished run (its results are in {run.summary.name}); "
+                "nothing to resume: use another --out to train it again"
+            )
+        if run.config.exists():
+            try:
+                saved = run.read_json(run.config)
+            except DstbenchError:
+                saved = None  # damaged, and there is no checkpoint to protect: start over
+            if saved is not None:  # nothing trained yet, so only the config can make it a different run
+                check_same_run(run.path, saved, code_version(), cfg, resume=True)
+        log.warning("%s has no checkpoint yet (killed before its first epoch ended): starting it from scratch", run.path)
+        return None
+    state = run.load_checkpoint(device)
+    saved_config = state.get("config")
+    if saved_config is None:  # legacy checkpoint: the config lives in config.json only
+        saved_config = run.read_json(run.config)
+    check_same_run(run.path, saved_config, state.get("code_version"), cfg, resume=True)
+    return state
+
+
+def _rewrite_derived(run: RunDir, config: dict[str, Any], plan: Any, metrics: list[dict[str, Any]], engine: SparseEngine) -> None:
+    """Rewrite config, plan, metrics and topology from the checkpoint, and say which ones were damaged.
+
+    A file behind the checkpoint (a kill between the checkpoint and its write) is simply brought up to
+    date; a damaged one is named. Mask snapshots cannot be rebuilt: a damaged one is an error.
+    """
+    steps = [record.step for record in engine.records]
+    snapshots = run.verify_snapshots(steps)
+    keep = {path.name for path in run.snapshot_paths(steps)}
+    run.remove(sorted(p for p in run.masks_dir.glob("*.npz") if p.name not in keep))  # from an epoch lost to a kill
+    for path in (run.config, run.plan, run.metrics, run.topology, run.summary):
+        try:
+            if path.suffix == ".jsonl":
+                run.read_jsonl(path)
+            elif path.exists():
+                run.read_json(path)
+        except DstbenchError as exc:
+            log.warning("repairing %s from the checkpoint (%s)", path.name, exc)
+    run.keep_or_start_manifest()
+    run.list_snapshots(snapshots)
+    run.write_config(config)
+    run.write_plan(plan)
+    run.write_metrics(metrics)
+    run.write_topology(engine.records)
+
+
+class _DivergenceGuard:
+    """Stops training at the first non-finite loss, with the step and the last finite loss."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.last_finite: float | None = None
+
+    def check(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.last_finite = value
+            return
+        last = "none yet" if self.last_finite is None else f"{self.last_finite:.6g}"
+        kept = (
+            f"the checkpoint of epoch {epoch} in {self.run.path} is intact"
+            if epoch > 0
+            else "no checkpoint was written"
+        )
+        raise TrainingDiverged(
+            f"training diverged: loss is {value} at epoch {epoch + 1}, step {step} (last finite loss {last}); "
+            f"{kept}; try a lower --lr"
         )
 
 
@@ -176,13 +246,18 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
     run = RunDir(cfg.out) if ctx is None or ctx.is_main else ReplicaRunDir(cfg.out)
+    check_output_dir(cfg.out)
+    if ctx is None or ctx.is_main:
+        run.clean_orphans()
+    state: dict[str, Any] | None = None
     if resume:
-        _check_resumable(run, cfg)
+        state = _open_for_resume(run, cfg, device)
     elif run.checkpoint.exists() or run.summary.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
     torch.manual_seed(cfg.seed)
     data = build_data(data_config(cfg, ctx), device)
+    _check_subset_sizes(cfg, data)
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -222,8 +297,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     train_seconds = 0.0
-    if resume:
-        state = run.load_checkpoint(device)
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -238,8 +312,14 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
         start_epoch = int(state["epoch"]) + 1
         if progress:
             tqdm.write(f"[{cfg.method}] resuming {run.path} from epoch {start_epoch + 1}/{cfg.epochs}")
+        run_config = state.get("config") or run.read_json(run.config)
+        _rewrite_derived(run, run_config, plan, metrics, engine)
     else:
-        run.write_config(cfg.to_json())
+        run_config = cfg.to_json()
+        stale = [run.metrics, run.topology, run.summary, *sorted(run.masks_dir.glob("*.npz"))]
+        run.remove([path for path in stale if path.exists()])
+        run.start_manifest()
+        run.write_config(run_config)
         run.write_plan(plan)
         init_batch = next(iter(data.train)) if updater.needs.init_batch else None
         engine.initialize(init_batch)
@@ -255,6 +335,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
     if fast is not None:
         train_model = fast.forward_model
 
+    guard = _DivergenceGuard(run)
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         updates_before = engine.update_seconds
@@ -298,6 +379,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
                             optimizer.zero_grad(set_to_none=True)
                 if fast is not None:
                     fast.after_warmup_step()
+            guard.check(loss, epoch, step)
             loss_sum += loss.detach().double() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
@@ -331,8 +413,8 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
                 f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
                 f"test_acc {test_acc:.4f} updates {row['topology_updates']} ({epoch_seconds:.1f}s)"
             )
-        run.write_metrics(metrics)
-        run.write_topology(engine.records)
+        # The checkpoint first: metrics and topology are never ahead of it (a kill in between leaves
+        # them one epoch behind, and --resume rewrites them from the checkpoint).
         run.save_checkpoint(
             {
                 "epoch": epoch,
@@ -344,10 +426,14 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
                 "torch_rng": torch.get_rng_state(),
                 "version": __version__,
                 **({"distributed": agreement.state_dict()} if agreement is not None else {}),
+                "code_version": code_version(),
+                "config": run_config,
             }
         )
+        run.write_metrics(metrics)
+        run.write_topology(engine.records)
 
-    problems = engine.violations()
+    problems = engine.violations(final=True)
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
     summary = _summary(cfg, engine, metrics, train_seconds, steps_per_epoch, data.input_size, data.num_train_samples)
@@ -360,8 +446,20 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
             "mask_checks": len(agreement.records),
             "all_agreed": all(r["agreed"] for r in agreement.records),
         }
+    summary["code_version"] = code_version()
     run.write_summary(summary)
     return summary
+
+
+def _check_subset_sizes(cfg: TrainConfig, data: Any) -> None:
+    """A subset larger than the data is an error, not a silent clamp (the run would be mislabelled)."""
+    for option, limit, loader, split in (
+        ("--max-train-samples", cfg.max_train_samples, data.train, "training"),
+        ("--max-test-samples", cfg.max_test_samples, data.test, "test"),
+    ):
+        available = getattr(loader, "num_samples", None)
+        if limit is not None and available is not None and limit > available:
+            raise ConfigError(f"{option} {limit} exceeds the {available} {split} samples of {cfg.dataset}")
 
 
 def _summary(

@@ -1,0 +1,110 @@
+"""Fault injection at scale: the counts behind "nothing silently wrong" (issue 10).
+
+    python benchmarks/fault_injection.py [--random-kills 30] [--damage 200] [--every-write]
+
+* kills at every file-write event of a tiny run (after fsync / before rename / after rename), or a
+  random sample of them, each resumed and compared bit for bit with an uninterrupted run;
+* kills at uniformly random times with SIGKILL, SIGTERM and SIGINT, likewise;
+* random damage to random files of a finished run, through inspect, report, plot iou and --resume;
+* every bad input of ``tests/test_bad_input.py``'s table through ``dstbench.cli.main``.
+
+Prints one line per failure and the totals. CPU only, single-threaded; about 3 s per kill trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from tests import fault_trials as ft  # noqa: E402
+
+
+def _bad_inputs(work: Path) -> tuple[int, int]:
+    import contextlib
+    import io
+
+    from dstbench.cli import main
+    from tests.test_bad_input import BAD_INPUT, _expand, _prepare
+
+    tried = rejected = 0
+    for args, message in BAD_INPUT:
+        folder = Path(tempfile.mkdtemp(dir=work))
+        _prepare(folder)
+        err = io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(folder)
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(_expand(args, folder))
+        finally:
+            os.chdir(cwd)
+        lines = [line for line in err.getvalue().splitlines() if line.startswith("dstbench: error: ")]
+        tried += 1
+        if code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err.getvalue():
+            rejected += 1
+        else:
+            print(f"bad input not rejected cleanly: {args}: {err.getvalue().strip()!r}")
+    return tried, rejected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-kills", type=int, default=30, help="random (write event, stage) kill points")
+    parser.add_argument("--every-write", action="store_true", help="kill at every write event and stage instead")
+    parser.add_argument("--random-kills", type=int, default=30, help="kills at uniformly random times")
+    parser.add_argument("--damage", type=int, default=100, help="damage trials")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="dstbench-faults-"))
+    reference = ft.reference_run(work)
+    writes = ft.count_write_events(work)
+    print(f"one run makes {writes['after_fsync']} fsyncs and {writes['before_rename']} renames", flush=True)
+
+    points = [(stage, n) for stage in ft.STAGES for n in range(1, writes[stage] + 1)]
+    if not args.every_write:
+        points = rng.sample(points, min(args.write_kills, len(points)))
+    kills = [ft.kill_trial(reference, work, stage=stage, nth=n) for stage, n in points]
+    signals = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+    duration = 4.0
+    kills += [
+        ft.kill_trial(reference, work, after=rng.uniform(0.0, duration), signum=signals[i % 3])
+        for i in range(args.random_kills)
+    ]
+    for trial in kills:
+        if trial.problem:
+            print("kill:", trial.problem)
+    identical = sum(t.identical and not t.problem for t in kills)
+    before_end = sum(t.killed for t in kills)
+
+    expected = ft.expected_outputs(reference, work)
+    damages = [ft.damage_trial(reference, work, expected, rng) for _ in range(args.damage)]
+    for trial in damages:
+        if trial.problem:
+            print("damage:", trial.problem)
+    outcomes: dict[str, int] = {}
+    for trial in damages:
+        for outcome in trial.outcomes.values():
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    tried, rejected = _bad_inputs(work)
+    print(f"kills tried {len(kills)} ({before_end} before the run ended), resumed bit-identically {identical}")
+    print(f"{ft.summarise_damage(damages)} (command outcomes: {outcomes})")
+    print(f"bad inputs tried {tried}, rejected in one line {rejected}")
+    ok = identical == len(kills) and all(not t.problem for t in damages) and rejected == tried
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
