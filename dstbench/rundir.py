@@ -154,13 +154,36 @@ class RunDir:
         self._manifest.save()
 
     def save_rewind(self, step: int, model: dict[str, torch.Tensor]) -> None:
-        """The weights a lottery ticket rewinds to (``dstbench.tickets``): the model after ``step`` steps."""
-        atomic_torch_save(self.rewind, {"step": step, "model": {k: v.detach().cpu().clone() for k, v in model.items()}})
+        """The weights a lottery ticket rewinds to (``dstbench.tickets``): the model after ``step`` steps,
+        sealed like the checkpoint."""
+        self._save_sealed(self.rewind, {"step": step, "model": {k: v.detach().cpu().clone() for k, v in model.items()}})
+
+    def load_rewind(self) -> dict[str, Any]:
+        """``rewind.pt`` after its seal is verified."""
+        state = self._load_sealed(self.rewind)
+        if not isinstance(state, dict) or "model" not in state or "step" not in state:
+            raise CheckpointError(f"{self.rewind} is not a dstbench rewind file")
+        return state
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self._save_sealed(self.checkpoint, state)
+
+    @staticmethod
+    def _save_sealed(path: Path, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(self.checkpoint, seal(buffer.getvalue()))
+        atomic_write_bytes(path, seal(buffer.getvalue()))
+
+    @staticmethod
+    def _load_sealed(path: Path, map_location: str | torch.device = "cpu") -> Any:
+        try:
+            body, _ = read_sealed_zip(path)
+        except RunFileError as exc:
+            raise CheckpointError(str(exc)) from None
+        try:
+            return torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
+        except Exception as exc:  # torch raises many types for truncated or foreign files
+            raise CheckpointError(f"cannot read {path}: {type(exc).__name__}") from None
 
     def remove(self, paths: list[Path]) -> None:
         """Delete files the next write would not replace (e.g. snapshots of an epoch lost to a kill)."""
@@ -185,14 +208,7 @@ class RunDir:
         """The checkpoint after its seal is verified; nothing is written, whatever the outcome."""
         if not self.checkpoint.exists():
             raise CheckpointError(f"no checkpoint to resume in {self.path} (expected {self.checkpoint.name})")
-        try:
-            body, _ = read_sealed_zip(self.checkpoint)
-        except RunFileError as exc:
-            raise CheckpointError(str(exc)) from None
-        try:
-            state = torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
-        except Exception as exc:  # torch raises many types for truncated or foreign files
-            raise CheckpointError(f"cannot read checkpoint {self.checkpoint}: {type(exc).__name__}") from None
+        state = self._load_sealed(self.checkpoint, map_location)
         if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
             raise CheckpointError(f"{self.checkpoint} is not a dstbench checkpoint")
         return state

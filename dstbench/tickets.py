@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_json, atomic_write_text
-from .errors import ConfigError, DstbenchError
+from .errors import ConfigError
 from .rundir import RunDir
 
 __all__ = [
@@ -108,10 +108,7 @@ def rewind_weights(path: str | Path, step: int) -> dict[str, torch.Tensor]:
         raise ConfigError(
             f"{root} kept no weights to rewind to (no {run.rewind.name}); train it with --save-rewind-step {step}"
         )
-    try:
-        saved = torch.load(run.rewind, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise DstbenchError(f"cannot read {run.rewind}: {type(exc).__name__}") from None
+    saved = run.load_rewind()
     if int(saved["step"]) != step:
         raise ConfigError(
             f"{root} kept the weights of step {saved['step']}, not {step}: use --hp rewind_step={saved['step']} "
