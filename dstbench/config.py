@@ -178,6 +178,9 @@ PRESETS: dict[str, Preset] = {
             "rigl-itop": {"delta_t": 20},
             "mest": {"update_frequency": 1},
             "mest-ems": {"update_frequency": 1},
+            "top-kast": {"delta_t": 20},
+            "granet": {"delta_t": 20},
+            "srigl": {"delta_t": 20},
         },
     ),
 }
