@@ -82,6 +82,7 @@ class GraNet(MaskUpdater):
         super().__post_init__()
         self._initial: dict[str, int] = {}
         """Per layer: active count before training (derived from the plan; not state)."""
+        self._layers: list[MaskedLayer] = []
 
     def validate(self) -> None:
         if self.death_rate_min > self.death_rate:
@@ -98,6 +99,7 @@ class GraNet(MaskUpdater):
 
     def bind(self, engine: SparseEngine) -> None:
         self._initial = self.initial_counts(engine.sparse_layers, engine.plan.distribution)
+        self._layers = engine.sparse_layers
 
     def initial_counts(self, layers: list[MaskedLayer], distribution: str) -> dict[str, int]:
         """The plan's distribution at ``initial_density`` (never below a layer's final count)."""
@@ -155,7 +157,14 @@ class GraNet(MaskUpdater):
         return masks
 
     def report(self) -> dict[str, Any]:
-        return {"initial_active": dict(self._initial)}
+        """Where global pruning put the weights; a layer it emptied (extreme sparsity) is listed, since
+        GraNet's code has no guard against layer collapse and neither does this."""
+        active = {layer.name: int(layer.mask.sum()) for layer in self._layers}
+        return {
+            "initial_active": dict(self._initial),
+            "active": active,
+            "collapsed_layers": [name for name, count in active.items() if count == 0],
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -167,3 +167,13 @@ def test_one_epoch_smoke_run(tmp_path: Path) -> None:
     summary = train(resolve_config("quick", overrides=overrides, hp={"delta_t": 1, "prune_end": 0.75}), progress=False)
     assert summary["topology_updates"] == 3  # 4 steps: boundaries 1, 2, 3; the ramp ends at 3
     assert summary["realised_sparsity"]["sparsified"] == pytest.approx(0.9, abs=2e-3)
+
+
+def test_a_layer_emptied_by_global_pruning_is_reported() -> None:
+    weights = [[0.9, 0.8, 0.7, 0.6, 0.5, 0, 0, 0, 0, 0], [0.01, 0.02, 0.03, 0.04, 0.05, 0, 0, 0, 0, 0]]
+    grads = [[0.0] * 10, [1.0] * 10]
+    engine = two_linear_engine(weights, grads, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    engine.after_backward(39)  # boundary 40: total 4 + round(6 * 0.2^3) = 4, all of it in layer 0
+    engine.after_optimizer_step(39)
+    report = engine.updater.report()
+    assert report["active"] == {"0": 4, "1": 0} and report["collapsed_layers"] == ["1"]
