@@ -37,7 +37,7 @@ import torch
 from dstbench.engine import SparseEngine
 from dstbench.hparams import Fraction
 from dstbench.registry import register_method
-from dstbench.selection import topk_mask
+from dstbench.selection import topk_mask, topk_per_row
 from dstbench.updater import MaskedLayer, Needs, UpdateContext
 
 from .rigl import RigL
@@ -167,13 +167,11 @@ def _rows_topk(
     prefer: torch.Tensor | None = None,
     at_most: bool = False,
 ) -> torch.Tensor:
-    """Row by row (output neurons) through the shared top-k kernel: ``per_row - already[i]`` best
-    eligible entries of every selected row (``at_most``: up to ``per_row`` of its eligible ones)."""
-    out = torch.zeros_like(scores, dtype=torch.bool)
-    for i in rows.nonzero().flatten().tolist():
-        row_eligible = None if eligible is None else eligible[i]
-        want = per_row - (0 if already is None else int(already[i]))
-        if at_most and row_eligible is not None:
-            want = min(want, int(row_eligible.sum()))
-        out[i] = topk_mask(scores[i], want, eligible=row_eligible, prefer=None if prefer is None else prefer[i])
-    return out
+    """Per output neuron: ``per_row - already[i]`` best eligible entries of every selected row
+    (``at_most``: up to ``per_row`` of its eligible ones), through the shared per-row top-k kernel."""
+    counts = torch.where(rows.to(scores.device), per_row, 0)
+    if already is not None:
+        counts = counts - already.to(scores.device) * rows.to(scores.device)
+    if at_most and eligible is not None:
+        counts = torch.minimum(counts, fan_in_counts(eligible).to(scores.device))
+    return topk_per_row(scores, counts, eligible=eligible, prefer=prefer)
