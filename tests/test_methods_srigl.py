@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from dstbench.cli import main
 from dstbench.config import resolve_config
 from dstbench.distributions import plan_sparsity
 from dstbench.engine import SparseEngine
@@ -112,7 +113,7 @@ def test_constant_fan_in_at_every_update(sparsity: float, seed: int) -> None:
     assert len(h.engine.records) == 4
 
 
-def test_one_epoch_smoke_run_reports_the_fan_in(tmp_path: Path) -> None:
+def test_one_epoch_smoke_run_reports_the_fan_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     overrides = {"method": "srigl", "epochs": 1, "out": str(out), "synthetic_train_samples": 256}
     summary = train(resolve_config("quick", overrides=overrides, hp={"delta_t": 2}), progress=False)
@@ -125,3 +126,10 @@ def test_one_epoch_smoke_run_reports_the_fan_in(tmp_path: Path) -> None:
     assert "fan-in" in render_inspection(inspected)
     assert json.loads((out / "summary.json").read_text())["needs"]["density_policy"] == "at_most"
     assert summary["realised_sparsity"]["sparsified"] == pytest.approx(0.9, abs=0.02)
+    # The prediction starts (and, under at_most, ends) at the constant-fan-in counts.
+    assert main(["flops", "--model", "tiny_cnn", "--input-size", "32", "--num-classes", "10", "--sparsity", "0.9",
+                 "--distribution", "erk", "--method", "srigl", "--epochs", "1", "--train-samples", "256",
+                 "--batch-size", "64", "--hp", "delta_t=2", "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert predicted["train_flops"] == pytest.approx(summary["flops"]["train_flops"], rel=0.02)
+    assert predicted["inference_flops"] == pytest.approx(summary["flops"]["inference_flops"], rel=0.02)
