@@ -1,7 +1,7 @@
 """Top-KAST: Top-K Always Sparse Training (Jayakumar, Pascanu, Rae, Osindero, Elsen; NeurIPS 2020).
 
-There is no official code; this follows the paper (§2, "Top-KAST", and §2.2 "exploration
-regularisation") and spec §5.5. Per sparsified layer with forward density ``D = k / n``::
+There is no official code; this follows the paper's method section (the two top-k sets and the
+exploration regularisation) and spec §5.5. Per sparsified layer with forward density ``D = k / n``::
 
     theta: the dense parameters; values outside B wait, unchanged, in a store (the paper's dense theta)
     every delta_t steps (and before training, on the initial dense theta):
