@@ -30,7 +30,8 @@ def info(boundary: int, steps_per_epoch: int, epochs: int) -> StepInfo:
 
 
 def test_cubic_ramp_end_points_and_middle() -> None:
-    h = make_harness(create_updater("granet", {"delta_t": 10, "prune_end": 0.5}), 0.9, "erk", steps_per_epoch=20, epochs=10)
+    updater = create_updater("granet", {"delta_t": 10, "prune_end": 0.5})
+    h = make_harness(updater, 0.9, "erk", steps_per_epoch=20, epochs=10)
     layers = h.engine.sparse_layers
     updater = h.engine.updater
     assert isinstance(updater, GraNet)
@@ -80,8 +81,10 @@ def two_linear_engine(weights: list[list[float]], grads: list[list[float]], acti
 
 
 def test_update_known_answer_global_prune_then_regenerate() -> None:
-    weights = [[0.9, -0.2, 0.4, 0.0, 0.05, 0.0, 0.7, 0.0, 0.0, 0.0], [0.3, 0.0, -0.6, 0.0, 0.1, 0.0, 0.0, 0.8, 0.0, 0.15]]
-    grads = [[0.1, 0.2, 0.3, 0.9, 0.4, 0.05, 0.6, 0.2, 0.5, 0.01], [0.7, 0.3, 0.2, 0.1, 0.6, 0.25, 0.4, 0.35, 0.9, 0.02]]
+    weights = [[0.9, -0.2, 0.4, 0.0, 0.05, 0.0, 0.7, 0.0, 0.0, 0.0],
+               [0.3, 0.0, -0.6, 0.0, 0.1, 0.0, 0.0, 0.8, 0.0, 0.15]]
+    grads = [[0.1, 0.2, 0.3, 0.9, 0.4, 0.05, 0.6, 0.2, 0.5, 0.01],
+             [0.7, 0.3, 0.2, 0.1, 0.6, 0.25, 0.4, 0.35, 0.9, 0.02]]
     active = [[0, 1, 2, 4, 6], [0, 2, 4, 7, 9]]
     engine = two_linear_engine(weights, grads, active)
     # Independent formula. Boundary 10 of T = 100, ramp end 50: total = 4 + round(6 * 0.8^3) = 7.
@@ -111,7 +114,8 @@ def test_update_known_answer_global_prune_then_regenerate() -> None:
 
 
 def test_totals_exact_at_every_update_and_plan_at_the_end() -> None:
-    h = make_harness(create_updater("granet", {"delta_t": 3, "prune_end": 0.6}), 0.9, "erk", steps_per_epoch=5, epochs=4)
+    updater = create_updater("granet", {"delta_t": 3, "prune_end": 0.6})
+    h = make_harness(updater, 0.9, "erk", steps_per_epoch=5, epochs=4)
     updater = h.engine.updater
     totals = []
     for step in range(20):
@@ -138,7 +142,8 @@ def test_prediction_integrates_the_scheduled_totals_exactly_when_flops_do_not_de
 
     def mlp() -> nn.Module:
         torch.manual_seed(0)
-        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+        layers = [nn.Flatten(), nn.Linear(3 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3)]
+        return nn.Sequential(*layers)
 
     hp = {"delta_t": 3, "prune_end": 0.6}
     model = mlp()
