@@ -147,7 +147,12 @@ def _render_flops(result: dict[str, Any]) -> str:
             f"{result['mask_updates']} mask updates): {result['train_flops']:.4g} = "
             f"{result['train_flops_relative']:.4f} x dense ({result['dense_train_flops']:.4g})"
         )
-        if result["density_policy"] != "exact" and result["mask_updates"]:
+        if result["density_policy"] == "scheduled_global":
+            lines.append(
+                f"note: {result['method']}'s total follows its schedule, but global pruning splits it across layers "
+                "during training; this spreads it like the plan (a run's summary.json integrates the real split)"
+            )
+        elif result["density_policy"] not in ("exact", "scheduled") and result["mask_updates"]:
             lines.append(
                 f"note: {result['method']}'s layer counts change during training; this assumes its initial masks "
                 "throughout (a run's summary.json integrates the real timeline)"

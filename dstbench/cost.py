@@ -288,7 +288,8 @@ def predict_flops(
     asked step by step instead). Methods whose counts follow a schedule are charged their scheduled
     counts from each update on (``scheduled_global`` spreads its total like the plan); other drifting
     policies (``at_least``, ``global``) are only exact from a run's records (:func:`run_flops`).
-    Inference FLOPs are those of the final masks, which end at the plan.
+    Inference FLOPs are those of the final masks, which end at the plan (``at_most``: at the initial
+    counts, which already sit below it).
     """
     steps_per_epoch = math.ceil(train_samples / batch_size)
     engine = SparseEngine(model, plan, updater, None, steps_per_epoch=steps_per_epoch, total_epochs=epochs)
@@ -305,6 +306,8 @@ def predict_flops(
         DensityPhase(step + 1, {**initial, **counts}) for step in updates if (counts := _scheduled_counts(engine, step))
     ]
     final = {**initial, **{layer.name: layer.k for layer in engine.sparse_layers}}
+    if updater.needs.density_policy == "at_most":  # SRigL ends below k, as it starts: fan-in x neurons
+        final = initial
     cost = flops_summary(forward, updater, gradient_densities(engine), phases, schedule, final)
     return {
         **forward_report(forward, initial),

@@ -310,7 +310,8 @@ class SparseEngine:
             self.on_masks(record.step, record.epoch, self.masks(), record)
 
     def _apply_grown_values(self, ctx: UpdateContext, before_backward: dict[str, torch.Tensor]) -> None:
-        """Entries that became active with no value to keep start at the method's ``grown_values``."""
+        """Entries that became active (or entered the backward set) with no value to keep start at the
+        method's ``grown_values``."""
         by_name = {layer.name: layer for layer in self.sparse_layers}
         unknown = set(ctx.grown_values) - set(by_name)
         if unknown:
@@ -321,7 +322,7 @@ class SparseEngine:
                 raise MaskInvariantError(
                     f"{self.updater.name}: grown values for {name} must be shaped {tuple(layer.weight.shape)}"
                 )
-            grown = layer.mask & ~before_backward[name]
+            grown = self._backward(layer) & ~before_backward[name]
             layer.weight.data[grown] = values.to(layer.weight.device, layer.weight.dtype)[grown]
 
     def _install_backward(self, ctx: UpdateContext, *, require_all: bool) -> None:
@@ -402,7 +403,11 @@ class SparseEngine:
             problems.append(f"{sum(counts.values())} active weights in all, target {total} ({policy})")
         for name, count in counts.items():
             target = targets[name]
-            if (policy in ("exact", "scheduled") and count != target) or (policy == "at_least" and count < target):
+            if (
+                (policy in ("exact", "scheduled") and count != target)
+                or (policy == "at_least" and count < target)
+                or (policy == "at_most" and count > target)
+            ):
                 problems.append(f"layer {name} has {count} active weights, target {target} ({policy})")
         return problems
 

@@ -1,7 +1,9 @@
 """``dstbench inspect``: what a run directory says about its masks, without re-running anything.
 
 Reads the checkpoint (weights and ``weight_mask`` buffers), ``plan.json`` (targets) and
-``topology.jsonl``; ``max_abs_pruned`` is the largest |weight| off the mask, which must be exactly 0.
+``topology.jsonl``; ``max_abs_pruned`` is the largest |weight| off the mask, which must be exactly 0;
+``fan_in_min``/``fan_in_max`` span the active inputs per output neuron (rows of the weight) over the
+neurons that have any (SRigL keeps them equal).
 
 Layer collapse is shown, not hidden: a sparsified layer with no active weight is ``collapsed``, and a
 layer that a global selection raised to ``min_active`` is ``clamped`` (from the method's selection
@@ -35,6 +37,8 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
         weight: torch.Tensor = state[f"{entry['name']}.weight"]
         mask: torch.Tensor = state[f"{entry['name']}.weight_mask"]
         pruned = weight[~mask]
+        fan_in = mask.reshape(mask.shape[0], -1).sum(dim=1)
+        fan_in = fan_in[fan_in > 0]  # over the output neurons that have any input
         layers.append(
             {
                 "name": entry["name"],
@@ -46,6 +50,8 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
                 "max_abs_pruned": float(pruned.abs().max()) if pruned.numel() else 0.0,
                 "collapsed": bool(entry["sparsified"]) and int(mask.sum()) == 0,
                 "clamped": entry["name"] in clamped,
+                "fan_in_min": int(fan_in.min()) if fan_in.numel() else 0,
+                "fan_in_max": int(fan_in.max()) if fan_in.numel() else 0,
             }
         )
     sparsified = [(layer["numel"], layer["active"]) for layer in layers if layer["sparsified"]]
@@ -81,7 +87,7 @@ def render_inspection(report: dict[str, Any]) -> str:
     lines = [f"{report['run_dir']}: {report['epochs_done']} epochs, test_acc {report['test_acc']}"]
     if report.get("distribution") == "global":
         lines.append("distribution global: the total is the target; per-layer targets are placeholders")
-    lines.append(f"{'layer':40s} {'numel':>10s} {'active':>10s} {'target':>10s} {'max|pruned|':>12s}")
+    lines.append(f"{'layer':40s} {'numel':>10s} {'active':>10s} {'target':>10s} {'max|pruned|':>12s} {'fan-in':>11s}")
     for layer in report["layers"]:
         flag = "" if layer["sparsified"] else " (dense)"
         if layer.get("collapsed"):
@@ -90,7 +96,8 @@ def render_inspection(report: dict[str, Any]) -> str:
             flag += f" (clamped to min_active {report.get('min_active')})"
         lines.append(
             f"{layer['name'] + flag:40s} {layer['numel']:10d} {layer['active']:10d} "
-            f"{layer['target_active']:10d} {layer['max_abs_pruned']:12.3g}"
+            f"{layer['target_active']:10d} {layer['max_abs_pruned']:12.3g} "
+            f"{str(layer['fan_in_min']) + '-' + str(layer['fan_in_max']):>11s}"
         )
     rs = report["realised_sparsity"]
     lines.append(f"realised sparsity: {rs['sparsified']:.6f} (sparsified layers), {rs['all']:.6f} (all conv+FC)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["topk_mask", "ranked_indices"]
+__all__ = ["topk_mask", "ranked_indices", "topk_per_row"]
 
 
 def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,4 +62,42 @@ def topk_mask(
     if k:
         best = ranked_indices(flat, prefer)[:k]
         chosen.index_fill_(0, best if candidates is None else candidates.index_select(0, best), True)
+    return chosen.view(scores.shape)
+
+
+def topk_per_row(
+    scores: torch.Tensor,
+    counts: torch.Tensor,
+    *,
+    eligible: torch.Tensor | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`topk_mask` applied to every row (first dimension) at once: ``counts[i]`` entries of row
+    ``i``, with the same scores, eligibility and tie-break order, so it equals the row-by-row loop
+    (SRigL's per-neuron fan-in) without a Python loop over neurons."""
+    rows = scores.shape[0]
+    flat = torch.nan_to_num(scores.detach().reshape(rows, -1), nan=float("-inf"))
+    n = flat.shape[1]
+    counts = counts.to(device=scores.device, dtype=torch.long).reshape(rows)
+    if bool(((counts < 0) | (counts > n)).any()):
+        raise ValueError(f"cannot select {counts.tolist()} of {n} entries per row")
+    # The order topk_mask ranks by: score, then preferred entries, then the lower index (stable sorts
+    # from the least significant key up) ...
+    order = torch.arange(n, device=scores.device).expand(rows, n)
+    if prefer is not None:
+        key = prefer.reshape(rows, -1).to(torch.int8)
+        order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    by_score = torch.sort(flat.gather(1, order), dim=1, descending=True, stable=True).indices
+    order = order.gather(1, by_score)
+    # ... and only eligible entries, which keep that order among themselves.
+    if eligible is not None:
+        allowed = eligible.reshape(rows, -1)
+        short = counts > allowed.sum(dim=1)
+        if bool(short.any()):
+            raise ValueError(f"cannot select {counts[short].tolist()} entries in rows {short.nonzero().flatten().tolist()}")
+        by_allowed = torch.sort(allowed.gather(1, order).to(torch.int8), dim=1, descending=True, stable=True).indices
+        order = order.gather(1, by_allowed)
+    take = torch.arange(n, device=scores.device).expand(rows, n) < counts.unsqueeze(1)
+    chosen = torch.zeros(rows, n, dtype=torch.bool, device=scores.device)
+    chosen.scatter_(1, order, take)
     return chosen.view(scores.shape)

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 DenseGradWhen = Literal["never", "update_steps", "every_step"]
-DensityPolicy = Literal["exact", "at_least", "global", "scheduled", "scheduled_global"]
+DensityPolicy = Literal["exact", "at_least", "at_most", "global", "scheduled", "scheduled_global"]
 CadenceUnit = Literal["steps", "epochs"]
 
 
@@ -59,7 +59,8 @@ class Needs:
         init_batch: the method scores weights on data before training (SNIP, GraSP).
         per_step_hook: call :meth:`MaskUpdater.on_step` after every backward pass.
         density_policy: ``exact`` keeps every layer at its target count; ``at_least`` lets a layer hold
-            more (MEST+EM&S grows above the bound between prune and grow); ``global`` only fixes the
+            more (MEST+EM&S grows above the bound between prune and grow); ``at_most`` never more
+            (SRigL: a constant fan-in ``floor(k / active neurons)`` per neuron); ``global`` only fixes the
             total (SNFS, DSR move weights across layers); ``scheduled`` follows the per-layer counts of
             :meth:`MaskUpdater.layer_targets` (gradual pruning: GraNet, GMP); ``scheduled_global`` the
             total of :meth:`MaskUpdater.total_target` with free per-layer counts. Both scheduled
@@ -182,7 +183,8 @@ class UpdateContext:
     model: nn.Module | None = None
     grown_values: dict[str, torch.Tensor] = field(default_factory=dict)
     """Filled by :meth:`MaskUpdater.update`: initial values of grown entries per layer (a tensor shaped
-    like the weight; only its entries that are newly active are used). Layers not listed grow at 0."""
+    like the weight; only its entries that are newly active, or newly in the backward set for a method
+    with one, are used). Layers not listed grow at 0."""
     backward_masks: dict[str, torch.Tensor] = field(default_factory=dict)
     """The engine's current backward sets ``B`` (empty unless ``needs.backward_set``)."""
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.selection import ranked_indices, topk_mask
+from dstbench.selection import ranked_indices, topk_mask, topk_per_row
 
 
 def test_ties_prefer_then_lower_index() -> None:
@@ -55,3 +55,27 @@ def test_topk_is_exact_and_optimal(n: int, data: st.DataObject) -> None:
         assert scores[mask].min() >= scores[~mask].max()
     # Deterministic and independent of the device-side sort's whims: same call, same answer.
     assert torch.equal(mask, topk_mask(scores.clone(), k))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    cols=st.integers(1, 12),
+    data=st.data(),
+)
+def test_topk_per_row_equals_topk_mask_row_by_row(rows: int, cols: int, data: st.DataObject) -> None:
+    values = st.sampled_from([0.0, 0.5, 1.0, -1.0, float("nan")])  # ties and NaN on purpose
+    grid = st.lists(st.lists(values, min_size=cols, max_size=cols), min_size=rows, max_size=rows)
+    scores = torch.tensor(data.draw(grid))
+    flags = st.lists(st.lists(st.booleans(), min_size=cols, max_size=cols), min_size=rows, max_size=rows)
+    eligible = torch.tensor(data.draw(flags))
+    prefer = torch.tensor(data.draw(flags))
+    counts = torch.tensor([data.draw(st.integers(0, int(eligible[i].sum()))) for i in range(rows)])
+    got = topk_per_row(scores, counts, eligible=eligible, prefer=prefer)
+    for i in range(rows):
+        assert torch.equal(got[i], topk_mask(scores[i], int(counts[i]), eligible=eligible[i], prefer=prefer[i]))
+    plain = topk_per_row(scores, counts.clamp(max=cols))
+    for i in range(rows):
+        assert torch.equal(plain[i], topk_mask(scores[i], int(counts[i].clamp(max=cols))))
+    with pytest.raises(ValueError):
+        topk_per_row(scores, torch.full((rows,), cols + 1))

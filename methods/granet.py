@@ -1,0 +1,170 @@
+"""GraNet: gradual pruning with zero-cost neuroregeneration (Liu, Chen, Chen, Atashgahi, Yin, Kou, Shen,
+Pechenizkiy, Wang, Mocanu; NeurIPS 2021).
+
+Follows VITA-Group/GraNet ``CIFAR/sparselearning/core.py`` (``Masking.step`` with ``--method GraNet``,
+``pruning``, ``truncate_weights``, ``magnitude_death``, ``gradient_growth``, ``CosineDecay``)::
+
+    init: random masks at initial_density (layer counts spread like the plan's distribution)
+    every delta_t steps (boundary b = steps done), whole run:
+        # gradual magnitude pruning (Zhu & Gupta's cubic ramp), global across layers
+        if b in the pruning window [prune_start * T, prune_end * T]:
+            p     = (b - b_start) / (b_end - b_start)         # b_end: the last update in the window
+            total = K + round((K_0 - K) * (1 - p)^3)          # K_0 at initial_density, K the plan's
+            keep the top-total |theta| over all sparsified layers         # layer counts move
+        # zero-cost neuroregeneration, per layer (counts unchanged by it)
+        r     = death_rate_min + (death_rate - death_rate_min)/2 * (1 + cos(pi * b / T))
+        n     = active weights of the layer;  d = ceil(r * n)
+        keep  = top-(n - d) |theta| on the mask
+        grow  = top-d |dense gradient| off keep               # just-removed entries may come back
+        mask  = keep | grow                                   # grown weights start at 0
+
+The dense gradient is needed only on update steps (``dense_grad="update_steps"``); the global total
+follows the ramp exactly at every update (``density_policy="scheduled_global"``) and ends at the plan's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dstbench.distributions import active_count, layer_densities
+from dstbench.engine import SparseEngine
+from dstbench.errors import ConfigError
+from dstbench.hparams import Fraction, PositiveInt
+from dstbench.registry import register_method
+from dstbench.schedules import CosineDecay, CubicRamp, Periodic, steps_at
+from dstbench.selection import topk_mask
+from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
+
+__all__ = ["GraNet", "global_topk_masks"]
+
+
+def global_topk_masks(
+    scores: dict[str, torch.Tensor], total: int, eligible: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Exactly ``total`` entries over all layers: the best scores among the eligible, one threshold
+    for every layer (ties: eligible entries first, then the earlier layer, then the lower index)."""
+    names = list(scores)
+    flat = torch.cat([scores[name].reshape(-1) for name in names])
+    allowed = torch.cat([eligible[name].reshape(-1) for name in names])
+    chosen = topk_mask(flat, total, eligible=allowed, prefer=allowed)
+    masks, start = {}, 0
+    for name in names:
+        n = scores[name].numel()
+        masks[name] = chosen[start : start + n].view_as(scores[name])
+        start += n
+    return masks
+
+
+@register_method("granet")
+@dataclass
+class GraNet(MaskUpdater):
+    paper = "Liu et al., Sparse Training via Boosting Pruning Plasticity with Neuroregeneration, NeurIPS 2021"
+    cadence_fields = {"delta_t": "steps"}
+
+    initial_density: Fraction = 0.5
+    """Density of the sparsified layers before training (``--init-density``; 1.0 is GMP's dense start)."""
+    death_rate: Fraction = 0.5
+    """Initial fraction of a layer's active weights regenerated at an update (``--prune-rate``)."""
+    death_rate_min: Fraction = 0.005
+    """Floor of the per-step cosine decay of ``death_rate`` (``CosineDecay(eta_min=0.005)``)."""
+    delta_t: PositiveInt = 1000
+    """Steps between updates (``--update-frequency``)."""
+    prune_start: Fraction = 0.0
+    """Fraction of training at which gradual pruning starts (``--init-prune-epoch``)."""
+    prune_end: Fraction = 0.5
+    """Fraction of training by which the target density is reached (``--final-prune-epoch`` 80 of 160)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._initial: dict[str, int] = {}
+        """Per layer: active count before training (derived from the plan; not state)."""
+        self._layers: list[MaskedLayer] = []
+
+    def validate(self) -> None:
+        if self.death_rate_min > self.death_rate:
+            raise ConfigError(f"granet: death_rate_min ({self.death_rate_min}) exceeds death_rate ({self.death_rate})")
+        if self.prune_start > self.prune_end:
+            raise ConfigError(f"granet: prune_start ({self.prune_start}) is after prune_end ({self.prune_end})")
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(dense_grad="update_steps", density_policy="scheduled_global")
+
+    def schedule(self) -> Periodic:
+        return Periodic(self.delta_t)
+
+    def bind(self, engine: SparseEngine) -> None:
+        self._initial = self.initial_counts(engine.sparse_layers, engine.plan.distribution)
+        self._layers = engine.sparse_layers
+
+    def initial_counts(self, layers: list[MaskedLayer], distribution: str) -> dict[str, int]:
+        """The plan's distribution at ``initial_density`` (never below a layer's final count)."""
+        if not layers:
+            return {}
+        densities = layer_densities([layer.target.layer for layer in layers], 1.0 - self.initial_density, distribution)
+        return {layer.name: max(layer.k, active_count(layer.numel, densities[layer.name])) for layer in layers}
+
+    # -- the cubic ramp ------------------------------------------------------------------------------
+    def ramp_end(self, total_steps: int) -> int:
+        """Boundary of the last update inside the pruning window (0: no update there, no ramp)."""
+        last = steps_at(self.prune_end, total_steps) // self.delta_t * self.delta_t
+        return last if last > steps_at(self.prune_start, total_steps) else 0
+
+    def remaining(self, boundary: int, total_steps: int) -> float:
+        """Fraction of the initial excess over the plan still held after boundary ``boundary``."""
+        end = self.ramp_end(total_steps)
+        if end == 0:
+            return 0.0
+        return CubicRamp(1.0, 0.0, start=self.prune_start, end=end / total_steps).at(boundary, total_steps)
+
+    def total_target(self, info: StepInfo, layers: list[MaskedLayer]) -> int:
+        final = sum(layer.k for layer in layers)
+        initial = sum(self._initial.get(layer.name, layer.k) for layer in layers)
+        return final + round((initial - final) * self.remaining(max(info.boundary, 0), info.total_steps))
+
+    def death_rate_at(self, info: StepInfo) -> float:
+        """GraNet's ``CosineDecay``: annealed once per step over the whole run (T_max = T)."""
+        return CosineDecay(self.death_rate, self.death_rate_min).at(info.boundary, info.total_steps)
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        # With no update in the pruning window the ramp is empty: start at the plan.
+        start = self.remaining(0, ctx.info.total_steps) > 0
+        return {
+            layer.name: random_mask(layer.weight.shape, self._initial[layer.name] if start else layer.k, ctx.rng)
+            for layer in ctx.sparse_layers
+        }
+
+    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        layers = ctx.sparse_layers
+        total = self.total_target(ctx.info, layers)
+        masks = {layer.name: layer.mask.clone() for layer in layers}
+        if total < sum(int(m.sum()) for m in masks.values()):
+            magnitudes = {layer.name: layer.weight.detach().abs() for layer in layers}
+            masks = global_topk_masks(magnitudes, total, masks)
+        rate = self.death_rate_at(ctx.info)
+        for layer in layers:
+            active = masks[layer.name]
+            n = int(active.sum())
+            death = min(n, math.ceil(rate * n))
+            keep = topk_mask(layer.weight.detach().abs(), n - death, eligible=active, prefer=active)
+            grow = topk_mask(ctx.grad(layer).abs(), death, eligible=~keep, prefer=layer.mask)
+            masks[layer.name] = keep | grow
+        return masks
+
+    def report(self) -> dict[str, Any]:
+        """Where global pruning put the weights; a layer it emptied (extreme sparsity) is listed, since
+        GraNet's code has no guard against layer collapse and neither does this."""
+        active = {layer.name: int(layer.mask.sum()) for layer in self._layers}
+        return {
+            "initial_active": dict(self._initial),
+            "active": active,
+            "collapsed_layers": [name for name, count in active.items() if count == 0],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
