@@ -185,7 +185,6 @@ def _cmd_lt(args: argparse.Namespace) -> int:
         overrides=overrides,
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
-        rerun_mismatched=args.rerun_mismatched,
     )
     print(format_table(summaries))
     return 0

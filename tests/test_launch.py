@@ -111,7 +111,7 @@ def test_slurm_options_become_submitit_parameters() -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--jobs", "0"], "--jobs must be >= 1"),
+        (["--jobs", "0"], "argument --jobs: must be >= 1"),
         (["--devices", "tpu:0"], "unknown device 'tpu:0'"),
         (["--launcher", "kubernetes"], "invalid choice"),
     ],
