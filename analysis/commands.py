@@ -33,6 +33,8 @@ def add_commands(sub: Any, add_train_options: AddTrainOptions) -> None:
     _add_plot(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
     report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
+    report.add_argument("--baseline", help="method every other is tested against (default: the first method)")
+    report.add_argument("--paper", action="store_true", help="add the BiDST paper's published accuracies and gaps")
     report.set_defaults(func=_cmd_report)
 
 
@@ -246,5 +248,5 @@ def _cmd_plot_overhead(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(args.dir))
+    print(write_report(args.dir, baseline=args.baseline, paper=args.paper))
     return 0

@@ -70,7 +70,7 @@ def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> 
     add("--quiet", action="store_true", help="no progress output")
 
 
-_NOT_CONFIG = {"command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
+_NOT_CONFIG = {"baseline", "command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,8 +118,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
+        baseline=args.baseline,
     )
-    print(format_table(summaries))
+    print(format_table(summaries, args.baseline))
     return 0
 
 
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sparsities", help="comma-separated sparsities")
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
+    compare.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     _add_train_options(compare, single_run=False)
     compare.set_defaults(func=_cmd_compare)
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .analysis.report import markdown_table, report_rows
+from .analysis.report import format_tables, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
@@ -65,9 +65,18 @@ def grid_configs(
     return configs
 
 
-def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
-    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries."""
+def run_grid(
+    methods: Sequence[str], *, progress: bool = True, baseline: str | None = None, **options: Any
+) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries.
+
+    ``baseline`` (default: the first method) is the method the tables test every other against.
+    """
+    from .errors import ConfigError
     from .trainer import train
+
+    if baseline is not None and baseline not in methods:
+        raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(methods)})")
 
     summaries = []
     for cfg in grid_configs(methods, **options):
@@ -77,11 +86,12 @@ def run_grid(methods: Sequence[str], *, progress: bool = True, **options: Any) -
         else:
             summary = train(cfg, resume=run.checkpoint.exists(), progress=progress)
         summary["run_dir"] = cfg.out
+        summary["config"] = cfg.to_json()  # the report groups by every setting, not only the summary's
         summaries.append(summary)
     folder = Path(options.get("out") or "runs/compare")
-    table = format_table(summaries)
-    atomic_write_json(folder / "compare.json", summarise(summaries))
-    atomic_write_text(folder / "compare.md", table + "\n")
+    rows = report_rows(summaries, baseline=baseline)
+    atomic_write_json(folder / "compare.json", rows)
+    atomic_write_text(folder / "compare.md", format_tables(rows))
     return summaries
 
 
@@ -90,6 +100,7 @@ def summarise(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return report_rows(summaries)
 
 
-def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """The ``dstbench report`` table: accuracy over seeds, training/inference FLOPs, updates, overhead."""
-    return markdown_table(report_rows(summaries))
+def format_table(summaries: Sequence[Mapping[str, Any]], baseline: str | None = None) -> str:
+    """The ``dstbench report`` tables: accuracy over seeds with CIs and Welch's test against ``baseline``,
+    Table 1's layout, and training/inference FLOPs, updates and overheads."""
+    return format_tables(report_rows(summaries, baseline=baseline))

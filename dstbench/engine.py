@@ -75,6 +75,7 @@ class SparseEngine:
         self.on_masks = on_masks
         self.records: list[TopologyRecord] = []
         self.update_seconds = 0.0
+        self.step_hook_seconds = 0.0  # time in the method's per-step hooks (BiDST's score learning)
         self.layers: list[MaskedLayer] = []
         for name, module in find_prunable_layers(model):
             if "weight_mask" not in dict(module.named_buffers(recurse=False)):
@@ -147,7 +148,9 @@ class SparseEngine:
                 if layer.weight.grad is not None
             }
         if needs.per_step_hook:
+            start = time.perf_counter()
             self.updater.on_step(self.context(step, "step", batch=batch))
+            self._count_step_hook(start)
         if needs.masked_optimizer:
             grads = [layer.weight.grad for layer in self.sparse_layers if layer.weight.grad is not None]
             masks = [layer.mask for layer in self.sparse_layers if layer.weight.grad is not None]
@@ -159,12 +162,19 @@ class SparseEngine:
         """After ``optimizer.step()``: restore the zeros, then the scheduled topology update."""
         self.apply_masks()
         if self.updater.needs.per_step_hook:
+            start = time.perf_counter()
             self.updater.after_step(self.context(step, "after_step", batch=self._batch))
+            self._count_step_hook(start)
         if self._pending_update:
             self._update(step)
         self._pending_update = False
         self._stash = {}
         self._batch = None
+
+    def _count_step_hook(self, start: float) -> None:
+        if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
+            torch.cuda.synchronize()
+        self.step_hook_seconds += time.perf_counter() - start
 
     def apply_masks(self) -> None:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the mask."""
@@ -295,6 +305,7 @@ class SparseEngine:
             "fired": {k: v.clone() for k, v in self.fired.items()},
             "records": [r.to_json() for r in self.records],
             "update_seconds": self.update_seconds,
+            "step_hook_seconds": self.step_hook_seconds,
             "updater": self.updater.state_dict(),
         }
 
@@ -302,4 +313,5 @@ class SparseEngine:
         self.fired = {k: v.to(self.layers[0].mask.device) for k, v in state["fired"].items()}
         self.records = [TopologyRecord.from_json(r) for r in state["records"]]
         self.update_seconds = float(state["update_seconds"])
+        self.step_hook_seconds = float(state.get("step_hook_seconds", 0.0))
         self.updater.load_state_dict(state["updater"])

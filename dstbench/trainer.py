@@ -210,6 +210,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         updates_before = engine.update_seconds
+        hooks_before = engine.step_hook_seconds
         data.train.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no per-step sync
@@ -251,6 +252,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             "test_acc": test_acc,
             "epoch_seconds": epoch_seconds,
             "update_seconds": engine.update_seconds - updates_before,
+            "step_hook_seconds": engine.step_hook_seconds - hooks_before,
             "topology_updates": len(engine.records),
             "itop_rate": engine.itop_rate(),
         }
@@ -315,6 +317,8 @@ def _summary(
         "train_seconds": train_seconds,
         "update_seconds": engine.update_seconds,
         "update_time_fraction": engine.update_seconds / train_seconds if train_seconds else 0.0,
+        "step_hook_seconds": engine.step_hook_seconds,
+        "step_hook_time_fraction": engine.step_hook_seconds / train_seconds if train_seconds else 0.0,
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),
