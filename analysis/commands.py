@@ -166,6 +166,14 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
     )
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument(
+        "--hp-grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="hyper-parameter values to sweep (repeatable; method.NAME for one method); every combination runs",
+    )
+    sweep.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     add_train_options(sweep, single_run=False)
     sweep.set_defaults(func=_cmd_sweep)
 
@@ -173,7 +181,7 @@ def _add_sweep(sub: Any, add_train_options: AddTrainOptions) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from dstbench.cli import _overrides, _split
 
-    from .sweep import run_sweep
+    from .sweep import TABLE_FILE, parse_hp_grid, run_sweep
 
     points = run_sweep(
         _split(args.methods, str, "methods") or [],
@@ -184,15 +192,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         config_file=args.config,
         overrides=_overrides(args),
         hp=parse_hp_assignments(args.hp),
+        hp_grid=parse_hp_grid(args.hp_grid),
+        baseline=args.baseline,
         progress=not args.quiet,
     )
+    print((Path(args.out) / TABLE_FILE).read_text())
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
     return 0
 
 
 # -- plot ------------------------------------------------------------------------------------------
 def _add_plot(sub: Any) -> None:
-    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead")
+    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, ablation")
     kinds = plot.add_subparsers(dest="plot_command", required=True, parser_class=type(plot))
 
     iou = kinds.add_parser("iou", help="mask IoU against training progress (BiDST Figure 4)")
@@ -212,6 +223,12 @@ def _add_plot(sub: Any) -> None:
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     overhead.set_defaults(func=_cmd_plot_overhead)
+
+    ablation = kinds.add_parser("ablation", help="accuracy against a hyper-parameter from a --hp-grid sweep (Figure C.1)")
+    ablation.add_argument("sweep_dir", help="folder written by `dstbench sweep --hp-grid ...`")
+    ablation.add_argument("--hp", required=True, help="the swept hyper-parameter, e.g. lam or bidst.lam")
+    ablation.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    ablation.set_defaults(func=_cmd_plot_ablation)
 
 
 def _written(paths: list[Path]) -> int:
@@ -242,6 +259,15 @@ def _cmd_plot_overhead(args: argparse.Namespace) -> int:
 
     figure_paths(args.out)
     return _written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
+
+
+def _cmd_plot_ablation(args: argparse.Namespace) -> int:
+    from .ablation import plot_ablation
+    from .plots import figure_paths
+    from .sweep import load_sweep
+
+    figure_paths(args.out)
+    return _written(plot_ablation(load_sweep(args.sweep_dir), args.hp, args.out))
 
 
 # -- report ----------------------------------------------------------------------------------------

@@ -132,22 +132,30 @@ def _rest(row: Mapping[str, Any], *drop: str) -> str:
 
 
 def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
-    """Per row: Welch's comparison with the baseline method's cell of the same setting and sparsity."""
+    """Per row: Welch's comparison with the baseline method's cell of the same setting and sparsity.
+
+    Where the baseline method has several cells there (a hyper-parameter grid), the reference is the
+    one with the fewest non-default hyper-parameters (the first such in table order); the others are
+    compared with it like any other method.
+    """
     for row in rows:
-        row["baseline"] = baseline
-        if row["method"] == baseline:
-            row.update(verdict="baseline", diff=None, diff_ci_low=None, diff_ci_high=None, p_value=None, detectable=None)
-            continue
-        matches = [
+        candidates = [
             other
             for other in rows
             if other["method"] == baseline and other["sparsity"] == row["sparsity"] and _rest(other) == _rest(row)
         ]
-        if len(matches) != 1:
-            verdict = f"no {baseline} cell" if not matches else f"{len(matches)} {baseline} cells: ambiguous"
-            row.update(verdict=verdict, diff=None, diff_ci_low=None, diff_ci_high=None, p_value=None, detectable=None)
+        row["baseline"] = baseline
+        row["baseline_label"] = None
+        empty = {"diff": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None, "detectable": None}
+        if not candidates:
+            row.update(verdict=f"no {baseline} cell", **empty)
             continue
-        result = welch(row["accuracies"], matches[0]["accuracies"])
+        reference = min(candidates, key=lambda other: other["label"].count("=") if "(" in other["label"] else 0)
+        row["baseline_label"] = reference["label"]
+        if reference is row:
+            row.update(verdict="baseline", **empty)
+            continue
+        result = welch(row["accuracies"], reference["accuracies"])
         row.update(
             verdict=result.verdict,
             diff=result.difference,
@@ -355,6 +363,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return _render(rows, [*_setting_columns(rows), *_COST])
 
 
+def _against(rows: Sequence[Mapping[str, Any]], baseline: str) -> list[Column]:
+    """A column naming the baseline cell, where that is more than the method's plain name."""
+    if all(row.get("baseline_label") in (None, baseline) for row in rows):
+        return []
+    return [("against", lambda r: str(r.get("baseline_label") or "-"))]
+
+
 def accuracy_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Accuracy over seeds with its interval, and Welch's comparison with the baseline's cell."""
     baseline = rows[0]["baseline"] if rows else "baseline"
@@ -364,6 +379,7 @@ def accuracy_table(rows: Sequence[Mapping[str, Any]]) -> str:
         ("test acc (%)", _accuracy),
         ("95% CI", _ci),
         (f"Δ vs {baseline} (95% CI)", _difference),
+        *_against(rows, baseline),
         ("p (Welch)", _p),
         ("verdict", lambda r: str(r["verdict"])),
         ("detectable Δ", lambda r: _fixed(r.get("detectable"), 2, 100)),
@@ -422,7 +438,7 @@ def accuracy_matrix(rows: Sequence[Mapping[str, Any]]) -> str:
 
 _CSV_FIELDS = (
     "method", "label", "model", "dataset", "distribution", "dense_layers", "sparsity", "epochs", "n",
-    "test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "baseline", "diff", "diff_ci_low",
+    "test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "baseline", "baseline_label", "diff", "diff_ci_low",
     "diff_ci_high", "p_value", "verdict", "detectable", "train_flops", "dense_train_flops", "train_flops_relative",
     "inference_flops", "topology_updates", "update_time_fraction", "step_hook_time_fraction", "train_seconds",
     "itop_rate", "final_iou", "settings", "hyperparameters", "run_dirs",

@@ -70,7 +70,7 @@ def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> 
     add("--quiet", action="store_true", help="no progress output")
 
 
-_NOT_CONFIG = {"baseline", "command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
+_NOT_CONFIG = {"command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,6 +7,7 @@ only; plain ``name=value`` applies to every method (and must be valid for each).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
 _NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
 
-def run_name(method: str, sparsity: float, seed: int) -> str:
-    return f"{method}_s{sparsity:g}_seed{seed}"
+def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, Any] | None = None) -> str:
+    """``rigl_s0.9_seed0``; a hyper-parameter grid point adds its values: ``bidst_s0.9_lam1e-6_seed0``."""
+    tag = "".join(f"_{name}{str(value).replace('/', '-')}" for name, value in (hp_values or {}).items())
+    return f"{method}_s{sparsity:g}{tag}_seed{seed}"
 
 
 def _method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
@@ -47,8 +50,13 @@ def grid_configs(
     config_file: str | None,
     overrides: Mapping[str, Any],
     hp: Mapping[str, Any],
+    hp_grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[TrainConfig]:
-    """Resolve every run's config up front, so a typo fails before hours of training."""
+    """Resolve every run's config up front, so a typo fails before hours of training.
+
+    ``hp_grid`` maps hyper-parameter names (plain, or ``method.name`` for one method) to the values to
+    try; each method runs every combination of the entries that apply to it.
+    """
     if preset is None and config_file is None and not _NO_PRESET_KEYS & set(overrides):
         preset = "quick"
     for method in methods:
@@ -57,11 +65,14 @@ def grid_configs(
     folder = Path(out or "runs/compare")
     configs = []
     for method in methods:
-        for sparsity in sparsities or [base.sparsity]:
-            for seed in seeds or [base.seed]:
-                fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
-                fields["out"] = str(folder / run_name(method, fields["sparsity"], seed))
-                configs.append(resolve_config(preset, config_file, fields, _method_hp(hp, method)))
+        grid = _method_hp(hp_grid or {}, method)
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            for sparsity in sparsities or [base.sparsity]:
+                for seed in seeds or [base.seed]:
+                    fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
+                    fields["out"] = str(folder / run_name(method, fields["sparsity"], seed, point))
+                    configs.append(resolve_config(preset, config_file, fields, {**_method_hp(hp, method), **point}))
     return configs
 
 
