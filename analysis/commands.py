@@ -31,6 +31,7 @@ def add_commands(sub: Any, add_train_options: AddTrainOptions) -> None:
     _add_flops(sub)
     _add_sweep(sub, add_train_options)
     _add_plot(sub)
+    _add_reproduce(sub, add_train_options)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
     report.add_argument("dir", help="a folder of runs (from compare or sweep) or one run directory")
     report.add_argument("--baseline", help="method every other is tested against (default: the first method)")
@@ -198,6 +199,50 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     print((Path(args.out) / TABLE_FILE).read_text())
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
+    return 0
+
+
+# -- reproduce -------------------------------------------------------------------------------------
+def _add_reproduce(sub: Any, add_train_options: AddTrainOptions) -> None:
+    from .reproduce import SCALES, TARGETS
+
+    reproduce = sub.add_parser("reproduce", help="run one of the BiDST paper's experiments at a scale, then report")
+    reproduce.add_argument("target", choices=list(TARGETS), help="; ".join(f"{k}: {v.description}" for k, v in TARGETS.items()))
+    reproduce.add_argument(
+        "--scale", required=True, choices=list(SCALES), help="; ".join(f"{k}: {v.description}" for k, v in SCALES.items())
+    )
+    reproduce.add_argument("--methods", help="comma-separated methods (default: every registered method)")
+    reproduce.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
+    reproduce.add_argument("--out", help="output folder (default: runs/reproduce/TARGET-SCALE-DATASET)")
+    add_train_options(reproduce, single_run=False)
+    reproduce.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from dstbench.cli import _overrides, _split
+
+    from .reproduce import reproduce
+
+    if args.preset or args.config:
+        raise ConfigError("reproduce takes its recipe from the target and --scale; --preset and --config do not apply")
+    overrides = _overrides(args)
+    dataset = overrides.pop("dataset", None)
+    grid_options: dict[str, Any] = {}
+    seeds = _split(args.seeds, int, "seeds")
+    if seeds:
+        grid_options["seeds"] = seeds
+    text = reproduce(
+        args.target,
+        args.scale,
+        dataset=dataset,
+        out=args.out,
+        methods=_split(args.methods, str, "methods"),
+        overrides=overrides,
+        hp=parse_hp_assignments(args.hp),
+        progress=not args.quiet,
+        **grid_options,
+    )
+    print(text)
     return 0
 
 

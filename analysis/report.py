@@ -196,13 +196,15 @@ def report_rows(
         groups.setdefault(_key(summary), []).append(summary)
     hps_by_method: dict[str, list[Mapping[str, Any]]] = {}
     for runs in groups.values():
-        hps_by_method.setdefault(runs[0]["method"], []).append(runs[0].get("hyperparameters", {}))
+        hps_by_method.setdefault(runs[0]["method"], []).append(
+            json.loads(json.dumps(runs[0].get("hyperparameters", {}), default=str))
+        )
     rows = []
     for runs in groups.values():
         first = runs[0]
         accuracies = [float(r["test_acc"]) for r in runs]
         cell = describe(accuracies)
-        hps = first.get("hyperparameters", {})
+        hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
         rows.append(
             {
                 "method": first["method"],
