@@ -54,7 +54,8 @@ Summary = Mapping[str, Any]
 
 # Options that never change a run's numbers (or are reported elsewhere): not part of a cell's setting.
 _NOT_SETTINGS = frozenset(
-    {"seed", "out", "device", "num_workers", "eval_batch_size", "data_dir", "loader", "beton_dir", "hp", "method", "sparsity"}
+    {"seed", "out", "device", "num_workers", "eval_batch_size", "data_dir", "loader", "beton_dir", "hp", "method", "sparsity",
+     "logger"}
 )
 # Dense training ignores how sparsity would be distributed.
 _DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active"})

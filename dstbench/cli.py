@@ -67,6 +67,7 @@ def _add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> 
     add("--device", help="cpu or cuda")
     add("--num-workers", type=int)
     add("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
+    add("--logger", choices=["none", "tensorboard", "wandb"], help="also log to TensorBoard or W&B offline (default none)")
     add("--quiet", action="store_true", help="no progress output")
 
 

@@ -63,6 +63,8 @@ class TrainConfig:
     device: str = "cpu"
     num_workers: int = 2
     out: str = "runs/run"
+    logger: str = "none"
+    """Mirror metrics to "tensorboard" or "wandb" (offline) as well as the run directory."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
 
@@ -94,7 +96,7 @@ class TrainConfig:
 
 
 # Fields that may differ between a killed run and its resumption without changing the numbers.
-RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size"})
+RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size", "logger"})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from .distributions import plan_sparsity
 from .engine import SparseEngine
 from .errors import CheckpointError, ConfigError
 from .layers import describe_layers
+from .loggers import create_logger
 from .registry import create_updater
 from .rundir import RunDir
 from .updater import MaskUpdater
@@ -207,6 +208,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         init_batch = next(iter(data.train)) if updater.needs.init_batch else None
         engine.initialize(init_batch)
 
+    logger = create_logger(cfg.logger, run.path, cfg.to_json(), resume_step=start_epoch * steps_per_epoch if resume else None)
+    logged_updates = len(engine.records) if resume else 0
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         updates_before = engine.update_seconds
@@ -257,6 +260,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             "itop_rate": engine.itop_rate(),
         }
         metrics.append(row)
+        logger.log_updates(engine.records[logged_updates:])
+        logged_updates = len(engine.records)
+        logger.log_epoch(row)
         if progress:
             tqdm.write(
                 f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
@@ -277,6 +283,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             }
         )
 
+    logger.close()
     problems = engine.violations()
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
