@@ -11,7 +11,7 @@ Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
 
 Scales:
 
-* ``smoke``: the pipeline end to end in minutes on a laptop CPU: synthetic data (512 training and
+* ``smoke``: the pipeline end to end in minutes on a laptop CPU: synthetic data (1024 training and
   256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1.
   Its numbers say nothing about the methods; it checks that every part runs and reports.
 * ``short``: real CIFAR (``--data-dir``), the target's Table A.1 recipe (``cifar-resnet32`` or
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.atomic import atomic_write_text
-from dstbench.compare import run_grid
 from dstbench.errors import ConfigError
 
 __all__ = ["TARGETS", "SCALES", "Scale", "Target", "reproduce"]
@@ -62,7 +61,7 @@ SCALES: dict[str, Scale] = {
     "smoke": Scale(
         "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1 (minutes on a CPU; checks the pipeline only)",
         "quick",
-        {"epochs": 3, "synthetic_train_samples": 512, "synthetic_test_samples": 256},
+        {"epochs": 3, "synthetic_train_samples": 1024, "synthetic_test_samples": 256},
         real_data=False,
     ),
     "short": Scale("real CIFAR, the Table A.1 recipe cut to 10 epochs, seeds 0 and 1", None, {"epochs": 10}),
@@ -97,10 +96,14 @@ def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
     return [n for n in names if n != "dense"], "dense" in names
 
 
-def _parts(target: Target, sparse: list[str], dense: bool) -> list[tuple[str, list[str], tuple[float, ...], dict[str, Any]]]:
+Part = tuple[str, list[str], tuple[float, ...], dict[str, Any]]
+
+
+def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
     """(sub-folder, methods, sparsities, option overrides) for each grid the target runs."""
     from .sweep import DEFAULT_SPARSITIES
 
+    parts: list[Part]
     if target.kind == "table":
         parts = [(d, sparse, TABLE_SPARSITIES, {"distribution": d}) for d in ("uniform", "erk")]
     elif target.kind == "iou":
@@ -125,6 +128,8 @@ def reproduce(
     **grid_options: Any,
 ) -> str:
     """Run (or resume) one target at one scale into ``out`` and return its report (Markdown)."""
+    from dstbench.compare import run_grid
+
     from .report import csv_table, format_tables, report_rows
     from .sweep import run_sweep
 

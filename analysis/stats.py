@@ -31,8 +31,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 __all__ = [
     "ALPHA",
     "POWER",
@@ -75,6 +73,8 @@ def describe(values: Sequence[float], confidence: float = CONFIDENCE) -> CellSta
     mean = statistics.fmean(values)
     if n < 2:
         return CellStats(n, mean, None, None, None)
+    from scipy import stats as scipy_stats  # imported on use: `dstbench --help` stays fast
+
     std = statistics.stdev(values)
     half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return CellStats(n, mean, std, mean - half, mean + half)
@@ -121,6 +121,8 @@ def welch(a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA, power
         # Identical numbers on every seed of both cells (e.g. a deterministic toy run): no spread to test.
         verdict = "identical on every seed" if difference == 0 else "no spread across seeds: no test"
         return Comparison(n_a, n_b, difference, None, None, None, None, None, None, verdict)
+    from scipy import stats as scipy_stats
+
     with warnings.catch_warnings():
         # scipy warns when one cell's seeds agree exactly (its variance is 0 up to rounding); the test is
         # still well defined by the other cell's spread.
