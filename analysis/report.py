@@ -147,6 +147,7 @@ def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
         ]
         row["baseline"] = baseline
         row["baseline_label"] = None
+        row["baseline_candidates"] = len(candidates)
         empty = {"diff": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None, "detectable": None}
         if not candidates:
             row.update(verdict=f"no {baseline} cell", **empty)
@@ -367,8 +368,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _against(rows: Sequence[Mapping[str, Any]], baseline: str) -> list[Column]:
-    """A column naming the baseline cell, where that is more than the method's plain name."""
-    if all(row.get("baseline_label") in (None, baseline) for row in rows):
+    """A column naming the baseline cell where it was chosen among several (a hyper-parameter grid)."""
+    if all(row.get("baseline_candidates", 0) <= 1 for row in rows):
         return []
     return [("against", lambda r: str(r.get("baseline_label") or "-"))]
 
