@@ -266,6 +266,12 @@ def _fixed(value: float | None, digits: int, scale: float = 1.0, sign: bool = Fa
     return f"{scale * value:+.{digits}f}" if sign else f"{scale * value:.{digits}f}"
 
 
+def _significant(value: float | None) -> str:
+    """Three significant digits, trailing zeros kept (0.170, 0.0142, 8.20e-05): small shares at extreme
+    sparsity stay readable and every cell of the column has the same precision."""
+    return "-" if value is None else f"{value:#.3g}"
+
+
 def _percent(sparsity: float) -> str:
     return f"{100 * sparsity:.6g}%"
 
@@ -337,13 +343,13 @@ def _setting_columns(rows: Sequence[Mapping[str, Any]]) -> list[Column]:
 _COST: tuple[Column, ...] = (
     ("n", lambda r: str(r["n"])),
     ("train FLOPs", lambda r: _sci(r["train_flops"])),
-    ("train FLOPs (× dense)", lambda r: _fixed(r["train_flops_relative"], 3)),
+    ("train FLOPs (× dense)", lambda r: _significant(r["train_flops_relative"])),
     ("inference FLOPs", lambda r: _sci(r["inference_flops"])),
     ("mask updates", lambda r: f"{r['topology_updates']:g}"),
     ("final IoU", lambda r: _fixed(r["final_iou"], 3)),
     ("mask-update time (%)", lambda r: _fixed(r["update_time_fraction"], 2, 100)),
     ("per-step method time (%)", lambda r: _fixed(r["step_hook_time_fraction"], 2, 100)),
-    ("ITOP R_s", lambda r: _fixed(r["itop_rate"], 3)),
+    ("ITOP R_s", lambda r: _significant(r["itop_rate"])),
 )
 
 COLUMNS: tuple[str, ...] = (
