@@ -403,7 +403,7 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for row in rows:
         for published in row.get("paper", []):
             ours = row.get("our_gap")
-            gap = "-" if ours is None else _fixed(ours, 2, 100, sign=True)
+            gap = "no dense cell" if ours is None else _fixed(ours, 2, 100, sign=True)
             if ours is not None and row.get("our_gap_ci_low") is not None:
                 gap += f" {_interval(row['our_gap_ci_low'], row['our_gap_ci_high'], sign=True)}"
             difference = "-" if ours is None else f"{100 * ours - published.gap:+.2f}"
