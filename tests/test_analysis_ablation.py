@@ -85,6 +85,11 @@ def test_sweep_hp_grid_names_runs_by_value_and_prints_its_table(tmp_path: Path, 
     names = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert names == ["bidst_s0.9_lam1e-2_seed0", "bidst_s0.9_lam1e-6_seed0", "static_s0.9_seed0"]
     assert json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "config.json").read_text())["hp"]["lam"] == "1e-2"
+    # The engine times the per-step hooks apart from mask updates: BiDST learns its scores every step.
+    bidst = json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "summary.json").read_text())
+    static = json.loads((out / "static_s0.9_seed0" / "summary.json").read_text())
+    assert bidst["step_hook_seconds"] > 0 and static["step_hook_seconds"] == 0.0
+    assert bidst["step_hook_time_fraction"] == bidst["step_hook_seconds"] / bidst["train_seconds"]
     printed = capsys.readouterr().out
     assert "| bidst (lam=0.01, update_frequency=2) |" in printed and "| bidst (lam=1e-06, update_frequency=2) |" in printed
     assert printed.count("| static |") == 3  # accuracy, Table 1 layout and cost tables
