@@ -5,13 +5,18 @@ bit-packed mask snapshots and ``summary.json``), so it never needs to re-train o
 checkpoint. The one exception is :mod:`.flops`, which runs a single forward pass to read the real
 conv/linear output shapes of a model.
 
-Modules (imported on demand; matplotlib is loaded only by :mod:`.plots`):
+Modules (imported on demand; matplotlib is loaded only by :mod:`.plots` and :mod:`.ablation`, scipy only by
+:mod:`.stats` when it computes):
 
 * :mod:`.flops`: forward FLOPs per layer, and training FLOPs from a method's declared ``Needs``;
 * :mod:`.runs`: reading run directories and folders of runs;
 * :mod:`.topology`: IoU between consecutive updates and at a fixed interval, ITOP rate from snapshots;
 * :mod:`.sweep`: the extreme-sparsity sweep (spec §10) and its ``sweep.json``/``sweep.csv``;
-* :mod:`.report`: the BiDST Table 1/2 shaped tables (Markdown and CSV);
+* :mod:`.report`: the BiDST Table 1/2 shaped tables (Markdown and CSV), grouped by every setting;
+* :mod:`.stats`: confidence intervals and Welch's test across seeds (scipy);
+* :mod:`.paper`: the BiDST paper's published accuracies (``paper_results.csv``);
+* :mod:`.ablation`: accuracy against a swept hyper-parameter (Figure C.1);
+* :mod:`.reproduce`: ``dstbench reproduce``, the paper's experiments at three scales;
 * :mod:`.plots`: Figures 3, 4 and 5 analogues;
-* :mod:`.commands`: the ``flops``, ``sweep``, ``plot`` and ``report`` subcommands.
+* :mod:`.commands`: the ``flops``, ``sweep``, ``plot``, ``report`` and ``reproduce`` subcommands.
 """

@@ -25,15 +25,19 @@ if TYPE_CHECKING:
 
 __all__ = ["add_commands"]
 
+
 def add_commands(sub: Any) -> None:
     """Register the analysis subcommands on the CLI's subparsers."""
     _add_flops(sub)
     _add_sweep(sub)
     _add_plot(sub)
+    _add_reproduce(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
     report.add_argument(
         "dir", help="a folder of runs (from compare or sweep) or one run directory; report.md and report.csv go there"
     )
+    report.add_argument("--baseline", help="method every other is tested against (default: the first method)")
+    report.add_argument("--paper", action="store_true", help="add the BiDST paper's published accuracies and gaps")
     report.set_defaults(func=_cmd_report)
 
 
@@ -175,6 +179,14 @@ def _add_sweep(sub: Any) -> None:
     sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
     sweep.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
+    sweep.add_argument(
+        "--hp-grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="hyper-parameter values to sweep (repeatable; method.NAME for one method); every combination runs",
+    )
+    sweep.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     add_train_options(sweep, single_run=False)
     add_execution_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
@@ -184,7 +196,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from dstbench.cli import split_list, train_overrides
     from dstbench.execution import execution_from_args
 
-    from .sweep import run_sweep
+    from .sweep import TABLE_FILE, parse_hp_grid, run_sweep
 
     points = run_sweep(
         split_list(args.methods, str, "methods") or [],
@@ -195,17 +207,69 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         config_file=args.config,
         overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
+        hp_grid=parse_hp_grid(args.hp_grid),
+        baseline=args.baseline,
         progress=not args.quiet,
         execution=execution_from_args(args),
         rerun_mismatched=args.rerun_mismatched,
     )
+    print((Path(args.out) / TABLE_FILE).read_text())
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
+    return 0
+
+
+# -- reproduce -------------------------------------------------------------------------------------
+def _add_reproduce(sub: Any) -> None:
+    from dstbench.cli import add_train_options
+    from dstbench.execution import add_execution_options
+
+    from .reproduce import SCALES, TARGETS
+
+    reproduce = sub.add_parser("reproduce", help="run one of the BiDST paper's experiments at a scale, then report")
+    reproduce.add_argument("target", choices=list(TARGETS), help="; ".join(f"{k}: {v.description}" for k, v in TARGETS.items()).replace("%", "%%"))
+    reproduce.add_argument(
+        "--scale", required=True, choices=list(SCALES), help="; ".join(f"{k}: {v.description}" for k, v in SCALES.items()).replace("%", "%%")
+    )
+    reproduce.add_argument("--methods", help="comma-separated methods (default: every registered method)")
+    reproduce.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
+    reproduce.add_argument("--out", help="output folder (default: runs/reproduce/TARGET-SCALE-DATASET)")
+    add_train_options(reproduce, single_run=False)
+    add_execution_options(reproduce)
+    reproduce.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from dstbench.cli import split_list, train_overrides
+    from dstbench.execution import execution_from_args
+
+    from .reproduce import reproduce
+
+    if args.preset or args.config:
+        raise ConfigError("reproduce takes its recipe from the target and --scale; --preset and --config do not apply")
+    overrides = train_overrides(args)
+    dataset = overrides.pop("dataset", None)
+    grid_options: dict[str, Any] = {"execution": execution_from_args(args)}
+    seeds = split_list(args.seeds, int, "seeds")
+    if seeds:
+        grid_options["seeds"] = seeds
+    text = reproduce(
+        args.target,
+        args.scale,
+        dataset=dataset,
+        out=args.out,
+        methods=split_list(args.methods, str, "methods"),
+        overrides=overrides,
+        hp=parse_hp_assignments(args.hp),
+        progress=not args.quiet,
+        **grid_options,
+    )
+    print(text)
     return 0
 
 
 # -- plot ------------------------------------------------------------------------------------------
 def _add_plot(sub: Any) -> None:
-    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead")
+    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, ablation")
     kinds = plot.add_subparsers(dest="plot_command", required=True, parser_class=type(plot))
 
     iou = kinds.add_parser("iou", help="mask IoU against training progress (BiDST Figure 4)")
@@ -227,6 +291,12 @@ def _add_plot(sub: Any) -> None:
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     overhead.set_defaults(func=_cmd_plot_overhead)
+
+    ablation = kinds.add_parser("ablation", help="accuracy against a hyper-parameter from a --hp-grid sweep (Figure C.1)")
+    ablation.add_argument("sweep_dir", help="folder written by `dstbench sweep --hp-grid ...`")
+    ablation.add_argument("--hp", required=True, help="the swept hyper-parameter, e.g. lam or bidst.lam")
+    ablation.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    ablation.set_defaults(func=_cmd_plot_ablation)
 
 
 def _written(paths: list[Path]) -> int:
@@ -271,9 +341,18 @@ def _cmd_plot_overhead(args: argparse.Namespace) -> int:
     return _written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
 
 
+def _cmd_plot_ablation(args: argparse.Namespace) -> int:
+    from .ablation import plot_ablation
+    from .plots import figure_paths
+    from .sweep import load_sweep
+
+    figure_paths(args.out)
+    return _written(plot_ablation(load_sweep(args.sweep_dir), args.hp, args.out))
+
+
 # -- report ----------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(args.dir))
+    print(write_report(args.dir, baseline=args.baseline, paper=args.paper))
     return 0

@@ -164,8 +164,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         execution=execution_from_args(args),
         rerun_mismatched=args.rerun_mismatched,
+        baseline=args.baseline,
     )
-    print(format_table(summaries))
+    print(format_table(summaries, args.baseline))
     return 0
 
 
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     compare.add_argument("--out", help="output folder (default: runs/compare)")
     compare.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
+    compare.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     add_train_options(compare, single_run=False)
     add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)

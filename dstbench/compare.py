@@ -9,13 +9,14 @@ only; plain ``name=value`` applies to every method (and must be valid for each).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .analysis.report import markdown_table, report_rows
+from .analysis.report import format_tables, report_rows
 from .atomic import atomic_write_json, atomic_write_text
 from .config import TrainConfig, resolve_config
 from .distributions import validate_sparsity
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 _NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
 
-def run_name(method: str, sparsity: float, seed: int) -> str:
-    return f"{method}_s{sparsity:g}_seed{seed}"
+def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, Any] | None = None) -> str:
+    """``rigl_s0.9_seed0``; a hyper-parameter grid point adds its values: ``bidst_s0.9_lam1e-6_seed0``."""
+    tag = "".join(f"_{name}{str(value).replace('/', '-')}" for name, value in (hp_values or {}).items())
+    return f"{method}_s{sparsity:g}{tag}_seed{seed}"
 
 
 def _method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
@@ -56,8 +59,13 @@ def grid_configs(
     config_file: str | None,
     overrides: Mapping[str, Any],
     hp: Mapping[str, Any],
+    hp_grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[TrainConfig]:
-    """Resolve every run's config up front, so a typo fails before hours of training."""
+    """Resolve every run's config up front, so a typo fails before hours of training.
+
+    ``hp_grid`` maps hyper-parameter names (plain, or ``method.name`` for one method) to the values to
+    try; each method runs every combination of the entries that apply to it.
+    """
     if preset is None and config_file is None and not _NO_PRESET_KEYS & set(overrides):
         preset = "quick"
     for method in methods:
@@ -68,13 +76,16 @@ def grid_configs(
     folder = Path(out or "runs/compare")
     configs = []
     for method in methods:
-        for sparsity in sparsities or [base.sparsity]:
-            for seed in seeds or [base.seed]:
-                fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
-                fields["out"] = str(folder / run_name(method, fields["sparsity"], seed))
-                cfg = resolve_config(preset, config_file, fields, _method_hp(hp, method))
-                create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
-                configs.append(cfg)
+        grid = _method_hp(hp_grid or {}, method)
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            for sparsity in sparsities or [base.sparsity]:
+                for seed in seeds or [base.seed]:
+                    fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
+                    fields["out"] = str(folder / run_name(method, fields["sparsity"], seed, point))
+                    cfg = resolve_config(preset, config_file, fields, {**_method_hp(hp, method), **point})
+                    create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
+                    configs.append(cfg)
     return configs
 
 
@@ -111,13 +122,17 @@ def run_grid(
     progress: bool = True,
     execution: Execution | None = None,
     rerun_mismatched: bool = False,
+    baseline: str | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries.
 
     A finished or interrupted run is reused only if it is the requested run (same config and code);
-    ``execution`` says where the runs train (in this process, a process pool, SLURM; see ``launch``).
+    ``execution`` says where the runs train (in this process, a process pool, SLURM; see ``launch``);
+    ``baseline`` (default: the first method) is the method the tables test every other against.
     """
+    if baseline is not None and baseline not in methods:
+        raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(methods)})")
     configs = grid_configs(methods, **options)
     if configs:
         check_output_dir(Path(configs[0].out).parent)
@@ -126,10 +141,11 @@ def run_grid(
     summaries = execute(configs, execution, progress=progress)
     for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out
+        summary["config"] = cfg.to_json()  # the report groups by every setting, not only the summary's
     folder = Path(options.get("out") or "runs/compare")
-    table = format_table(summaries)
-    atomic_write_json(folder / "compare.json", summarise(summaries))
-    atomic_write_text(folder / "compare.md", table + "\n")
+    rows = report_rows(summaries, baseline=baseline)
+    atomic_write_json(folder / "compare.json", rows)
+    atomic_write_text(folder / "compare.md", format_tables(rows))
     return summaries
 
 
@@ -138,6 +154,7 @@ def summarise(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return report_rows(summaries)
 
 
-def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """The ``dstbench report`` table: accuracy over seeds, training/inference FLOPs, updates, overhead."""
-    return markdown_table(report_rows(summaries))
+def format_table(summaries: Sequence[Mapping[str, Any]], baseline: str | None = None) -> str:
+    """The ``dstbench report`` tables: accuracy over seeds with CIs and Welch's test against ``baseline``,
+    Table 1's layout, and training/inference FLOPs, updates and overheads."""
+    return format_tables(report_rows(summaries, baseline=baseline))

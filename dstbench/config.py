@@ -114,6 +114,8 @@ class TrainConfig:
     """DataLoader worker processes (loaders torch and ffcv)."""
     out: str = "runs/run"
     """Run directory."""
+    logger: Literal["none", "tensorboard", "wandb"] = "none"
+    """Mirror metrics to "tensorboard" or "wandb" (offline) as well as the run directory."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Method hyper-parameters by name."""
     save_rewind_step: int | None = None
@@ -164,7 +166,7 @@ FIELD_RULES: dict[str, Rule] = {
 """The range of every numeric field (None, for the optional ones, means unset); see ``validation``."""
 
 # Fields that may differ between a killed run and its resumption without changing the numbers.
-RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size"})
+RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size", "logger"})
 
 
 @dataclass(frozen=True)

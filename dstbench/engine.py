@@ -83,6 +83,7 @@ class SparseEngine:
         self.on_masks = on_masks
         self.records: list[TopologyRecord] = []
         self.update_seconds = 0.0
+        self.step_hook_seconds = 0.0  # time in the method's per-step hooks (BiDST's score learning)
         self.layers: list[MaskedLayer] = []
         for name, module in find_prunable_layers(model):
             if "weight_mask" not in dict(module.named_buffers(recurse=False)):
@@ -186,9 +187,9 @@ class SparseEngine:
                 if layer.weight.grad is not None
             }
         if needs.per_step_hook:
-            hook_start = time.perf_counter()
+            start = time.perf_counter()
             self.updater.on_step(self.context(step, "step", batch=batch))
-            self.step_hook_seconds += time.perf_counter() - hook_start
+            self._count_step_hook(start)
         if needs.masked_optimizer:
             grads = [layer.weight.grad for layer in self.sparse_layers if layer.weight.grad is not None]
             masks = [self._backward(layer) for layer in self.sparse_layers if layer.weight.grad is not None]
@@ -203,9 +204,9 @@ class SparseEngine:
         """After ``optimizer.step()``: restore the zeros, then the scheduled topology update."""
         self._zero_off_backward()
         if self.updater.needs.per_step_hook:
-            hook_start = time.perf_counter()
+            start = time.perf_counter()
             self.updater.after_step(self.context(step, "after_step", batch=self._batch))
-            self.step_hook_seconds += time.perf_counter() - hook_start
+            self._count_step_hook(start)
         if self._pending_update:
             self._update(step)
         self._set_aside_reserve()
@@ -217,6 +218,10 @@ class SparseEngine:
         """A step with no method decision taken outside :meth:`after_backward` (the compiled fast
         path): the step counters advance as for any step whose optimizer step ran."""
         self.previous_step_skipped = False
+    def _count_step_hook(self, start: float) -> None:
+        if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
+            torch.cuda.synchronize()
+        self.step_hook_seconds += time.perf_counter() - start
 
     def apply_masks(self) -> None:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the backward

@@ -32,6 +32,7 @@ from .engine import SparseEngine
 from .errors import CheckpointError, ConfigError, DstbenchError, TrainingDiverged
 from .integrity import code_version
 from .layers import describe_layers
+from .loggers import create_logger
 from .registry import create_updater
 from .reuse import check_same_run
 from .rundir import RunDir, check_output_dir
@@ -336,9 +337,12 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
         train_model = fast.forward_model
 
     guard = _DivergenceGuard(run)
+    logger = create_logger(cfg.logger, run.path, cfg.to_json(), resume_step=start_epoch * steps_per_epoch if state is not None else None)
+    logged_updates = len(engine.records) if state is not None else 0
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         updates_before = engine.update_seconds
+        hooks_before = engine.step_hook_seconds
         data.train.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no per-step sync
@@ -404,10 +408,14 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
             "test_acc": test_acc,
             "epoch_seconds": epoch_seconds,
             "update_seconds": engine.update_seconds - updates_before,
+            "step_hook_seconds": engine.step_hook_seconds - hooks_before,
             "topology_updates": len(engine.records),
             "itop_rate": engine.itop_rate(),
         }
         metrics.append(row)
+        logger.log_updates(engine.records[logged_updates:])
+        logged_updates = len(engine.records)
+        logger.log_epoch(row)
         if progress:
             tqdm.write(
                 f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
@@ -433,6 +441,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
         run.write_metrics(metrics)
         run.write_topology(engine.records)
 
+    logger.close()
     problems = engine.violations(final=True)
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
@@ -494,6 +503,8 @@ def _summary(
         "train_seconds": train_seconds,
         "update_seconds": engine.update_seconds,
         "update_time_fraction": engine.update_seconds / train_seconds if train_seconds else 0.0,
+        "step_hook_seconds": engine.step_hook_seconds,
+        "step_hook_time_fraction": engine.step_hook_seconds / train_seconds if train_seconds else 0.0,
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),

@@ -50,7 +50,7 @@ class TopKAST(MaskUpdater):
 
     backward_density_ratio: Annotated[float, Range(ge=1.0)] = 2.0
     """|B| / |A| per layer. The paper's main ImageNet setting, 90 % forward / 80 % backward sparsity
-    (spec §5.5), is 2; 1 turns exploration off (B = A)."""
+    in Jayakumar et al. 2020, is 2; 1 turns exploration off (B = A)."""
     delta_t: PositiveInt = 100
     """Steps between refreshes of A and B (the paper recomputes the top-k every step or every N steps
     for large models; 1 is the every-step variant)."""

@@ -88,29 +88,33 @@ def test_iou_and_overhead_figures_from_real_runs(compare_dir: Path, tmp_path: Pa
 def test_report_table_has_the_table_2_columns_and_seed_statistics(
     compare_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["report", str(compare_dir)]) == 0
+    assert main(["report", str(compare_dir), "--baseline", "static"]) == 0
     printed = capsys.readouterr().out
     assert printed == (compare_dir / "report.md").read_text() + "\n"
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header == (
-        "| method | distribution | sparsity | epochs | test acc (%) | n | train FLOPs | train FLOPs (× dense) "
-        "| inference FLOPs | mask updates | final IoU | update time (%) | ITOP R_s |"
+        "| method | model | dataset | epochs | distribution | sparsity | n | train FLOPs | train FLOPs (× dense) "
+        "| inference FLOPs | mask updates | final IoU | mask-update time (%) | per-step method time (%) | ITOP R_s |"
     )
     lines = printed.splitlines()
     rows = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in rows] == ["| rigl", "| static"]
+    assert [row.split(" | ")[0] for row in rows] == ["| rigl (delta_t=2)", "| static"]
     rigl = rows[0].split(" | ")
-    # n = 2 seeds; 3 updates: TF RigL's clock pauses on mask steps, so after steps 0, 3 and 6 of 8
-    assert rigl[1:4] == ["erk", "90%", "2"] and rigl[5] == "2" and rigl[9] == "3"
-    assert "±" in rigl[4]
+    assert rigl[1:7] == ["tiny_cnn", "synthetic", "2", "erk", "90%", "2"] and rigl[10] == "3"  # 2 seeds; 3 updates (TF RigL's clock)
+    assert rigl[13] == "0.00"  # rigl has no per-step hook
+    stats_header = next(line for line in lines if line.startswith("| method") and "p (Welch)" in line)
+    assert "Δ vs static (95% CI)" in stats_header
+    rigl_stats = lines[lines.index(stats_header) + 2].split(" | ")
+    assert "±" in rigl_stats[7] and rigl_stats[8].startswith("[")
     with open(compare_dir / "report.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert [(r["method"], r["n"], r["topology_updates"]) for r in table] == [
-        ("rigl", "2", "3.0"),
-        ("static", "2", "0.0"),
+    assert [(r["method"], r["n"], r["topology_updates"], r["baseline"]) for r in table] == [
+        ("rigl", "2", "3.0", "static"),
+        ("static", "2", "0.0", "static"),
     ]
     compare_table = (compare_dir / "compare.md").read_text()
-    assert compare_table.splitlines()[0] == header  # compare prints the same columns
+    assert header in compare_table.splitlines()  # compare prints the same tables
+    assert "Δ vs rigl (95% CI)" in compare_table  # its baseline: the first of --methods
 
 
 def test_every_run_records_its_own_training_and_inference_flops(compare_dir: Path) -> None:

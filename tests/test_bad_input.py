@@ -94,7 +94,11 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     # Where the runs of a grid execute (compare and sweep take the same options).
     *[
         ([command, *grid, option, value, "--out", "{tmp}/x"], message)
-        for command, grid in (("compare", ["--methods", "rigl"]), ("sweep", ["--methods", "rigl"]))
+        for command, grid in (
+            ("compare", ["--methods", "rigl"]),
+            ("sweep", ["--methods", "rigl"]),
+            ("reproduce", ["table1", "--scale", "smoke"]),
+        )
         for option, value, message in (
             ("--jobs", "0", "argument --jobs: must be >= 1"),
             ("--slurm-gpus", "-1", "argument --slurm-gpus: must be >= 0"),
@@ -237,7 +241,7 @@ def test_every_numeric_config_field_has_a_rule_and_a_case() -> None:
 
 
 def test_every_numeric_subcommand_option_has_a_rule_and_a_case() -> None:
-    training = {"train", "compare", "sweep", "lt"}  # their config options are checked by TrainConfig.validate
+    training = {"train", "compare", "sweep", "lt", "reproduce"}  # config options: checked by TrainConfig.validate
     for command, options in _numeric_options().items():
         for option in options:
             action = next(a for a in _subparsers(build_parser())[command]._actions if option in a.option_strings)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Documented commands the test only parses, with the reason; each must still match a documented command.
 NOT_RUN = {
+    "dstbench report c10-r32-4k-e3": "the real CIFAR-10 runs of docs/results.md (run folders are not shipped)",
     "dstbench flops --model resnet50": "a ResNet-50 forward pass (7 s); tests/test_analysis_flops.py checks its numbers",
 }
 TRAINING = {"train", "compare", "sweep"}
@@ -45,8 +46,14 @@ DOCUMENTED: list[tuple[Path, str, list[str]]] = MAKE_FIGURES.dstbench_commands()
 
 
 def _skipped(command: str) -> bool:
-    """Commands on real data (``--data-dir``: a user's or this machine's path) are parsed, not run."""
-    return "--data-dir" in command or any(command.startswith(prefix) for prefix in NOT_RUN)
+    """Parsed, not run: commands on real data (``--data-dir``: a user's or this machine's path), on a
+    SLURM cluster, and the paper's grids (``reproduce``: tests/test_reproduce.py runs them small)."""
+    return (
+        "--data-dir" in command
+        or "--launcher slurm" in command
+        or command.startswith("dstbench reproduce")
+        or any(command.startswith(prefix) for prefix in NOT_RUN)
+    )
 
 
 def test_the_docs_document_commands_and_the_skip_list_is_current() -> None:

@@ -1,0 +1,119 @@
+"""Report tables from hand-made summaries: every setting is a cell (nothing merged or dropped), n = 1 says
+so, one format per column, Welch's comparison with the right baseline cell, and the paper's gaps."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from dstbench.analysis.report import accuracy_matrix, accuracy_table, format_tables, markdown_table, report_rows
+from dstbench.errors import ConfigError
+
+
+def _summary(method: str, acc: float, seed: int = 0, sparsity: float = 0.9, **config: Any) -> dict[str, Any]:
+    settings = {"model": "tiny_cnn", "dataset": "synthetic", "epochs": 2, "distribution": "erk", "dense_layers": "none",
+                "lr": 0.05, "seed": seed, "out": f"runs/{method}{seed}", **config}  # fmt: skip
+    sparse = method != "dense"
+    return {
+        "method": method,
+        "sparsity": sparsity,
+        "seed": seed,
+        "test_acc": acc,
+        "model": settings["model"],
+        "dataset": settings["dataset"],
+        "epochs": settings["epochs"],
+        "distribution": settings["distribution"],
+        "dense_layers": settings["dense_layers"],
+        "hyperparameters": {},
+        "needs": {"sparse": sparse},
+        "topology_updates": 3,
+        "update_time_fraction": 0.001,
+        "step_hook_time_fraction": 0.25 if method == "bidst" else 0.0,
+        "itop_rate": 0.137,
+        "final_iou": 0.5,
+        "train_seconds": 10.0,
+        "config": settings,
+    }
+
+
+def _cells(table: str) -> list[list[str]]:
+    return [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
+
+
+def test_every_setting_is_its_own_row_and_the_differing_option_is_shown() -> None:
+    summaries = [
+        _summary("rigl", 0.255, 0),
+        _summary("rigl", 0.128, 0, epochs=1),  # issue 14: this 1-epoch run used to vanish from Table 1
+        _summary("rigl", 0.30, 0, model="cifar_resnet32", dataset="cifar10"),
+        _summary("rigl", 0.26, 0, lr=0.1),
+    ]
+    rows = report_rows(summaries)
+    assert len(rows) == 4
+    table = _cells(accuracy_table(rows))
+    header = accuracy_table(rows).splitlines()[0]
+    assert "other settings" in header
+    assert [(r[1], r[2], r[3], r[6]) for r in table] == [
+        ("tiny_cnn", "synthetic", "2", "lr=0.05"),
+        ("tiny_cnn", "synthetic", "1", "lr=0.05"),
+        ("cifar_resnet32", "cifar10", "2", "lr=0.05"),
+        ("tiny_cnn", "synthetic", "2", "lr=0.1"),
+    ]
+    matrix = _cells(accuracy_matrix(rows))
+    assert sorted(row[-1] for row in matrix) == ["12.80 (n=1)", "25.50 (n=1)", "26.00 (n=1)", "30.00 (n=1)"]
+
+
+def test_seeds_group_and_n1_cells_say_so() -> None:
+    rows = report_rows([_summary("rigl", 0.5, 0), _summary("rigl", 0.6, 1), _summary("set", 0.7, 0)])
+    table = _cells(accuracy_table(rows))
+    rigl, set_ = table
+    assert rigl[6:9] == ["2", "55.00 ± 7.07", f"[{55 - 12.706 * 5:.2f}, {55 + 12.706 * 5:.2f}]"]  # t[.975,1] = 12.706
+    assert set_[6:9] == ["1", "70.00 (n=1)", "n=1: no interval"]
+    assert set_[9:12] == ["+15.00", "-", "n=1 vs 2: no test"]
+    assert "nan" not in accuracy_table(rows).lower() and "± 0.00" not in accuracy_table(rows)
+
+
+def test_baseline_cell_must_share_every_other_setting() -> None:
+    summaries = [
+        *(_summary("rigl", a, s) for s, a in enumerate([0.90, 0.91, 0.92])),
+        *(_summary("bidst", a, s) for s, a in enumerate([0.95, 0.96, 0.97])),
+        _summary("bidst", 0.5, 0, epochs=1),
+    ]
+    rows = report_rows(summaries, baseline="rigl")
+    by_epochs = {(r["method"], r["epochs"]): r for r in rows}
+    bidst = by_epochs[("bidst", 2)]
+    # Equal spreads, n = 3 each: Welch df = 4, t = 0.05 / sqrt(2 * 0.0001 / 3) = 6.124.
+    assert bidst["diff"] == pytest.approx(0.05)
+    assert bidst["verdict"] == "better" and bidst["p_value"] < 0.01
+    assert bidst["diff_ci_low"] == pytest.approx(0.05 - 2.776 * math.sqrt(2 * 0.0001 / 3), abs=1e-4)
+    assert by_epochs[("bidst", 1)]["verdict"] == "no rigl cell"
+    with pytest.raises(ConfigError, match="not among the methods"):
+        report_rows(summaries, baseline="set")
+
+
+def test_cost_table_shows_mask_update_and_per_step_time_apart_in_one_format() -> None:
+    rows = report_rows([_summary("bidst", 0.9), _summary("rigl", 0.9)])
+    header, _, *body = markdown_table(rows).splitlines()
+    names = header.strip("| ").split(" | ")
+    cells = [dict(zip(names, line.strip("| ").split(" | "))) for line in body]
+    assert [(c["mask-update time (%)"], c["per-step method time (%)"], c["ITOP R_s"]) for c in cells] == [
+        ("0.10", "25.00", "0.137"),
+        ("0.10", "0.00", "0.137"),
+    ]
+
+
+def test_paper_columns_are_gaps_to_dense() -> None:
+    cifar = {"model": "cifar_resnet32", "dataset": "cifar10"}
+    summaries = [
+        *(_summary("rigl", a, s, **cifar) for s, a in enumerate([0.50, 0.52])),
+        *(_summary("dense", a, s, sparsity=0.9, distribution="uniform", **cifar) for s, a in enumerate([0.60, 0.62])),
+        _summary("set", 0.4, 0),  # no published counterpart (tiny_cnn)
+    ]
+    text = format_tables(report_rows(summaries, paper=True), paper=True)
+    section = text[text.index("## The paper beside us") :].split("\n\n")
+    assert "2 of 3 cells have no published counterpart" in section[1]
+    (row,) = _cells(section[2])
+    # Ours: 51 - 61 = -10 points; paper Table 1, RigL ERK 90 %: 93.55 - 94.9 = -1.35; difference -8.65.
+    assert row[0] == "rigl" and row[5] == "51.00 ± 1.41"
+    assert row[6].startswith("-10.00 [") and row[7:] == ["Table 1", "93.55", "94.90", "-1.35", "-8.65"]

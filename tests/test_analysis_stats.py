@@ -1,0 +1,111 @@
+"""Statistics across seeds, checked against numbers computed here by hand (textbook formulas, Student-t
+table values and a numerically integrated t density), never through the scipy path the module uses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dstbench.analysis.stats import NO_INTERVAL, describe, welch
+
+# Printed Student-t tables (two-sided 95 %): t[0.975, df].
+T_TABLE_975 = {2: 4.303, 4: 2.776}
+
+
+def _t_density(x: float, df: float) -> float:
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    return c * (1 + x * x / df) ** (-(df + 1) / 2)
+
+
+def _t_cdf(x: float, df: float, steps: int = 20_000) -> float:
+    """P(T <= x) by Simpson's rule on [0, |x|] (the density is symmetric)."""
+    h = abs(x) / steps
+    total = _t_density(0, df) + _t_density(abs(x), df)
+    total += sum((4 if i % 2 else 2) * _t_density(i * h, df) for i in range(1, steps))
+    half = total * h / 3
+    return 0.5 + half if x >= 0 else 0.5 - half
+
+
+def _t_quantile(q: float, df: float) -> float:
+    lo, hi = 0.0, 50.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df, 4000) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_student_t_interval_of_one_cell_matches_the_printed_table() -> None:
+    cell = describe([1.0, 2.0, 3.0])  # mean 2, s = 1, n = 3, df = 2
+    assert (cell.n, cell.mean, cell.std) == (3, 2.0, 1.0)
+    half = T_TABLE_975[2] * 1.0 / math.sqrt(3)  # 2.484
+    assert cell.ci_low == pytest.approx(2.0 - half, abs=1e-3)
+    assert cell.ci_high == pytest.approx(2.0 + half, abs=1e-3)
+
+
+def test_welch_worked_example_t_df_p_interval_and_detectable_difference() -> None:
+    a = [94.0, 94.2, 94.4]  # mean 94.2, variance 0.04
+    b = [93.5, 93.8, 94.1]  # mean 93.8, variance 0.09
+    va, vb = 0.04 / 3, 0.09 / 3
+    se = math.sqrt(va + vb)  # 0.20817
+    t = 0.4 / se  # 1.9215
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)  # Welch-Satterthwaite: 3.4845
+    p = 2 * (1 - _t_cdf(t, df))
+    assert (round(t, 4), round(df, 4)) == (1.9215, 3.4845)
+    result = welch(a, b)
+    assert result.difference == pytest.approx(0.4)
+    assert result.t == pytest.approx(t, rel=1e-9)
+    assert result.df == pytest.approx(df, rel=1e-9)
+    assert result.p == pytest.approx(p, abs=1e-6)
+    assert 0.05 < result.p < 0.2  # about 0.137: not significant at n = 3
+    q = _t_quantile(0.975, df)
+    assert result.ci_low == pytest.approx(0.4 - q * se, abs=1e-4)
+    assert result.ci_high == pytest.approx(0.4 + q * se, abs=1e-4)
+    assert result.detectable == pytest.approx((q + _t_quantile(0.8, df)) * se, abs=1e-4)
+    assert result.verdict == "no detectable difference at n=3"
+
+
+def test_equal_spreads_give_df_4_and_the_table_t_value() -> None:
+    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]  # equal variances, n = 3 each: Welch df = 2(n-1) = 4
+    result = welch(a, b)
+    se = math.sqrt(1 / 3 + 1 / 3)
+    assert result.df == pytest.approx(4.0)
+    assert result.t == pytest.approx(-3 / se)  # -3.674
+    assert result.ci_high == pytest.approx(-3 + T_TABLE_975[4] * se, abs=1e-3)
+    assert result.p == pytest.approx(2 * _t_cdf(-3 / se, 4), abs=1e-6)  # 0.0213
+    assert result.verdict == "worse"
+    assert welch(b, a).verdict == "better"
+
+
+def test_one_seed_says_so_in_words_never_nan() -> None:
+    cell = describe([0.9])
+    assert (cell.n, cell.mean, cell.std, cell.ci_low, cell.ci_high) == (1, 0.9, None, None, None)
+    assert NO_INTERVAL == "n=1: no interval"
+    result = welch([0.9], [0.8, 0.85])
+    assert result.p is None and result.ci_low is None and result.detectable is None
+    assert result.verdict == "n=1 vs 2: no test"
+    assert result.difference == pytest.approx(0.075)
+
+
+def test_no_spread_is_not_a_test() -> None:
+    assert welch([0.5, 0.5], [0.5, 0.5]).verdict == "identical on every seed"
+    assert welch([0.6, 0.6], [0.5, 0.5]).p is None
+
+
+# Accuracies are counts over a test set: k / 10000.
+values = st.lists(st.integers(0, 10_000).map(lambda k: k / 10_000), min_size=2, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, values)
+def test_swapping_the_cells_negates_the_difference_and_keeps_p(a: list[float], b: list[float]) -> None:
+    forward, backward = welch(a, b), welch(b, a)
+    assert forward.difference == pytest.approx(-backward.difference, abs=1e-12)
+    if forward.p is not None and backward.p is not None:
+        assert forward.p == pytest.approx(backward.p)
+        assert forward.ci_low is not None and forward.ci_high is not None
+        assert forward.ci_low <= forward.difference <= forward.ci_high
+        # The interval excludes 0 exactly when the test rejects at 5 %.
+        assert (forward.ci_low > 0 or forward.ci_high < 0) == (forward.p < 0.05) or abs(forward.p - 0.05) < 1e-9
