@@ -52,15 +52,22 @@ def _worker_init(threads: int) -> None:
 
 class TrainJob:
     """A submitit job: one run. On preemption or timeout submitit calls :meth:`checkpoint` and
-    requeues the returned submission; the run then continues from its own ``checkpoint.pt``."""
+    requeues the returned submission; the run then continues from its own ``checkpoint.pt``.
+
+    The job uses as many torch threads as CPUs it was given (``--slurm-cpus``): thread count changes
+    the order of float reductions, so it is set, not left to the node's default."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
 
     def __call__(self, cfg: TrainConfig) -> dict[str, Any]:
+        torch.set_num_threads(self.threads)
         return run_one(cfg)
 
     def checkpoint(self, cfg: TrainConfig) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainJob(), cfg)
+        return submitit.helpers.DelayedSubmission(TrainJob(self.threads), cfg)
 
 
 def _placed(configs: Sequence[TrainConfig], devices: Sequence[str]) -> list[TrainConfig]:
@@ -163,7 +170,7 @@ def _submitit(
     cluster = "local" if execution.launcher == "local" else "slurm"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="dstbench", **execution.slurm.executor_parameters(cluster))
-    jobs = executor.map_array(TrainJob(), [configs[i] for i in pending])
+    jobs = executor.map_array(TrainJob(execution.slurm.cpus), [configs[i] for i in pending])
     index = {job.job_id: i for job, i in zip(jobs, pending)}
     for job in submitit.helpers.as_completed(jobs):
         try:

@@ -70,7 +70,9 @@ def test_two_jobs_write_the_folders_of_one_job(sequential: Path, tmp_path: Path)
 
 def test_submitit_local_launcher_writes_the_same_folders(sequential: Path, tmp_path: Path) -> None:
     pytest.importorskip("submitit")
-    run_grid(["rigl"], out=str(tmp_path), progress=False, execution=Execution(launcher="local"), **GRID)
+    # One CPU per job, like the in-process reference (conftest: one torch thread): same float order.
+    local = Execution(launcher="local", slurm=SlurmOptions(cpus=1))
+    run_grid(["rigl"], out=str(tmp_path), progress=False, execution=local, **GRID)
     for name in ("rigl_s0.9_seed0", "rigl_s0.9_seed1"):
         assert _folder(tmp_path / name) == _folder(sequential / name)
     assert list((tmp_path / ".submitit").iterdir()), "submitit kept no job folders"
