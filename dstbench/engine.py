@@ -165,7 +165,10 @@ class SparseEngine:
         if self.on_masks is not None:
             self.on_masks(0, 0, self.masks(), None)
         if self.updater.is_update_step(self.info(-1)):
+            # As at every step: B - M back in the weights for the update, set aside after it.
+            self._restore_reserve()
             self._update(-1)
+            self._set_aside_reserve()
 
     def after_backward(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step.

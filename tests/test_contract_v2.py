@@ -165,6 +165,23 @@ def test_backward_set_trains_b_while_the_forward_pass_sees_only_the_mask() -> No
     assert densities is not None and densities[layer.name] == pytest.approx(2 * layer.k / layer.numel)
 
 
+@dataclass
+class _ReserveFromTheStart(_ForwardPlusReserve):
+    """The same sets, also refreshed before the first step (an update at step -1)."""
+
+    def schedule(self) -> Periodic:
+        return Periodic(3, at_start=True)
+
+
+def test_an_update_before_training_keeps_the_backward_set_aside() -> None:
+    h = make_harness(_ReserveFromTheStart(), 0.8, steps_per_epoch=5, epochs=2)
+    assert len(h.engine.records) == 1 and h.engine.records[0].step == 0
+    assert h.engine.violations() == []  # the forward weights are zero off M before the first step
+    for step in range(4):
+        h.step(step)
+        assert h.engine.violations() == []
+
+
 def test_set_grow_init_draws_grown_weights_from_the_init_distribution() -> None:
     from dstbench.registry import create_updater
 
