@@ -10,8 +10,6 @@ only; plain ``name=value`` applies to every method (and must be valid for each).
 from __future__ import annotations
 
 import itertools
-import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,11 @@ from .errors import ConfigError
 from .execution import Execution
 from .launch import execute
 from .registry import create_updater, get_method
-from .reuse import Mismatch, check_same_run
-from .rundir import RunDir, check_output_dir
+from .reuse import reusable_summary
+from .rundir import check_output_dir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
 
-log = logging.getLogger(__name__)
 _NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
 
@@ -89,33 +86,6 @@ def grid_configs(
     return configs
 
 
-def _reusable_summary(cfg: TrainConfig, rerun_mismatched: bool) -> dict[str, Any] | None:
-    """The summary of the finished run in ``cfg.out`` if it is the requested run; None to (re)train.
-
-    A different config or code version is one error line, or, with ``rerun_mismatched``, the old run
-    is deleted so that it is trained again from scratch.
-    """
-    run = RunDir(cfg.out)
-    if not run.path.exists():
-        return None
-    try:
-        if run.is_complete():
-            summary: dict[str, Any] = run.read_json(run.summary)
-            check_same_run(run.path, run.read_json(run.config), summary.get("code_version"), cfg, resume=False)
-            return summary
-        if run.checkpoint.exists():
-            state = run.load_checkpoint("cpu")
-            saved = state.get("config") or run.read_json(run.config)
-            check_same_run(run.path, saved, state.get("code_version"), cfg, resume=False)
-        return None
-    except Mismatch:
-        if not rerun_mismatched:
-            raise
-        log.warning("%s was made with other settings: retraining it (--rerun-mismatched)", run.path)
-        shutil.rmtree(run.path)
-        return None
-
-
 def run_grid(
     methods: Sequence[str],
     *,
@@ -137,7 +107,7 @@ def run_grid(
     if configs:
         check_output_dir(Path(configs[0].out).parent)
     for cfg in configs:
-        _reusable_summary(cfg, rerun_mismatched)  # a run made with other settings: refused, or cleared
+        reusable_summary(cfg, rerun_mismatched)  # a run made with other settings: refused, or cleared
     summaries = execute(configs, execution, progress=progress)
     for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out

@@ -1,4 +1,4 @@
-"""Is an existing run the run being asked for? One check for ``--resume``, ``compare`` and ``sweep``.
+"""Is an existing run the run being asked for? One check for ``--resume``, ``compare``, ``sweep`` and ``lt``.
 
 A folder is only continued or reused when its resolved config (hyper-parameters included) and the code
 version that wrote it match the request; the first difference is reported as one line naming the field.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 from .config import RESUME_IGNORED_FIELDS, TrainConfig
 from .errors import CheckpointError, DstbenchError
 from .integrity import code_version
+from .rundir import RunDir
 
-__all__ = ["Mismatch", "find_mismatch", "check_same_run"]
+__all__ = ["Mismatch", "find_mismatch", "check_same_run", "reusable_summary"]
 log = logging.getLogger(__name__)
 
 
@@ -92,3 +94,30 @@ def check_same_run(
         f"{key} was {was!r}, now {now!r}; use another --out, or --rerun-mismatched to retrain it",
         key,
     )
+
+
+def reusable_summary(cfg: TrainConfig, rerun_mismatched: bool = False) -> dict[str, Any] | None:
+    """The summary of the finished run in ``cfg.out`` if it is the requested run; None to (re)train.
+
+    A different config or code version is one error line, or, with ``rerun_mismatched``, the old run
+    is deleted so that it is trained again from scratch.
+    """
+    run = RunDir(cfg.out)
+    if not run.path.exists():
+        return None
+    try:
+        if run.is_complete():
+            summary: dict[str, Any] = run.read_json(run.summary)
+            check_same_run(run.path, run.read_json(run.config), summary.get("code_version"), cfg, resume=False)
+            return summary
+        if run.checkpoint.exists():
+            state = run.load_checkpoint("cpu")
+            saved = state.get("config") or run.read_json(run.config)
+            check_same_run(run.path, saved, state.get("code_version"), cfg, resume=False)
+        return None
+    except Mismatch:
+        if not rerun_mismatched:
+            raise
+        log.warning("%s was made with other settings: retraining it (--rerun-mismatched)", run.path)
+        shutil.rmtree(run.path)
+        return None

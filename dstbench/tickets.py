@@ -11,9 +11,10 @@ remaining weights per round, so round ``r`` has sparsity ``1 - 0.8^r`` and a tar
     DIR/round02   method ``lt``: --hp ticket_from=DIR/round01 sparsity 1 - 0.8^2
     ...           the last round at exactly s
 
-Each round is a resumable run folder (rerunning the command reuses finished rounds and resumes an
-interrupted one). Every round rewinds to the *root* run's theta_k, found by following the chain of
-``ticket_from`` folders. Its ``summary.json`` charges the whole pipeline: ``flops.train_flops`` is this
+Each round is a resumable run folder: rerunning the command reuses finished rounds and resumes an
+interrupted one, but only if it is the requested run (same config and code, :mod:`dstbench.reuse`); a
+stale round is refused in one line before anything trains. Every round rewinds to the *root* run's
+theta_k, found by following the chain of ``ticket_from`` folders. Its ``summary.json`` charges the whole pipeline: ``flops.train_flops`` is this
 round's training plus the ticket's ``train_flops`` (itself the pipeline up to there), and
 ``flops.train_flops_run`` keeps this round alone, so ``compare`` and ``report`` tables are honest.
 """
@@ -154,6 +155,7 @@ def run_lottery(
     """Train (or reuse, or resume) the dense run and every round; write ``lt.json``/``lt.md`` in ``out``."""
     from .compare import format_table
     from .config import resolve_config
+    from .reuse import reusable_summary
     from .trainer import train
 
     if preset is None and config_file is None and not {"model", "dataset", "data_dir"} & set(overrides):
@@ -165,10 +167,11 @@ def run_lottery(
     for r, round_sparsity in enumerate(sparsities, 1):
         fields = {**base, "method": "lt", "sparsity": round_sparsity, "out": str(folder / f"round{r:02d}"), "save_rewind_step": None}
         configs.append(resolve_config(preset, config_file, fields, {**hp, "ticket_from": configs[-1].out, "rewind_step": rewind_step}))
+    finished = [reusable_summary(cfg) for cfg in configs]  # a typo or a stale round fails before any training
     summaries = []
-    for cfg in configs:  # resolved up front: a typo fails before any training
-        run = RunDir(cfg.out)
-        summary = run.read_json(run.summary) if run.is_complete() else train(cfg, resume=run.checkpoint.exists(), progress=progress)
+    for cfg, summary in zip(configs, finished):
+        if summary is None:
+            summary = train(cfg, resume=RunDir(cfg.out).checkpoint.exists(), progress=progress)
         summary["run_dir"] = cfg.out
         summaries.append(summary)
     atomic_write_json(folder / "lt.json", _rows(summaries))

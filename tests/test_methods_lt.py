@@ -19,6 +19,7 @@ from dstbench.errors import ConfigError
 from dstbench.layers import describe_layers
 from dstbench.methods.lt import global_magnitude_masks
 from dstbench.registry import create_updater
+from dstbench.reuse import Mismatch
 from dstbench.tickets import lt_rounds, round_sparsities, run_lottery
 from dstbench.trainer import build_model
 
@@ -153,6 +154,14 @@ def test_rerunning_the_pipeline_reuses_finished_rounds(pipeline: tuple[Path, lis
     again = _pipeline(out)
     assert [s["test_acc"] for s in again] == [s["test_acc"] for s in summaries]
     assert (out / "round02" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_rerunning_with_other_settings_is_refused_before_anything_trains(pipeline: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = pipeline
+    stamps = {run: (out / run / "summary.json").stat().st_mtime_ns for run in ("dense", "round01", "round02")}
+    with pytest.raises(Mismatch, match=r"different config: lr was 0\.05, now 0\.02; use another --out"):
+        _pipeline(out, lr=0.02)
+    assert {run: (out / run / "summary.json").stat().st_mtime_ns for run in stamps} == stamps
 
 
 def test_a_round_resumes_bit_identically(pipeline: tuple[Path, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
