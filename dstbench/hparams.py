@@ -53,13 +53,18 @@ class Range:
 
     def describe(self) -> str:
         """``in [0, 1)`` for two-sided ranges, ``>= 1`` or ``> 0`` for one-sided ones."""
-        low = (f"[{self.ge:g}", f">= {self.ge:g}") if self.ge is not None else None
-        low = low or ((f"({self.gt:g}", f"> {self.gt:g}") if self.gt is not None else None)
-        high = (f"{self.le:g}]", f"<= {self.le:g}") if self.le is not None else None
-        high = high or ((f"{self.lt:g})", f"< {self.lt:g}") if self.lt is not None else None)
+        low = (f"[{_show(self.ge)}", f">= {_show(self.ge)}") if self.ge is not None else None
+        low = low or ((f"({_show(self.gt)}", f"> {_show(self.gt)}") if self.gt is not None else None)
+        high = (f"{_show(self.le)}]", f"<= {_show(self.le)}") if self.le is not None else None
+        high = high or ((f"{_show(self.lt)})", f"< {_show(self.lt)}") if self.lt is not None else None)
         if low and high:
             return f"in {low[0]}, {high[0]}"
         return (low or high or ("", "any number"))[1]
+
+
+def _show(bound: float) -> str:
+    """A bound as written: whole numbers in full (a seed's 4294967295, not 4.29497e+09), others short."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 Fraction = Annotated[float, Range(ge=0.0, le=1.0)]

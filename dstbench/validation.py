@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .hparams import Range
 
 __all__ = [
     "Rule",
@@ -33,30 +34,21 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """A finite number of ``kind`` in [low, high] (either bound open or absent)."""
+    """A finite number of ``kind`` within ``bounds``: the :class:`~dstbench.hparams.Range` that method
+    hyper-parameters carry in their annotations, so options and hyper-parameters share one notion of a range."""
 
     kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
+    bounds: Range = Range()
 
     @property
     def __name__(self) -> str:  # argparse names a type by it in "invalid <name> value"
         return self.kind.__name__
 
-    def _show(self, bound: float) -> str:
-        return str(int(bound)) if self.kind is int else f"{bound:g}"
-
     def describe(self) -> str:
-        if self.low is not None and self.high is not None:
-            lo = "(" if self.low_open else "["
-            hi = ")" if self.high_open else "]"
-            return f"in {lo}{self._show(self.low)}, {self._show(self.high)}{hi}"
-        if self.low is not None:
-            bound = f"{'>' if self.low_open else '>='} {self._show(self.low)}"
-            return bound if self.kind is int else f"finite and {bound}"
-        return "an integer" if self.kind is int else "finite"
+        if self.bounds == Range():
+            return "an integer" if self.kind is int else "finite"
+        text = self.bounds.describe()
+        return text if text.startswith("in ") or self.kind is int else f"finite and {text}"
 
     def violated(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -65,9 +57,7 @@ class Rule:
             return True
         if isinstance(value, float) and not math.isfinite(value):
             return True
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return True
-        return self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return not self.bounds.contains(value)
 
     def check(self, option: str, value: Any) -> Any:
         """``value`` if it obeys the rule (None passes: unset), else a one-line :class:`ConfigError`."""
@@ -86,11 +76,11 @@ class Rule:
         return value
 
 
-POSITIVE_INT = Rule(int, 1)
-NON_NEGATIVE_INT = Rule(int, 0)
-SEED = Rule(int, 0, MAX_SEED)
-SPARSITY = Rule(float, 0, 1, high_open=True)
-FRACTION = Rule(float, 0, 1)
-MOMENTUM = Rule(float, 0, 1, high_open=True)
-NON_NEGATIVE_FLOAT = Rule(float, 0)
-POSITIVE_FLOAT = Rule(float, 0, low_open=True)
+POSITIVE_INT = Rule(int, Range(ge=1))
+NON_NEGATIVE_INT = Rule(int, Range(ge=0))
+SEED = Rule(int, Range(ge=0, le=MAX_SEED))
+SPARSITY = Rule(float, Range(ge=0, lt=1))
+FRACTION = Rule(float, Range(ge=0, le=1))
+MOMENTUM = Rule(float, Range(ge=0, lt=1))
+NON_NEGATIVE_FLOAT = Rule(float, Range(ge=0))
+POSITIVE_FLOAT = Rule(float, Range(gt=0))
