@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 __all__ = ["train", "data_config", "build_model", "build_optimizer", "lr_at", "resolve_device"]
 log = logging.getLogger(__name__)
 
+DIVERGENCE_CHECK_EVERY = 50
+"""On CUDA, steps between two reads of the divergence record (a host sync each): at most this many
+steps are wasted after a divergence, and the step the report names is exact regardless."""
+
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -191,26 +195,45 @@ def _rewrite_derived(run: RunDir, config: dict[str, Any], plan: Any, metrics: li
 
 
 class _DivergenceGuard:
-    """Stops training at the first non-finite loss, with the step and the last finite loss."""
+    """Stops training at the first non-finite loss, naming its step and the last finite loss before it.
 
-    def __init__(self, run: RunDir) -> None:
+    The record (first bad step, its loss, the last finite loss) is kept on the device and read only
+    every ``every`` steps and at the end of each epoch, before the checkpoint: reading a CUDA tensor
+    waits for the GPU, and doing that every step would stall the asynchronous (CUDA-graph) step. On
+    the CPU reading is free and ``every`` is 1. Either way the report names the exact step.
+    """
+
+    def __init__(self, run: RunDir, device: torch.device, every: int = 1) -> None:
         self.run = run
-        self.last_finite: float | None = None
+        self.every = every
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.last_finite = torch.full((), math.nan, dtype=torch.float64, device=device)
 
-    def check(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        value = float(loss.detach())
-        if math.isfinite(value):
-            self.last_finite = value
+    def record(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        value = loss.detach().double()
+        finite = torch.isfinite(value)
+        fresh = ~finite & (self.first_bad < 0)
+        self.first_bad = torch.where(fresh, step, self.first_bad)
+        self.bad_loss = torch.where(fresh, value, self.bad_loss)
+        self.last_finite = torch.where(finite & (self.first_bad < 0), value, self.last_finite)
+        if (step + 1) % self.every == 0:
+            self.check(epoch)
+
+    def check(self, epoch: int) -> None:
+        step = int(self.first_bad)
+        if step < 0:
             return
-        last = "none yet" if self.last_finite is None else f"{self.last_finite:.6g}"
+        last = float(self.last_finite)
+        last_text = "none yet" if math.isnan(last) else f"{last:.6g}"
         kept = (
             f"the checkpoint of epoch {epoch} in {self.run.path} is intact"
             if epoch > 0
             else "no checkpoint was written"
         )
         raise TrainingDiverged(
-            f"training diverged: loss is {value} at epoch {epoch + 1}, step {step} (last finite loss {last}); "
-            f"{kept}; try a lower --lr"
+            f"training diverged: loss is {float(self.bad_loss)} at epoch {epoch + 1}, step {step} "
+            f"(last finite loss {last_text}); {kept}; try a lower --lr"
         )
 
 
@@ -336,7 +359,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
     if fast is not None:
         train_model = fast.forward_model
 
-    guard = _DivergenceGuard(run)
+    guard = _DivergenceGuard(run, device, DIVERGENCE_CHECK_EVERY if device.type == "cuda" else 1)
     logger = create_logger(cfg.logger, run.path, cfg.to_json(), resume_step=start_epoch * steps_per_epoch if state is not None else None)
     logged_updates = len(engine.records) if state is not None else 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -383,12 +406,13 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
                             optimizer.zero_grad(set_to_none=True)
                 if fast is not None:
                     fast.after_warmup_step()
-            guard.check(loss, epoch, step)
+            guard.record(loss, epoch, step)
             loss_sum += loss.detach().double() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
             if last_micro and cfg.save_rewind_step is not None and step + 1 == cfg.save_rewind_step:
                 run.save_rewind(step + 1, model.state_dict())
+        guard.check(epoch)  # before anything of this epoch is written
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
         if ctx is not None:

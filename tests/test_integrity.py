@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -283,6 +284,25 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     assert RunDir(run).load_checkpoint()["epoch"] == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (run / "summary.json").exists()
+
+
+def test_the_divergence_record_names_the_first_bad_step_however_rarely_it_is_read(tmp_path: Path) -> None:
+    from dstbench.errors import TrainingDiverged
+    from dstbench.trainer import _DivergenceGuard
+
+    losses = [2.0, 1.5, math.nan, 3.0, math.inf, 1.0]
+    rare = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=50)
+    for step, loss in enumerate(losses):
+        rare.record(torch.tensor(loss), 0, step)  # never read inside the window: no error yet
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 2 \(last finite loss 1\.5\); no checkpoint"):
+        rare.check(0)
+    every_step = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
+    every_step.record(torch.tensor(1.25), 3, 40)
+    with pytest.raises(TrainingDiverged, match=r"loss is inf at epoch 4, step 41 \(last finite loss 1\.25\); the checkpoint of epoch 3"):
+        every_step.record(torch.tensor(math.inf), 3, 41)
+    first = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
+    with pytest.raises(TrainingDiverged, match=r"step 0 \(last finite loss none yet\)"):
+        first.record(torch.tensor(-math.inf), 0, 0)
 
 
 def test_sigterm_ends_with_one_line_and_a_resumable_folder(finished: Path, tmp_path: Path) -> None:
