@@ -34,8 +34,9 @@ def add_commands(sub: Any) -> None:
     _add_reproduce(sub)
     report = sub.add_parser("report", help="Markdown and CSV tables (BiDST Tables 1 and 2) of a folder of runs")
     report.add_argument(
-        "dir", help="a folder of runs (from compare or sweep) or one run directory; report.md and report.csv go there"
+        "dir", help="a folder of runs (from compare or sweep) or one run directory; only finished runs are read"
     )
+    report.add_argument("--out", metavar="DIR", help="where report.md and report.csv go (default: dir itself)")
     report.add_argument("--baseline", help="method every other is tested against (default: the first method)")
     report.add_argument("--paper", action="store_true", help="add the BiDST paper's published accuracies and gaps")
     report.set_defaults(func=_cmd_report)
@@ -354,5 +355,5 @@ def _cmd_plot_ablation(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(args.dir, baseline=args.baseline, paper=args.paper))
+    print(write_report(args.dir, baseline=args.baseline, paper=args.paper, out=args.out))
     return 0

@@ -506,13 +506,18 @@ def format_tables(rows: Sequence[Mapping[str, Any]], *, paper: bool = False, tit
     return "\n".join(p for p in parts if p)
 
 
-def write_report(folder: str | Path, *, baseline: str | None = None, paper: bool = False) -> str:
-    """Write ``report.md`` and ``report.csv`` into ``folder`` (a folder of runs) and return the Markdown."""
+def write_report(
+    folder: str | Path, *, baseline: str | None = None, paper: bool = False, out: str | Path | None = None
+) -> str:
+    """Write ``report.md`` and ``report.csv`` into ``out`` (default: ``folder``, the folder of runs it
+    reads) and return the Markdown. ``out`` lets a report of a job still running, or of a folder that
+    is not ours to write, go elsewhere; only finished runs are read."""
     summaries = [
         {**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in complete_runs(folder)
     ]
     rows = report_rows(summaries, baseline=baseline, paper=paper)
     text = format_tables(rows, paper=paper, title=f"Report: {folder}")
-    atomic_write_text(Path(folder) / "report.md", text)
-    atomic_write_text(Path(folder) / "report.csv", csv_table(rows))
+    target = Path(folder if out is None else out)
+    atomic_write_text(target / "report.md", text)
+    atomic_write_text(target / "report.csv", csv_table(rows))
     return text

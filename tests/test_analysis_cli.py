@@ -117,6 +117,19 @@ def test_report_table_has_the_table_2_columns_and_seed_statistics(
     assert "Δ vs rigl (95% CI)" in compare_table  # its baseline: the first of --methods
 
 
+def test_report_out_leaves_the_folder_of_runs_untouched(
+    compare_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in compare_dir.iterdir())
+    stamps = {name: (compare_dir / name).stat().st_mtime_ns for name in before if (compare_dir / name).is_file()}
+    out = tmp_path / "elsewhere" / "tables"
+    assert main(["report", str(compare_dir), "--baseline", "static", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (out / "report.md").read_text() + "\n"
+    assert (out / "report.csv").read_text().splitlines()[0].startswith("method,")
+    assert sorted(p.name for p in compare_dir.iterdir()) == before
+    assert {name: (compare_dir / name).stat().st_mtime_ns for name in stamps} == stamps
+
+
 def test_every_run_records_its_own_training_and_inference_flops(compare_dir: Path) -> None:
     static = _summary(compare_dir / "static_s0.9_seed0")["flops"]
     rigl = _summary(compare_dir / "rigl_s0.9_seed0")["flops"]
