@@ -315,6 +315,8 @@ def code_version() -> dict[str, str | None]:
     """The package version and, when dstbench runs from a git checkout, its commit.
 
     Uncommitted edits deliberately do not count: a run is tied to the code it was committed with.
+    Cached per process, and first asked when training starts (``trainer.train``), so a commit made
+    while a run trains is not recorded as its code.
     """
     from . import __version__
 

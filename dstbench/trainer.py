@@ -249,6 +249,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     from .distributed import init_from_env, shutdown
 
     cfg.validate()
+    # Fix the code version now (it is cached per process): the code this process imported is what
+    # trains, and a commit made while it runs must not be recorded as the code of this run.
+    code_version()
     ctx = init_from_env(cfg.device)
     try:
         return _train(cfg, ctx, resume=resume, progress=progress and (ctx is None or ctx.is_main))

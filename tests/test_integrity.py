@@ -13,6 +13,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -380,6 +381,29 @@ def test_code_version_is_the_package_and_the_git_commit(monkeypatch: pytest.Monk
                               capture_output=True, text=True)  # fmt: skip
         if head.returncode == 0:
             assert commit == head.stdout.strip()
+    finally:
+        integrity.code_version.cache_clear()
+
+
+def test_a_run_records_the_code_it_started_with_not_a_commit_made_while_it_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstbench import integrity, trainer
+
+    started, committed_meanwhile = "a" * 40, "b" * 40
+    evaluate = trainer.evaluate
+
+    def evaluate_then_commit(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setenv("DSTBENCH_CODE_VERSION", committed_meanwhile)  # HEAD moves during epoch 1
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate_then_commit)
+    monkeypatch.setenv("DSTBENCH_CODE_VERSION", started)
+    integrity.code_version.cache_clear()
+    try:
+        assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
+        assert RunDir(tmp_path / "run").load_checkpoint()["code_version"]["commit"] == started
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["code_version"]["commit"] == started
     finally:
         integrity.code_version.cache_clear()
 
