@@ -232,7 +232,7 @@ def test_a_legacy_folder_is_read_and_resumed_with_one_warning(
 ) -> None:  # fmt: skip
     import dstbench.trainer
 
-    real = dstbench.trainer._DivergenceGuard.check
+    real = dstbench.trainer._DivergenceGuard.record
 
     def stop_in_epoch_2(self: dstbench.trainer._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
         if epoch == 1:
@@ -240,9 +240,9 @@ def test_a_legacy_folder_is_read_and_resumed_with_one_warning(
         real(self, loss, epoch, step)
 
     run = tmp_path / "run"
-    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "check", stop_in_epoch_2)
+    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "record", stop_in_epoch_2)
     assert main(["train", *TINY, "--out", str(run)]) == 130
-    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "check", real)
+    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "record", real)
     _legacy(run)
     complete = _copy(finished, tmp_path, "complete")
     _legacy(complete)
