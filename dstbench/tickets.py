@@ -14,9 +14,10 @@ remaining weights per round, so round ``r`` has sparsity ``1 - 0.8^r`` and a tar
 Each round is a resumable run folder: rerunning the command reuses finished rounds and resumes an
 interrupted one, but only if it is the requested run (same config and code, :mod:`dstbench.reuse`); a
 stale round is refused in one line before anything trains. Every round rewinds to the *root* run's
-theta_k, found by following the chain of ``ticket_from`` folders. Its ``summary.json`` charges the whole pipeline: ``flops.train_flops`` is this
-round's training plus the ticket's ``train_flops`` (itself the pipeline up to there), and
-``flops.train_flops_run`` keeps this round alone, so ``compare`` and ``report`` tables are honest.
+theta_k, found by following the chain of ``ticket_from`` folders. Its ``summary.json`` charges the whole
+pipeline: ``flops.train_flops`` is this round's training plus the ticket's ``train_flops`` (itself the
+pipeline up to there), and ``flops.train_flops_run`` keeps this round alone, so ``compare`` and
+``report`` tables are honest.
 """
 
 from __future__ import annotations
