@@ -14,9 +14,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from dstbench.errors import ConfigError
+from dstbench.core.errors import ConfigError
 
-from .plots import save_figure
+from dstbench.analysis.plots import save_figure
 
 __all__ = ["ablation_series", "plot_ablation"]
 

@@ -37,12 +37,12 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from dstbench.atomic import atomic_write_bytes
-from dstbench.errors import ConfigError, DstbenchError
+from dstbench.runs.atomic import atomic_write_bytes
+from dstbench.core.errors import ConfigError, DstbenchError
 
-from .runs import Run
-from .styles import method_order, method_style, sparsity_linestyle
-from .topology import MaskChange, interval_iou_series, interval_steps, update_iou_series
+from dstbench.analysis.runs import Run
+from dstbench.analysis.styles import method_order, method_style, sparsity_linestyle
+from dstbench.analysis.topology import MaskChange, interval_iou_series, interval_steps, update_iou_series
 
 __all__ = [
     "NothingToPlot",

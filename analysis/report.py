@@ -33,10 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dstbench.atomic import atomic_write_text
+from dstbench.runs.atomic import atomic_write_text
 
-from .runs import complete_runs
-from .stats import NO_INTERVAL, describe, welch
+from dstbench.analysis.runs import complete_runs
+from dstbench.analysis.stats import NO_INTERVAL, describe, welch
 
 __all__ = [
     "report_rows",
@@ -82,8 +82,8 @@ def _key(summary: Summary) -> tuple[Any, ...]:
 
 def _default_hyperparameters(method: str) -> dict[str, Any] | None:
     """The registered class's defaults (JSON-normalised), or None for a method no longer installed."""
-    from dstbench.errors import DstbenchError
-    from dstbench.registry import get_method
+    from dstbench.core.errors import DstbenchError
+    from dstbench.core.registry import get_method
 
     try:
         cls = get_method(method)
@@ -170,7 +170,7 @@ def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
 
 def _attach_paper(rows: list[dict[str, Any]]) -> None:
     """Per row: the paper's matching numbers and both gaps to dense (points of accuracy)."""
-    from .paper import paper_matches
+    from dstbench.analysis.paper import paper_matches
 
     for row in rows:
         settings = row["settings"]
@@ -241,7 +241,7 @@ def report_rows(
     method_order = {method: i for i, method in enumerate(dict.fromkeys(row["method"] for row in rows))}
     rows.sort(key=lambda row: (method_order[row["method"]], row["sparsity"]))
     if baseline is not None and baseline not in method_order:
-        from dstbench.errors import ConfigError
+        from dstbench.core.errors import ConfigError
 
         raise ConfigError(f"--baseline {baseline!r} is not among the methods ({', '.join(method_order)})")
     if rows:
@@ -490,7 +490,7 @@ def format_tables(rows: Sequence[Mapping[str, Any]], *, paper: bool = False, tit
     baseline = rows[0]["baseline"] if rows else "-"
     parts.append(f"## Accuracy over seeds (baseline: {baseline})\n\n{accuracy_table(rows)}\n")
     if paper:
-        from .paper import CITATION
+        from dstbench.analysis.paper import CITATION
 
         published = paper_table(rows)
         unmatched = sum(not row.get("paper") for row in rows)

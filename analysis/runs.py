@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstbench.errors import DstbenchError
-from dstbench.rundir import RunDir
+from dstbench.core.errors import DstbenchError
+from dstbench.runs.rundir import RunDir
 
 __all__ = ["Run", "load_run", "find_runs", "complete_runs"]
 log = logging.getLogger(__name__)

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dstbench.errors import ConfigError, DstbenchError
-from dstbench.topology import LayerChange, layer_change, load_mask_snapshot
+from dstbench.core.errors import ConfigError, DstbenchError
+from dstbench.engine.topology import LayerChange, layer_change, load_mask_snapshot
 
-from .runs import Run
+from dstbench.analysis.runs import Run
 
 __all__ = [
     "Snapshot",

@@ -8,7 +8,7 @@
    ratio to static. In this PyTorch emulation every method already computes the dense weight gradient
    (masking happens after backward), so the time difference is BiDST's per-step work proper: the score
    update on M | S and the eq.-10 lambda term, plus its rare topology updates.
-3. **Predicted training FLOPs** (spec §1.4, RigL App. H convention, :mod:`dstbench.cost`):
+3. **Predicted training FLOPs** (spec §1.4, RigL App. H convention, :mod:`dstbench.engine.cost`):
    BiDST pays ``2 f_A + f_(A|S)`` per sample because it needs G on the search space too, against
    ``3 f_A`` for static sparse training: about +16.7 % at s = 0.9, S = 0.05 under uniform sparsity.
    The FLOP ratio is printed for the benchmark's distribution and for uniform sparsity.
@@ -38,13 +38,13 @@ import torch
 from torch import nn
 
 import dstbench.models  # noqa: F401  (registers the CIFAR models with timm)
-from dstbench.cost import count_forward_flops, predict_flops
+from dstbench.engine.cost import count_forward_flops, predict_flops
 from dstbench.config import TrainConfig, resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
-from dstbench.trainer import train
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
 
 METHODS = ("static", "rigl", "bidst")
 

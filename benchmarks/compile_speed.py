@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 import dstbench.models  # noqa: F401
-from dstbench.compiled import FastStep, dynamo_counts
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
+from dstbench.train.compiled import FastStep, dynamo_counts
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
 
 
 def _setup(model: nn.Module, sparsity: float) -> tuple[torch.optim.Optimizer, SparseEngine]:

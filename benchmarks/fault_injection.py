@@ -33,7 +33,7 @@ def _bad_inputs(work: Path) -> tuple[int, int]:
     import contextlib
     import io
 
-    from dstbench.cli import main
+    from dstbench.cli.app import main
     from tests.test_bad_input import BAD_INPUT, _expand, _prepare
 
     tried = rejected = 0

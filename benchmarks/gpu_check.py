@@ -55,7 +55,7 @@ def _config(out: Path, args: argparse.Namespace, hp: dict[str, Any] | None = Non
 
 
 def _train(cfg: Any) -> dict[str, Any]:
-    from dstbench.trainer import train
+    from dstbench.train.loop import train
 
     summary: dict[str, Any] = train(cfg, progress=False)
     return summary

@@ -33,11 +33,11 @@ from torch import nn
 
 from dstbench.config import TrainConfig, resolve_config
 from dstbench.data import build_data
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater, get_method, list_methods
-from dstbench.trainer import build_model, build_optimizer, data_config, lr_at
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater, get_method, list_methods
+from dstbench.train.loop import build_model, build_optimizer, data_config, lr_at
 
 METHODS = ["static", "set", "rigl", "rigl-itop", "mest", "mest-ems", "snfs", "bidst"]
 # 8 steps per epoch at 1024 samples / batch 128: RigL and ITOP update every 3 steps, the epoch-based
@@ -53,7 +53,7 @@ CADENCES: dict[str, dict[str, Any]] = {
 
 @dataclasses.dataclass
 class Run:
-    """One method's model, optimizer and engine, stepped by hand like ``dstbench.trainer.train``."""
+    """One method's model, optimizer and engine, stepped by hand like ``dstbench.train.loop.train``."""
 
     method: str
     cfg: TrainConfig

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 import dstbench.models  # noqa: F401
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
 
 
 def _sgd(model: nn.Module) -> torch.optim.Optimizer:

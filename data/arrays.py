@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 
 @dataclass

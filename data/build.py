@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dstbench.errors import ConfigError, DataError
+from dstbench.core.errors import ConfigError, DataError
 
 from .arrays import Splits
 from .catalog import DATASETS, DatasetInfo, dataset_info

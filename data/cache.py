@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 from .arrays import ArrayDataset, Splits
-from dstbench.atomic import atomic_path
+from dstbench.runs.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 from .arrays import Splits
 from .cache import load_or_build

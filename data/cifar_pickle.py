@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 from .arrays import ArrayDataset, Splits
 from .catalog import CIFAR10_CLASSES, CIFAR100_CLASSES

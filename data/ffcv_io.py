@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dstbench.errors import ConfigError, DataError
+from dstbench.core.errors import ConfigError, DataError
 
 from .arrays import ArrayDataset
-from dstbench.atomic import atomic_path, scratch_path
+from dstbench.runs.atomic import atomic_path, scratch_path
 from .errtext import describe
 
 INSTALL_HINT = "install with pip install 'dstbench[ffcv]' (or pip install ffcv)"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 from .arrays import ArrayDataset, Splits
 from .errtext import describe

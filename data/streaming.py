@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dstbench.errors import DataError
+from dstbench.core.errors import DataError
 
 from .augment import epoch_seed
 from .catalog import IMAGENET_MEAN, IMAGENET_STD

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dstbench.errors import ConfigError
+from dstbench.core.errors import ConfigError
 
 
 def class_quotas(counts: np.ndarray, n: int) -> np.ndarray:

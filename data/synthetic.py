@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dstbench.errors import ConfigError
+from dstbench.core.errors import ConfigError
 
 from .arrays import ArrayDataset, Splits
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from dstbench.errors import ConfigError
+from dstbench.core.errors import ConfigError
 
 from .arrays import ArrayDataset
 from .augment import Normalizer, crop_flip, draw_crop_flip, epoch_generator

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
-from .distributions import DENSE_PROFILES, DISTRIBUTIONS, validate_sparsity
-from .errors import ConfigError
-from .hparams import coerce_value
-from .validation import (
+from dstbench.core.distributions import DENSE_PROFILES, DISTRIBUTIONS, validate_sparsity
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import coerce_value
+from dstbench.core.validation import (
     FRACTION,
     MOMENTUM,
     NON_NEGATIVE_FLOAT,
@@ -185,7 +185,7 @@ class Preset:
 
     def hyperparameters(self, method: str) -> dict[str, Any]:
         """What this preset sets for ``method``: its cadence fields, then its own entries."""
-        from .registry import get_method
+        from dstbench.core.registry import get_method
 
         cadence = {name: self.cadence[unit] for name, unit in get_method(method).cadence_fields.items() if unit in self.cadence}
         return {**cadence, **self.method_hp.get(method, {})}

@@ -37,15 +37,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 
-from dstbench.errors import ConfigError
-from dstbench.hparams import Positive, PositiveInt, Range
-from dstbench.registry import register_method
-from dstbench.schedules import Periodic
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Positive, PositiveInt, Range
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:
-    from dstbench.engine import SparseEngine
+    from dstbench.engine.sparse_engine import SparseEngine
 
 __all__ = ["BiDST", "LayerScores", "table_search_space", "search_space_size"]
 

@@ -49,11 +49,11 @@ from typing import Any
 
 import torch
 
-from dstbench.hparams import NonNegative, PositiveInt
-from dstbench.registry import register_method
-from dstbench.schedules import Periodic
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.core.hparams import NonNegative, PositiveInt
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
 __all__ = ["DeepR", "split_reactivations"]
 

@@ -48,11 +48,11 @@ from typing import Annotated, Any
 
 import torch
 
-from dstbench.hparams import Fraction, NonNegativeInt, Positive, PositiveInt, Range
-from dstbench.registry import register_method
-from dstbench.schedules import steps_at
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.core.hparams import Fraction, NonNegativeInt, Positive, PositiveInt, Range
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import steps_at
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
 
 from .snfs import apportion
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import torch
 
-from dstbench.distributions import active_count, layer_densities
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.hparams import Fraction, PositiveInt
-from dstbench.registry import register_method
-from dstbench.schedules import CosineDecay, CubicRamp, Periodic, steps_at
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
+from dstbench.core.distributions import active_count, layer_densities
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Fraction, PositiveInt
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import CosineDecay, CubicRamp, Periodic, steps_at
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
 
 __all__ = ["GraNet", "global_topk_masks"]
 

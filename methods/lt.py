@@ -12,7 +12,7 @@ over all prunable weights of the previous round's surviving set). One round::
             k = ``rewind_step``, 0 = the initialisation)
     train : with M fixed (a static mask, ``density_policy="global"``: only the total is fixed)
 
-Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.tickets`), which also
+Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.grid.lottery`), which also
 charges every round's training in ``summary.json`` (``flops.train_flops``; ``train_flops_run`` is the
 round alone).
 
@@ -37,15 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dstbench.errors import ConfigError
-from dstbench.hparams import NonNegativeInt
-from dstbench.registry import register_method
-from dstbench.global_select import global_topk
-from dstbench.tickets import rewind_weights, ticket_chain, ticket_weights
-from dstbench.updater import MaskUpdater, Needs, UpdateContext
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import NonNegativeInt
+from dstbench.core.registry import register_method
+from dstbench.core.global_select import global_topk
+from dstbench.grid.lottery import rewind_weights, ticket_chain, ticket_weights
+from dstbench.core.updater import MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:
-    from dstbench.engine import SparseEngine
+    from dstbench.engine.sparse_engine import SparseEngine
 
 __all__ = ["LotteryTicket", "global_magnitude_masks"]
 
@@ -58,7 +58,7 @@ def global_magnitude_masks(
     eligible: Mapping[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The ``total`` best scores over all layers together, at least ``min_active`` per layer: the shared
-    :func:`dstbench.global_select.global_topk` (each layer first keeps its ``min(min_active, eligible)``
+    :func:`dstbench.core.global_select.global_topk` (each layer first keeps its ``min(min_active, eligible)``
     best entries, then the global ranking of everything else fills the exact total; ties go to the lower
     position). Returns the masks and the layers the guard clamped; a ticket with fewer surviving
     weights than ``total`` is a one-line error.

@@ -4,7 +4,7 @@ best, and train that mask unchanged (spec §6).
 All three rank globally in their papers and code; here the ranking follows the plan's distribution:
 
 * ``--distribution global``: one ranking over all sparsified layers with the exact global total
-  (:func:`dstbench.global_select.global_topk`, with the ``--min-active`` collapse guard, reported);
+  (:func:`dstbench.core.global_select.global_topk`, with the ``--min-active`` collapse guard, reported);
 * ``uniform``/``er``/``erk``: a ranking inside each layer at the plan's per-layer counts, which is
   Synaptic-Flow's ``--scope local`` (the method report says ``"scope": "layer"``).
 
@@ -16,7 +16,7 @@ Shared steps::
     train with M fixed                     # density_policy="global": the total is exact, layers free
 
 Cost: the masks never change, so training costs 3 f_S per sample (``dense_grad="never"``); the one-shot
-scoring passes are not charged (:mod:`dstbench.cost`).
+scoring passes are not charged (:mod:`dstbench.engine.cost`).
 
 SNIP (Lee et al., ICLR 2019, eq. 6; official namhoonlee/snip-public ``snip/model.py: get_sparse_mask``,
 ``create_sparse_mask``)::
@@ -53,7 +53,7 @@ class from the data loader; the engine hands one training batch, so the samples 
 (fewer when the batch holds fewer, reported as ``samples``) and ``num_iters`` is 1, as in the CIFAR
 configs. Ties at the threshold: GraSP keeps scores ``<=`` the threshold and Synaptic-Flow prunes
 ``<=`` it, so their totals can drift by the number of ties; here the total is exact and ties break by
-:func:`dstbench.selection.ranked_indices`. SynFlow reads the init batch only for the input shape, as
+:func:`dstbench.core.selection.ranked_indices`. SynFlow reads the init batch only for the input shape, as
 the official code reads one loader batch.
 """
 
@@ -68,14 +68,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import torch
 from torch import nn
 
-from dstbench.global_select import global_topk, layerwise_topk
-from dstbench.hparams import PositiveInt, Range
-from dstbench.registry import register_method
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.core.global_select import global_topk, layerwise_topk
+from dstbench.core.hparams import PositiveInt, Range
+from dstbench.core.registry import register_method
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:
-    from dstbench.engine import SparseEngine
+    from dstbench.engine.sparse_engine import SparseEngine
 
 __all__ = ["PruneAtInit", "SNIP", "GraSP", "SynFlow", "grasp_samples"]
 log = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dstbench.dropgrow import DropAndGrow
-from dstbench.hparams import Fraction, NonNegative, PositiveInt
-from dstbench.registry import register_method
-from dstbench.schedules import CosineDecay, Periodic
-from dstbench.updater import MaskedLayer, Needs, StepInfo, UpdateContext
+from dstbench.core.dropgrow import DropAndGrow
+from dstbench.core.hparams import Fraction, NonNegative, PositiveInt
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import CosineDecay, Periodic
+from dstbench.core.updater import MaskedLayer, Needs, StepInfo, UpdateContext
 
 
 @register_method("rigl")

@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dstbench.errors import ConfigError
-from dstbench.hparams import Fraction, PositiveInt
-from dstbench.registry import register_method
-from dstbench.schedules import CosineDecay, Periodic
-from dstbench.updater import UpdateContext
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Fraction, PositiveInt
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import CosineDecay, Periodic
+from dstbench.core.updater import UpdateContext
 
 from .rigl import RigL
 

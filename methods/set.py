@@ -18,12 +18,12 @@ from typing import Literal
 
 import torch
 
-from dstbench.dropgrow import DropAndGrow
-from dstbench.hparams import Fraction, PositiveInt
-from dstbench.registry import register_method
-from dstbench.schedules import Periodic
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, UpdateContext
+from dstbench.core.dropgrow import DropAndGrow
+from dstbench.core.hparams import Fraction, PositiveInt
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, UpdateContext
 
 
 def init_distribution_sample(weight: torch.Tensor, rng: torch.Generator) -> torch.Tensor:

@@ -37,15 +37,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dstbench.errors import ConfigError
-from dstbench.hparams import Fraction
-from dstbench.registry import register_method
-from dstbench.schedules import CosineDecay, Periodic
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Fraction
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import CosineDecay, Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
 
 if TYPE_CHECKING:
-    from dstbench.engine import SparseEngine
+    from dstbench.engine.sparse_engine import SparseEngine
 
 __all__ = ["SNFS", "apportion"]
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from dstbench.engine import SparseEngine
-from dstbench.hparams import Fraction
-from dstbench.registry import register_method
-from dstbench.selection import topk_mask, topk_per_row
-from dstbench.updater import MaskedLayer, Needs, UpdateContext
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.hparams import Fraction
+from dstbench.core.registry import register_method
+from dstbench.core.selection import topk_mask, topk_per_row
+from dstbench.core.updater import MaskedLayer, Needs, UpdateContext
 
 from .rigl import RigL
 

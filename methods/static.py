@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dstbench.registry import register_method
-from dstbench.updater import MaskUpdater
+from dstbench.core.registry import register_method
+from dstbench.core.updater import MaskUpdater
 
 
 @register_method("static")

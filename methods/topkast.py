@@ -27,12 +27,12 @@ from typing import Annotated, Any
 
 import torch
 
-from dstbench.engine import SparseEngine
-from dstbench.hparams import PositiveInt, Range
-from dstbench.registry import register_method
-from dstbench.schedules import Periodic
-from dstbench.selection import topk_mask
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.hparams import PositiveInt, Range
+from dstbench.core.registry import register_method
+from dstbench.core.schedules import Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
 __all__ = ["TopKAST", "backward_count"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dstbench.cli import main
-from dstbench.rundir import RunDir
-from dstbench.topology import load_mask_snapshot
+from dstbench.cli.app import main
+from dstbench.runs.rundir import RunDir
+from dstbench.engine.topology import load_mask_snapshot
 
 ARGS = [
     "train", "--preset", "quick", "--method", "rigl", "--epochs", "3", "--seed", "5", "--max-train-samples", "96",

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from dstbench.config import resolve_config
-from dstbench.registry import list_methods
-from dstbench.trainer import train
+from dstbench.core.registry import list_methods
+from dstbench.train.loop import train
 
 SMALL = {"synthetic_train_samples": 640, "synthetic_test_samples": 64, "epochs": 3, "batch_size": 32}
 """20 steps an epoch: the quick preset's cadences (every 20 steps, every epoch) update every method."""

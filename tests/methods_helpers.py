@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
-from dstbench.rundir import RunDir
-from dstbench.trainer import train
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
+from dstbench.runs.rundir import RunDir
+from dstbench.train.loop import train
 
 
 def crafted_engine(

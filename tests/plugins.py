@@ -29,7 +29,7 @@ def register_example_plugin() -> None:
         sys.path.insert(0, str(EXAMPLE_SRC))
     from dstbench_example_plugin import GradualRegrow, MagnitudeRandom
 
-    from dstbench.registry import list_methods, register_method
+    from dstbench.core.registry import list_methods, register_method
 
     known = set(list_methods())
     for name, cls in zip(EXAMPLE_METHODS, (GradualRegrow, MagnitudeRandom)):

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from dstbench.analysis.ablation import ablation_series, plot_ablation
-from dstbench.analysis.sweep import parse_hp_grid
-from dstbench.cli import main
-from dstbench.errors import ConfigError
+from dstbench.grid.sweep import parse_hp_grid
+from dstbench.cli.app import main
+from dstbench.core.errors import ConfigError
 
 
 def _point(lam: float, sparsity: float, seed: int, acc: float) -> dict[str, Any]:

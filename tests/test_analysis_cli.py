@@ -14,9 +14,9 @@ import torch
 
 from dstbench.analysis.report import COLUMNS
 from dstbench.analysis.runs import find_runs
-from dstbench.analysis.sweep import DEFAULT_SPARSITIES
+from dstbench.grid.sweep import DEFAULT_SPARSITIES
 from dstbench.analysis.topology import itop_rate, update_iou_series
-from dstbench.cli import main
+from dstbench.cli.app import main
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:

@@ -28,11 +28,11 @@ from dstbench.analysis.flops import (
     run_flops,
     training_flops,
 )
-from dstbench.cli import main
-from dstbench.distributions import plan_sparsity
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
-from dstbench.updater import MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.cli.app import main
+from dstbench.core.distributions import plan_sparsity
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
+from dstbench.core.updater import MaskUpdater, Needs, StepInfo, UpdateContext
 
 from .helpers import SmallNet, make_harness
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dstbench.analysis.report import accuracy_matrix, accuracy_table, format_tables, markdown_table, report_rows
-from dstbench.errors import ConfigError
+from dstbench.core.errors import ConfigError
 
 
 def _summary(method: str, acc: float, seed: int = 0, sparsity: float = 0.9, **config: Any) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from dstbench.analysis.topology import (
     snapshots,
     update_iou_series,
 )
-from dstbench.atomic import atomic_write_json
-from dstbench.errors import ConfigError, DstbenchError
-from dstbench.topology import save_mask_snapshot
+from dstbench.runs.atomic import atomic_write_json
+from dstbench.core.errors import ConfigError, DstbenchError
+from dstbench.engine.topology import save_mask_snapshot
 
 
 def _change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> MaskChange:

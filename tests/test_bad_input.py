@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dstbench.cli import build_parser, main
+from dstbench.cli.app import build_parser, main
 from dstbench.config import FIELD_RULES, TrainConfig
-from dstbench.validation import Rule
+from dstbench.core.validation import Rule
 
 TINY = ["--preset", "quick", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32", "--quiet"]
 FLOPS = ["flops", "--model", "tiny_cnn", "--input-size", "32"]
@@ -162,12 +162,12 @@ def test_a_failing_file_system_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, errno_: int, strerror: str
 ) -> None:
     """Full disk, no permission, read-only: injected at the write (root ignores permission bits)."""
-    import dstbench.atomic
+    import dstbench.runs.atomic
 
     def failing_fsync(fd: int) -> None:
         raise OSError(errno_, strerror)
 
-    monkeypatch.setattr(dstbench.atomic.os, "fsync", failing_fsync)
+    monkeypatch.setattr(dstbench.runs.atomic.os, "fsync", failing_fsync)
     line = _one_line(capsys, ["train", *TINY, "--out", str(tmp_path / "r")])
     assert f"{strerror} (errno {errno_})" in line and str(tmp_path / "r") in line
 
@@ -175,7 +175,7 @@ def test_a_failing_file_system_is_one_line(
 def test_full_disk_mid_run_leaves_the_last_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dstbench.atomic
+    import dstbench.runs.atomic
 
     run = tmp_path / "r"
     args = ["train", *TINY, "--epochs", "2", "--out", str(run)]
@@ -189,13 +189,13 @@ def test_full_disk_mid_run_leaves_the_last_checkpoint(
             checkpoints.append(Path(src).read_bytes())
         real_replace(src, dst)
 
-    monkeypatch.setattr(dstbench.atomic.os, "replace", replace)
+    monkeypatch.setattr(dstbench.runs.atomic.os, "replace", replace)
     line = _one_line(capsys, args)
     assert line == (f"dstbench: error: cannot write {run / 'checkpoint.pt'}: No space left on device (errno 28); "
                     "checkpoint.pt is unchanged")  # fmt: skip
     assert (run / "checkpoint.pt").read_bytes() == checkpoints[0]
     assert not list(run.glob(".*.tmp"))
-    monkeypatch.setattr(dstbench.atomic.os, "replace", real_replace)
+    monkeypatch.setattr(dstbench.runs.atomic.os, "replace", real_replace)
     assert main([*args, "--resume"]) == 0
 
 

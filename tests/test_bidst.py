@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
 from dstbench.methods.bidst import BiDST, search_space_size, table_search_space
-from dstbench.registry import create_updater
-from dstbench.updater import StepInfo
+from dstbench.core.registry import create_updater
+from dstbench.core.updater import StepInfo
 
 from .helpers import SmallNet, make_harness
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dstbench.cli import main
+from dstbench.cli.app import main
 
 TINY = ["--preset", "quick", "--epochs", "1", "--max-train-samples", "128", "--max-test-samples", "64", "--quiet"]
 
@@ -82,7 +82,7 @@ def test_bad_input_is_one_line_exit_2(
 
 
 def test_argparse_errors_are_one_line_too() -> None:
-    result = subprocess.run([sys.executable, "-m", "dstbench.cli", "train", "--sparsity", "abc"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dstbench.cli.app", "train", "--sparsity", "abc"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["dstbench: error: argument --sparsity: invalid float value: 'abc'"]
 

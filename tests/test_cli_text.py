@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from dstbench.cli import build_parser, main
-from dstbench.progress import grid_line
+from dstbench.cli.app import build_parser, main
+from dstbench.grid.progress import grid_line
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("dstbench", "data", "analysis", "methods", "models")
@@ -74,7 +74,7 @@ def test_help_shows_generated_defaults() -> None:
 def test_top_level_help_is_plain_text_and_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from dstbench.cli import build_parser\n"
+        "from dstbench.cli.app import build_parser\n"
         "text = build_parser().format_help()\n"
         "print(repr('torch' in sys.modules), repr('``' in text))\n"
     )
@@ -83,7 +83,7 @@ def test_top_level_help_is_plain_text_and_does_not_import_torch() -> None:
     code = "import sys, dstbench.config; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False"]  # the config module alone never pulls torch in
-    result = subprocess.run([sys.executable, "-m", "dstbench.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dstbench.cli.app", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "dynamic sparse training" in result.stdout.lower()
 
 

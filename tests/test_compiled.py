@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from dstbench.compiled import FastStep
+from dstbench.train.compiled import FastStep
 from dstbench.config import resolve_config
-from dstbench.engine import SparseEngine
-from dstbench.trainer import train
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.train.loop import train
 
 SMALL = {"epochs": 2, "batch_size": 32, "synthetic_train_samples": 256, "synthetic_test_samples": 64}
 
@@ -108,7 +108,7 @@ def test_a_method_with_per_step_hooks_runs_them_eagerly_and_says_so_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = _Recorder(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="dstbench.compiled"):
+    with caplog.at_level(logging.WARNING, logger="dstbench.train.compiled"):
         summary = _run(tmp_path / "bidst", "bidst", True, {"update_frequency": 1})
     notes = [r.getMessage() for r in caplog.records if "eagerly around the compiled model" in r.getMessage()]
     assert notes == ["bidst has per-step hooks: they run eagerly around the compiled model"]
@@ -137,7 +137,7 @@ class _EmulatedGraph:
 def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA-graph path's control flow, on the CPU: warm-up steps, one capture on a full batch,
     replays, eager update steps between replays writing into the captured buffers."""
-    import dstbench.trainer
+    import dstbench.train.loop
 
     class CpuGraphStep(FastStep):
         graph_device_types = ("cuda", "cpu")
@@ -148,7 +148,7 @@ def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pyt
         eager = _Recorder(patch)
         _run(tmp_path / "eager", "rigl", False, hp)
     with monkeypatch.context() as patch:
-        patch.setattr(dstbench.trainer, "FastStep", CpuGraphStep)
+        patch.setattr(dstbench.train.loop, "FastStep", CpuGraphStep)
         patch.setattr(torch, "compile", lambda *a, **k: pytest.fail("graph mode must not call torch.compile"))
         graph = _Recorder(patch)
         summary = _run(tmp_path / "graph", "rigl", True, hp)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dstbench.cli import main
+from dstbench.cli.app import main
 from dstbench.config import resolve_config
-from dstbench.engine import MaskInvariantError
-from dstbench.schedules import Periodic
-from dstbench.selection import topk_mask
-from dstbench.trainer import train
-from dstbench.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.engine.sparse_engine import MaskInvariantError
+from dstbench.core.schedules import Periodic
+from dstbench.core.selection import topk_mask
+from dstbench.train.loop import train
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
 from tests.helpers import make_harness
 
 SMALL = {"synthetic_train_samples": 256, "synthetic_test_samples": 64, "batch_size": 32, "epochs": 4}
@@ -183,7 +183,7 @@ def test_an_update_before_training_keeps_the_backward_set_aside() -> None:
 
 
 def test_set_grow_init_draws_grown_weights_from_the_init_distribution() -> None:
-    from dstbench.registry import create_updater
+    from dstbench.core.registry import create_updater
 
     h = make_harness(create_updater("set", {"grow_init": "init_dist"}), 0.8, steps_per_epoch=2, epochs=3)
     before = {layer.name: layer.mask.clone() for layer in h.engine.sparse_layers}

@@ -33,7 +33,7 @@ from dstbench.data import (
 from dstbench.data import cache as cache_mod
 from dstbench.data.augment import Normalizer, crop_flip, draw_crop_flip, epoch_generator, epoch_seed
 from dstbench.data.catalog import CIFAR10_CLASSES, dataset_info
-from dstbench.errors import ConfigError, DataError
+from dstbench.core.errors import ConfigError, DataError
 
 CPU = torch.device("cpu")
 

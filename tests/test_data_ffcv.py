@@ -27,7 +27,7 @@ from dstbench.data import (
     write_beton,
 )
 from dstbench.data.ffcv_io import require_ffcv
-from dstbench.errors import ConfigError, DataError
+from dstbench.core.errors import ConfigError, DataError
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from dstbench.data.arrays import ArrayDataset
 from dstbench.data.tensor_loader import TensorLoader
-from dstbench.distributed import AGREEMENT_FILE, DESYNC_ENV
+from dstbench.train.distributed import AGREEMENT_FILE, DESYNC_ENV
 
 COMMON = [
     "train", "--device", "cpu", "--preset", "quick", "--method", "rigl", "--epochs", "3", "--hp", "delta_t=4",
@@ -88,12 +88,12 @@ def test_two_ranks_agree_at_every_update_and_match_one_process(ddp_run: Path, tm
 def _assert_sharded_evaluation_is_exact(run: Path, last: dict[str, object]) -> None:
     from dstbench.config import TrainConfig
     from dstbench.data import build_data
-    from dstbench.trainer import build_model, data_config, evaluate
+    from dstbench.train.loop import build_model, data_config, evaluate
 
     cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
     data = build_data(data_config(cfg), torch.device("cpu"))
     model = build_model(cfg.model, data.num_classes)
-    from dstbench.layers import find_prunable_layers
+    from dstbench.core.layers import find_prunable_layers
 
     for _, module in find_prunable_layers(model):  # the checkpoint holds the masks as buffers
         module.register_buffer("weight_mask", torch.ones_like(module.weight, dtype=torch.bool))

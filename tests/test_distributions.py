@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dstbench.models  # noqa: F401
-from dstbench.distributions import active_count, dense_layer_names, layer_densities, plan_sparsity
-from dstbench.errors import ConfigError
-from dstbench.layers import PrunableLayer, describe_layers
+from dstbench.core.distributions import active_count, dense_layer_names, layer_densities, plan_sparsity
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import PrunableLayer, describe_layers
 
 GRASP = describe_layers(timm.create_model("cifar_resnet32_grasp", num_classes=10))
 HE = describe_layers(timm.create_model("cifar_resnet32", num_classes=10))

@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from dstbench.cli import build_parser, main
+from dstbench.cli.app import build_parser, main
 from tests.plugins import without_example_methods
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from dstbench.engine import MaskInvariantError
-from dstbench.registry import create_updater
-from dstbench.updater import MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
+from dstbench.engine.sparse_engine import MaskInvariantError
+from dstbench.core.registry import create_updater
+from dstbench.core.updater import MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
 
 from .helpers import make_harness
 

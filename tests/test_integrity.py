@@ -21,9 +21,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.cli import main
-from dstbench.integrity import Manifest, RunFileError, clean_orphans, finite_json, is_sealed, read_jsonl, seal, unseal
-from dstbench.rundir import RunDir
+from dstbench.cli.app import main
+from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, finite_json, is_sealed, read_jsonl, seal, unseal
+from dstbench.runs.rundir import RunDir
 
 TINY = ["--preset", "quick", "--epochs", "2", "--max-train-samples", "64", "--max-test-samples", "32",
         "--batch-size", "32", "--hp", "delta_t=1", "--quiet"]  # fmt: skip
@@ -230,19 +230,19 @@ def test_a_legacy_folder_is_read_and_resumed_with_one_warning(
     finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    import dstbench.trainer
+    import dstbench.train.loop
 
-    real = dstbench.trainer._DivergenceGuard.record
+    real = dstbench.train.loop._DivergenceGuard.record
 
-    def stop_in_epoch_2(self: dstbench.trainer._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
+    def stop_in_epoch_2(self: dstbench.train.loop._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
         if epoch == 1:
             raise KeyboardInterrupt  # as if killed during the second epoch
         real(self, loss, epoch, step)
 
     run = tmp_path / "run"
-    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "record", stop_in_epoch_2)
+    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", stop_in_epoch_2)
     assert main(["train", *TINY, "--out", str(run)]) == 130
-    monkeypatch.setattr(dstbench.trainer._DivergenceGuard, "record", real)
+    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", real)
     _legacy(run)
     complete = _copy(finished, tmp_path, "complete")
     _legacy(complete)
@@ -288,8 +288,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
 
 
 def test_the_divergence_record_names_the_first_bad_step_however_rarely_it_is_read(tmp_path: Path) -> None:
-    from dstbench.errors import TrainingDiverged
-    from dstbench.trainer import _DivergenceGuard
+    from dstbench.core.errors import TrainingDiverged
+    from dstbench.train.loop import _DivergenceGuard
 
     losses = [2.0, 1.5, math.nan, 3.0, math.inf, 1.0]
     rare = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=50)
@@ -308,7 +308,7 @@ def test_the_divergence_record_names_the_first_bad_step_however_rarely_it_is_rea
 
 def test_sigterm_ends_with_one_line_and_a_resumable_folder(finished: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "dstbench.cli", "train", *TINY, "--epochs", "30", "--out", str(run)]
+    args = [sys.executable, "-m", "dstbench.cli.app", "train", *TINY, "--epochs", "30", "--out", str(run)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.pt").exists():
@@ -410,7 +410,7 @@ def test_a_run_records_the_code_it_started_with_not_a_commit_made_while_it_train
 
 def test_a_field_newer_than_the_run_counts_as_its_default() -> None:
     from dstbench.config import TrainConfig
-    from dstbench.reuse import find_mismatch
+    from dstbench.runs.reuse import find_mismatch
 
     cfg = TrainConfig(out="x")
     saved = cfg.to_json()

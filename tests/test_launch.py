@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dstbench.cli import main
-from dstbench.compare import grid_configs, run_grid
-from dstbench.errors import ConfigError
-from dstbench.launch import Execution, SlurmOptions, _placed
+from dstbench.cli.app import main
+from dstbench.grid.compare import grid_configs, run_grid
+from dstbench.core.errors import ConfigError
+from dstbench.grid.launch import Execution, SlurmOptions, _placed
 
 # Two tiny runs: 256 synthetic images, batch 32, 2 epochs (16 steps), updates every 4 steps.
 GRID: dict[str, Any] = dict(

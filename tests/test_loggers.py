@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dstbench.config import resolve_config
-from dstbench.errors import ConfigError
-from dstbench.loggers import create_logger
-from dstbench.trainer import train
+from dstbench.core.errors import ConfigError
+from dstbench.train.loggers import create_logger
+from dstbench.train.loop import train
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'dstbench[tensorboard]')")
 

@@ -19,16 +19,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.cli import main
+from dstbench.cli.app import main
 from dstbench.config import resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.hparams import Range, field_annotations
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater, get_method, list_methods
-from dstbench.rundir import RunDir
-from dstbench.topology import load_mask_snapshot
-from dstbench.trainer import train
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.hparams import Range, field_annotations
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater, get_method, list_methods
+from dstbench.runs.rundir import RunDir
+from dstbench.engine.topology import load_mask_snapshot
+from dstbench.train.loop import train
 from tests.helpers import SmallNet
 
 METHODS = list_methods()

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater, list_methods
-from dstbench.updater import MaskUpdater, StepInfo
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater, list_methods
+from dstbench.core.updater import MaskUpdater, StepInfo
 
 
 def crafted_engine(updater: MaskUpdater, weights: list[float], active: list[int], k: int) -> SparseEngine:
@@ -75,7 +75,7 @@ def test_rigl_schedule_and_cosine_drop_fraction() -> None:
     updates = [t for t in range(1000) if rigl.is_update_step(StepInfo(t, steps_per_epoch=10, total_epochs=100))]
     assert updates == [0, 100, 200, 300, 400, 500, 600, 700]
     assert not rigl.is_update_step(StepInfo(-1, steps_per_epoch=10, total_epochs=100))
-    from dstbench.dropgrow import cosine_decay
+    from dstbench.core.dropgrow import cosine_decay
 
     assert cosine_decay(0.3, 0, 750) == pytest.approx(0.3)
     assert cosine_decay(0.3, 375, 750) == pytest.approx(0.15)

@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.engine import SparseEngine, derive_seed
+from dstbench.engine.sparse_engine import SparseEngine, derive_seed
 from dstbench.methods.deep_r import split_reactivations
-from dstbench.registry import create_updater
-from dstbench.trainer import train
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
 
 from .helpers import SmallNet, make_harness
 from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dstbench.methods.dsr import DSR, adapt_threshold
-from dstbench.registry import create_updater
-from dstbench.trainer import train
-from dstbench.updater import StepInfo
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
+from dstbench.core.updater import StepInfo
 
 from .helpers import SmallNet, make_harness
 from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.cost import count_forward_flops, predict_flops, run_flops
-from dstbench.distributions import active_count, layer_densities, plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
+from dstbench.engine.cost import count_forward_flops, predict_flops, run_flops
+from dstbench.core.distributions import active_count, layer_densities, plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
 from dstbench.methods.granet import GraNet
-from dstbench.registry import create_updater
-from dstbench.trainer import train
-from dstbench.updater import StepInfo
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
+from dstbench.core.updater import StepInfo
 
 from .helpers import make_harness
 

@@ -13,15 +13,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
 from dstbench.methods.lt import global_magnitude_masks
-from dstbench.registry import create_updater
-from dstbench.reuse import Mismatch
-from dstbench.tickets import lt_rounds, round_sparsities, run_lottery
-from dstbench.trainer import build_model
+from dstbench.core.registry import create_updater
+from dstbench.runs.reuse import Mismatch
+from dstbench.grid.lottery import lt_rounds, round_sparsities, run_lottery
+from dstbench.train.loop import build_model
 
 from .methods_helpers import SMALL, assert_resume_is_bit_identical
 
@@ -187,7 +187,7 @@ def test_bad_tickets_are_one_line_errors(pipeline: tuple[Path, list[dict[str, An
 
 def test_cli_lt_without_a_ticket_fails_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dstbench.cli", "train", "--preset", "quick", "--method", "lt", "--epochs", "1", "--quiet",
+        [sys.executable, "-m", "dstbench.cli.app", "train", "--preset", "quick", "--method", "lt", "--epochs", "1", "--quiet",
          "--max-train-samples", "64", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

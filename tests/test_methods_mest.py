@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
 from dstbench.methods.mest import MEST, MESTSoftBound
-from dstbench.registry import create_updater
-from dstbench.trainer import train
-from dstbench.updater import MaskUpdater, StepInfo
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
+from dstbench.core.updater import MaskUpdater, StepInfo
 
 from .helpers import make_harness
 

@@ -16,18 +16,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dstbench.models  # noqa: F401  (registers tiny_cnn)
-from dstbench.analysis.sweep import sweep_point
-from dstbench.cli import main
+from dstbench.grid.sweep import sweep_point
+from dstbench.cli.app import main
 from dstbench.config import TrainConfig, resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.global_select import global_topk
-from dstbench.inspect_run import inspect_run, render_inspection
-from dstbench.layers import describe_layers
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.global_select import global_topk
+from dstbench.runs.inspect import inspect_run, render_inspection
+from dstbench.core.layers import describe_layers
 from dstbench.methods.pruning_at_init import grasp_samples, synflow_keep
-from dstbench.registry import create_updater, list_methods
-from dstbench.trainer import train
+from dstbench.core.registry import create_updater, list_methods
+from dstbench.train.loop import train
 
 
 # -- independent reference selections ---------------------------------------------------------------
@@ -324,7 +324,7 @@ def test_inspect_marks_clamped_layers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["grasp", "synflow"])
 def test_resume_after_an_interruption_is_bit_identical(tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dstbench.trainer as trainer
+    import dstbench.train.loop as trainer
 
     def config(name: str) -> TrainConfig:
         overrides = {"method": method, "epochs": 2, "distribution": "global", "sparsity": 0.99, "out": str(tmp_path / name),

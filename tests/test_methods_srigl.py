@@ -13,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dstbench.cli import main
+from dstbench.cli.app import main
 from dstbench.config import resolve_config
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.inspect_run import inspect_run, render_inspection
-from dstbench.layers import describe_layers
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.runs.inspect import inspect_run, render_inspection
+from dstbench.core.layers import describe_layers
 from dstbench.methods.srigl import fan_in_counts, neurons_to_ablate
-from dstbench.registry import create_updater
-from dstbench.trainer import train
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import train
 
 from .helpers import make_harness
 

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.cost import count_forward_flops
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
+from dstbench.engine.cost import count_forward_flops
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
 from dstbench.methods.topkast import TopKAST, backward_count
-from dstbench.registry import create_updater
-from dstbench.trainer import build_model, train
+from dstbench.core.registry import create_updater
+from dstbench.train.loop import build_model, train
 
 from .helpers import make_harness
 

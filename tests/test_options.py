@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
-from dstbench.cli import build_parser, main
+from dstbench.cli.app import build_parser, main
 from dstbench.config import PRESETS, TrainConfig, resolve_config
-from dstbench.fielddocs import field_docs
-from dstbench.registry import get_method, list_methods
+from dstbench.core.fielddocs import field_docs
+from dstbench.core.registry import get_method, list_methods
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

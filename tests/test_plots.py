@@ -32,7 +32,7 @@ from dstbench.analysis.plots import (
 )
 from dstbench.analysis.runs import find_runs, load_run
 from dstbench.analysis.styles import BUILTIN_STYLES, method_order, method_style
-from dstbench.cli import main
+from dstbench.cli.app import main
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,7 +4,7 @@ Installing it with pip would modify the test environment (and may need the netwo
 dependencies), so the test makes the package discoverable the way an install would: its source folder
 on ``PYTHONPATH`` plus a ``.dist-info`` folder whose ``entry_points.txt`` is generated from the
 package's own ``pyproject.toml``. ``importlib.metadata`` finds entry points through exactly that file.
-The CLI runs in a subprocess because ``dstbench.registry`` loads entry points once per process.
+The CLI runs in a subprocess because ``dstbench.core.registry`` loads entry points once per process.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dstbench.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dstbench.cli.app", *args], env=env, capture_output=True, text=True, timeout=300
     )
 
 

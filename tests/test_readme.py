@@ -8,8 +8,8 @@ import types
 from pathlib import Path
 
 from dstbench.config import resolve_config
-from dstbench.registry import list_methods
-from dstbench.trainer import train
+from dstbench.core.registry import list_methods
+from dstbench.train.loop import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dstbench.analysis.reproduce import SCALES, TARGETS, _parts
-from dstbench.cli import main
+from dstbench.grid.reproduce import SCALES, TARGETS, _parts
+from dstbench.cli.app import main
 
 TINY = ["--seeds", "0", "--epochs", "1", "--max-train-samples", "32", "--max-test-samples", "32", "--batch-size", "16",
         "--quiet"]  # fmt: skip

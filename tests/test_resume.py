@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dstbench.rundir import RunDir
+from dstbench.runs.rundir import RunDir
 
 ARGS = [
     "train", "--preset", "quick", "--method", "rigl", "--epochs", "4", "--seed", "3",
@@ -22,7 +22,7 @@ ARGS = [
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dstbench.cli", *args]
+    return [sys.executable, "-m", "dstbench.cli.app", *args]
 
 
 def _metrics(run: Path) -> list[dict[str, float]]:

@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dstbench.distributions import plan_sparsity
-from dstbench.engine import SparseEngine
-from dstbench.errors import ConfigError
-from dstbench.layers import describe_layers
-from dstbench.registry import create_updater
-from dstbench.schedules import Constant, CosineDecay, CubicRamp, Periodic, Piecewise
-from dstbench.updater import StepInfo
+from dstbench.core.distributions import plan_sparsity
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.errors import ConfigError
+from dstbench.core.layers import describe_layers
+from dstbench.core.registry import create_updater
+from dstbench.core.schedules import Constant, CosineDecay, CubicRamp, Periodic, Piecewise
+from dstbench.core.updater import StepInfo
 
 
 def simulate(schedule: Periodic, steps_per_epoch: int, epochs: int, *, skip_on_update: bool) -> list[int]:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.selection import ranked_indices, topk_mask, topk_per_row
+from dstbench.core.selection import ranked_indices, topk_mask, topk_per_row
 
 
 def test_ties_prefer_then_lower_index() -> None:

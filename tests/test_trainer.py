@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dstbench.config import PRESETS, TrainConfig, resolve_config
-from dstbench.errors import ConfigError
-from dstbench.trainer import build_model, build_optimizer, lr_at, train
+from dstbench.core.errors import ConfigError
+from dstbench.train.loop import build_model, build_optimizer, lr_at, train
 
 
 def test_lr_warmup_then_cosine_to_eta_min() -> None:

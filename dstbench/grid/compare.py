@@ -1,0 +1,130 @@
+"""``dstbench compare``: one run per (method, sparsity, seed) into one folder, then one table.
+
+Finished runs are reused and interrupted ones resumed, so re-issuing the same command after a crash
+only trains what is missing. A run is reused or resumed only when its resolved config, hyper-parameters
+and code version match the request (the ``--resume`` check, :mod:`dstbench.runs.reuse`); otherwise the
+command stops with one line naming the field, or, with ``--rerun-mismatched``, retrains that run. Hyper-parameters given as ``method.name=value`` apply to that method
+only; plain ``name=value`` applies to every method (and must be valid for each).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dstbench.analysis.report import format_tables, report_rows
+from dstbench.runs.atomic import atomic_write_json, atomic_write_text
+from dstbench.config import TrainConfig, resolve_config
+from dstbench.core.distributions import validate_sparsity
+from dstbench.core.errors import ConfigError
+from dstbench.grid.execution import Execution
+from dstbench.grid.launch import execute
+from dstbench.core.registry import create_updater, get_method
+from dstbench.runs.reuse import reusable_summary
+from dstbench.runs.rundir import check_output_dir
+
+__all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
+
+_NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
+
+
+def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, Any] | None = None) -> str:
+    """``rigl_s0.9_seed0``; a hyper-parameter grid point adds its values: ``bidst_s0.9_lam1e-6_seed0``."""
+    tag = "".join(f"_{name}{str(value).replace('/', '-')}" for name, value in (hp_values or {}).items())
+    return f"{method}_s{sparsity:g}{tag}_seed{seed}"
+
+
+def _method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """Plain names for everyone, ``method.name`` only for that method."""
+    chosen = {k: v for k, v in hp.items() if "." not in k}
+    for key, value in hp.items():
+        owner, _, name = key.partition(".")
+        if name and owner == method:
+            chosen[name] = value
+    return chosen
+
+
+def grid_configs(
+    methods: Sequence[str],
+    *,
+    sparsities: Sequence[float] | None,
+    seeds: Sequence[int] | None,
+    out: str | None,
+    preset: str | None,
+    config_file: str | None,
+    overrides: Mapping[str, Any],
+    hp: Mapping[str, Any],
+    hp_grid: Mapping[str, Sequence[Any]] | None = None,
+) -> list[TrainConfig]:
+    """Resolve every run's config up front, so a typo fails before hours of training.
+
+    ``hp_grid`` maps hyper-parameter names (plain, or ``method.name`` for one method) to the values to
+    try; each method runs every combination of the entries that apply to it.
+    """
+    if preset is None and config_file is None and not _NO_PRESET_KEYS & set(overrides):
+        preset = "quick"
+    for method in methods:
+        get_method(method)
+    base = resolve_config(preset, config_file, overrides, {})
+    if out is not None and not out.strip():
+        raise ConfigError("--out is empty; give a folder for the runs")
+    folder = Path(out or "runs/compare")
+    configs = []
+    for method in methods:
+        grid = _method_hp(hp_grid or {}, method)
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            for sparsity in sparsities or [base.sparsity]:
+                for seed in seeds or [base.seed]:
+                    fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
+                    fields["out"] = str(folder / run_name(method, fields["sparsity"], seed, point))
+                    cfg = resolve_config(preset, config_file, fields, {**_method_hp(hp, method), **point})
+                    create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
+                    configs.append(cfg)
+    return configs
+
+
+def run_grid(
+    methods: Sequence[str],
+    *,
+    progress: bool = True,
+    execution: Execution | None = None,
+    rerun_mismatched: bool = False,
+    baseline: str | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) every run; write ``compare.json``/``compare.md``; return the summaries.
+
+    A finished or interrupted run is reused only if it is the requested run (same config and code);
+    ``execution`` says where the runs train (in this process, a process pool, SLURM; see ``launch``);
+    ``baseline`` (default: the first method) is the method the tables test every other against.
+    """
+    if baseline is not None and baseline not in methods:
+        raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(methods)})")
+    configs = grid_configs(methods, **options)
+    if configs:
+        check_output_dir(Path(configs[0].out).parent)
+    for cfg in configs:
+        reusable_summary(cfg, rerun_mismatched)  # a run made with other settings: refused, or cleared
+    summaries = execute(configs, execution, progress=progress)
+    for cfg, summary in zip(configs, summaries):
+        summary["run_dir"] = cfg.out
+        summary["config"] = cfg.to_json()  # the report groups by every setting, not only the summary's
+    folder = Path(options.get("out") or "runs/compare")
+    rows = report_rows(summaries, baseline=baseline)
+    atomic_write_json(folder / "compare.json", rows)
+    atomic_write_text(folder / "compare.md", format_tables(rows))
+    return summaries
+
+
+def summarise(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting (method, sparsity, ...): means and stds over seeds (see ``dstbench report``)."""
+    return report_rows(summaries)
+
+
+def format_table(summaries: Sequence[Mapping[str, Any]], baseline: str | None = None) -> str:
+    """The ``dstbench report`` tables: accuracy over seeds with CIs and Welch's test against ``baseline``,
+    Table 1's layout, and training/inference FLOPs, updates and overheads."""
+    return format_tables(report_rows(summaries, baseline=baseline))

@@ -1,0 +1,195 @@
+"""Lottery-ticket pipelines: rounds of iterative magnitude pruning, each an ordinary run folder.
+
+Frankle & Carbin (ICLR 2019) and Frankle et al. (2020, rewinding) find a ticket by training, pruning
+the globally smallest weights and rewinding the survivors; iterative pruning removes ``p = 20 %`` of the
+remaining weights per round, so round ``r`` has sparsity ``1 - 0.8^r`` and a target ``s`` needs
+``R = ceil(log(1 - s) / log(0.8))`` rounds (90 % -> 11, 95 % -> 14, 98 % -> 18); one-shot pruning is
+``R = 1``. The pipeline here is::
+
+    DIR/dense     the dense run (``--save-rewind-step k`` keeps theta_k in ``rewind.pt``)
+    DIR/round01   method ``lt``: --hp ticket_from=DIR/dense   sparsity 1 - 0.8^1
+    DIR/round02   method ``lt``: --hp ticket_from=DIR/round01 sparsity 1 - 0.8^2
+    ...           the last round at exactly s
+
+Each round is a resumable run folder: rerunning the command reuses finished rounds and resumes an
+interrupted one, but only if it is the requested run (same config and code, :mod:`dstbench.runs.reuse`); a
+stale round is refused in one line before anything trains. Every round rewinds to the *root* run's
+theta_k, found by following the chain of ``ticket_from`` folders. Its ``summary.json`` charges the whole
+pipeline: ``flops.train_flops`` is this round's training plus the ticket's ``train_flops`` (itself the
+pipeline up to there), and ``flops.train_flops_run`` keeps this round alone, so ``compare`` and
+``report`` tables are honest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dstbench.runs.atomic import atomic_write_json, atomic_write_text
+from dstbench.core.errors import ConfigError
+from dstbench.runs.rundir import RunDir
+
+__all__ = [
+    "PRUNE_PER_ROUND",
+    "lt_rounds",
+    "round_sparsities",
+    "ticket_chain",
+    "ticket_weights",
+    "rewind_weights",
+    "pipeline_flops",
+    "run_lottery",
+]
+
+PRUNE_PER_ROUND = 0.2
+"""Frankle & Carbin's iterative rate: 20 % of the remaining conv/FC weights per round."""
+_EPS = 1e-9
+
+
+def lt_rounds(sparsity: float, per_round: float = PRUNE_PER_ROUND) -> int:
+    """Rounds of ``per_round`` pruning needed to reach ``sparsity``: ``ceil(log(1-s) / log(1-p))``."""
+    if not 0.0 < per_round < 1.0:
+        raise ConfigError(f"the pruning rate per round must be in (0, 1), got {per_round}")
+    if not 0.0 < sparsity < 1.0:
+        raise ConfigError(f"a lottery-ticket sparsity must be in (0, 1), got {sparsity}")
+    return max(1, math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - per_round) - _EPS))
+
+
+def round_sparsities(sparsity: float, rounds: int, per_round: float = PRUNE_PER_ROUND) -> list[float]:
+    """Sparsity after each round: ``1 - (1-p)^r`` for the first ``rounds - 1``, then exactly ``sparsity``
+    (the last round goes to the target; one round is one-shot pruning)."""
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {rounds}")
+    steps = [1.0 - (1.0 - per_round) ** r for r in range(1, rounds)]
+    if steps and steps[-1] >= sparsity:
+        raise ConfigError(
+            f"{rounds} rounds of {per_round:g} pruning pass {sparsity:g} before the last round; use --rounds "
+            f"{lt_rounds(sparsity, per_round)} or fewer"
+        )
+    return [*steps, sparsity]
+
+
+# -- reading ticket runs ------------------------------------------------------------------------------
+def _finished(path: Path) -> RunDir:
+    run = RunDir(path)
+    if not run.config.exists():
+        raise ConfigError(f"ticket_from: {path} is not a dstbench run directory (no config.json)")
+    if not run.is_complete():
+        raise ConfigError(f"ticket_from: {path} has not finished training (no summary.json); finish or --resume it first")
+    return run
+
+
+def ticket_chain(path: str | Path) -> list[Path]:
+    """``path``, then the run its ``ticket_from`` names, and so on back to the root (the dense run)."""
+    chain = [Path(path)]
+    while True:
+        hp = _finished(chain[-1]).read_json(RunDir(chain[-1]).config).get("hp", {})
+        parent = hp.get("ticket_from")
+        if not parent:
+            return chain
+        if Path(parent) in chain:
+            raise ConfigError(f"ticket_from forms a cycle: {' -> '.join(map(str, chain))} -> {parent}")
+        chain.append(Path(parent))
+
+
+def ticket_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The final model state of a finished run and its masks (``weight_mask`` buffers), on the CPU."""
+    state = _finished(Path(path)).load_checkpoint("cpu")["model"]
+    masks = {key[: -len(".weight_mask")]: value.bool() for key, value in state.items() if key.endswith(".weight_mask")}
+    return state, masks
+
+
+def rewind_weights(path: str | Path, step: int) -> dict[str, torch.Tensor]:
+    """theta_step of the root of ``path``'s ticket chain, from its ``rewind.pt``."""
+    root = ticket_chain(path)[-1]
+    run = RunDir(root)
+    if not run.rewind.exists():
+        raise ConfigError(
+            f"{root} kept no weights to rewind to (no {run.rewind.name}); train it with --save-rewind-step {step}"
+        )
+    saved = run.load_rewind()
+    if int(saved["step"]) != step:
+        raise ConfigError(
+            f"{root} kept the weights of step {saved['step']}, not {step}: use --hp rewind_step={saved['step']} "
+            f"or retrain it with --save-rewind-step {step}"
+        )
+    model: dict[str, torch.Tensor] = saved["model"]
+    return model
+
+
+# -- cost -----------------------------------------------------------------------------------------------
+def pipeline_flops(hp: Mapping[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A run's FLOPs with its ticket's training charged: unchanged for runs without ``ticket_from``."""
+    ticket = hp.get("ticket_from")
+    if not ticket:
+        return own
+    run = _finished(Path(ticket))
+    before = float(run.read_json(run.summary)["flops"]["train_flops"])
+    total = own["train_flops"] + before
+    return {
+        **own,
+        "train_flops_run": own["train_flops"],
+        "train_flops_ticket": before,
+        "train_flops": total,
+        "train_flops_relative": total / own["dense_train_flops"],
+        "train_flops_per_sample_run": own["train_flops_per_sample"],
+    }
+
+
+# -- the whole pipeline ---------------------------------------------------------------------------------
+def run_lottery(
+    sparsity: float,
+    *,
+    rounds: int | None = None,
+    per_round: float = PRUNE_PER_ROUND,
+    rewind_step: int = 0,
+    out: str,
+    preset: str | None,
+    config_file: str | None,
+    overrides: Mapping[str, Any],
+    hp: Mapping[str, Any],
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train (or reuse, or resume) the dense run and every round; write ``lt.json``/``lt.md`` in ``out``."""
+    from dstbench.grid.compare import format_table
+    from dstbench.config import resolve_config
+    from dstbench.runs.reuse import reusable_summary
+    from dstbench.train.loop import train
+
+    if preset is None and config_file is None and not {"model", "dataset", "data_dir"} & set(overrides):
+        preset = "quick"
+    folder = Path(out)
+    sparsities = round_sparsities(sparsity, rounds or lt_rounds(sparsity, per_round), per_round)
+    base = {key: value for key, value in overrides.items() if key not in ("method", "sparsity", "out")}
+    configs = [resolve_config(preset, config_file, {**base, "method": "dense", "out": str(folder / "dense"), "save_rewind_step": rewind_step})]
+    for r, round_sparsity in enumerate(sparsities, 1):
+        fields = {**base, "method": "lt", "sparsity": round_sparsity, "out": str(folder / f"round{r:02d}"), "save_rewind_step": None}
+        configs.append(resolve_config(preset, config_file, fields, {**hp, "ticket_from": configs[-1].out, "rewind_step": rewind_step}))
+    finished = [reusable_summary(cfg) for cfg in configs]  # a typo or a stale round fails before any training
+    summaries = []
+    for cfg, summary in zip(configs, finished):
+        if summary is None:
+            summary = train(cfg, resume=RunDir(cfg.out).checkpoint.exists(), progress=progress)
+        summary["run_dir"] = cfg.out
+        summaries.append(summary)
+    atomic_write_json(folder / "lt.json", _rows(summaries))
+    atomic_write_text(folder / "lt.md", format_table(summaries) + "\n")
+    return summaries
+
+
+def _rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One line per run of the pipeline: its sparsity, accuracy, own and cumulative training FLOPs."""
+    return [
+        {
+            "run_dir": s["run_dir"],
+            "method": s["method"],
+            "sparsity": s["realised_sparsity"]["sparsified"],
+            "test_acc": s["test_acc"],
+            "train_flops_run": s["flops"].get("train_flops_run", s["flops"]["train_flops"]),
+            "train_flops_pipeline": s["flops"]["train_flops"],
+        }
+        for s in summaries
+    ]

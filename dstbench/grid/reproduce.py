@@ -1,0 +1,202 @@
+"""``dstbench reproduce``: one command per experiment of the BiDST paper, at three scales.
+
+Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
+
+* ``table1``: Table 1, ResNet-32: every registered method × {uniform, ERK} × {90, 95, 98 %}, plus dense
+  training once per seed (the reference for the gaps to dense);
+* ``table-b1``: Table B.1, the same grid on VGG-19;
+* ``figure4``: Figure 4, mask IoU over training at 90 % (ERK), every sparse method; writes ``figure4.png``;
+* ``figure3``: Figure 3, extreme sparsity (90 % to 99.9999 %), every sparse method, ResNet-32 panel;
+  writes ``figure3.png``.
+
+Scales:
+
+* ``smoke``: the pipeline end to end in minutes on a laptop CPU: synthetic data (1024 training and
+  256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1.
+  Its numbers say nothing about the methods; it checks that every part runs and reports.
+* ``short``: real CIFAR (``--data-dir``), the target's Table A.1 recipe (``cifar-resnet32`` or
+  ``cifar-vgg19`` preset) cut to 10 epochs, seeds 0 and 1. The cosine schedule is compressed to the
+  10 epochs; the methods' own update cadences (e.g. BiDST every 8 epochs) are the paper's.
+* ``paper``: the Table A.1 recipe as is (158 epochs for every method, as the preset), seeds 0, 1, 2.
+
+Every run goes through ``compare``'s grid runner into ``OUT/<part>/<run>``, so a re-issued command
+reuses finished runs and resumes interrupted ones. Each part (one distribution, or dense) has its own
+folder because run folders are named by method, sparsity and seed only. At the end the report of
+``dstbench report --paper`` is written to ``OUT/report.md`` (and ``report.csv``) and returned, with
+``rigl`` as the baseline where it ran.
+
+Options the grid runner takes beyond these (training options, and parallel ``--jobs``/``--launcher``
+once they exist) pass through ``grid_options`` unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dstbench.runs.atomic import atomic_write_text
+from dstbench.core.errors import ConfigError
+
+__all__ = ["TARGETS", "SCALES", "Scale", "Target", "reproduce"]
+log = logging.getLogger(__name__)
+
+TABLE_SPARSITIES = (0.9, 0.95, 0.98)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a reproduction is: a preset (None: the target's own), option overrides and seeds."""
+
+    description: str
+    preset: str | None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1)
+    real_data: bool = True
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1 (minutes on a CPU; checks the pipeline only)",
+        "quick",
+        {"epochs": 3, "synthetic_train_samples": 1024, "synthetic_test_samples": 256},
+        real_data=False,
+    ),
+    "short": Scale("real CIFAR, the Table A.1 recipe cut to 10 epochs, seeds 0 and 1", None, {"epochs": 10}),
+    "paper": Scale("real CIFAR, the Table A.1 recipe (158 epochs), seeds 0, 1 and 2", None, {}, seeds=(0, 1, 2)),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One experiment of the paper: its recipe (preset) and what it trains."""
+
+    description: str
+    preset: str
+    kind: str  # "table", "iou" or "extreme"
+
+
+TARGETS: dict[str, Target] = {
+    "table1": Target("Table 1: ResNet-32, uniform and ERK, 90/95/98 %", "cifar-resnet32", "table"),
+    "table-b1": Target("Table B.1: VGG-19, uniform and ERK, 90/95/98 %", "cifar-vgg19", "table"),
+    "figure4": Target("Figure 4: mask IoU over training, ResNet-32 at 90 % ERK", "cifar-resnet32", "iou"),
+    "figure3": Target("Figure 3: extreme sparsity 90 % .. 99.9999 %, ResNet-32", "cifar-resnet32", "extreme"),
+}
+
+
+def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
+    """(sparse methods, whether dense runs): every registered method unless ``chosen`` names some."""
+    from dstbench.core.registry import get_method, list_methods
+
+    names = list(chosen) if chosen else list_methods()
+    for name in names:
+        get_method(name)  # a typo fails before any training
+    return [n for n in names if n != "dense"], "dense" in names
+
+
+Part = tuple[str, list[str], tuple[float, ...], dict[str, Any]]
+
+
+def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
+    """(sub-folder, methods, sparsities, option overrides) for each grid the target runs."""
+    from dstbench.grid.sweep import DEFAULT_SPARSITIES
+
+    parts: list[Part]
+    if target.kind == "table":
+        parts = [(d, sparse, TABLE_SPARSITIES, {"distribution": d}) for d in ("uniform", "erk")]
+    elif target.kind == "iou":
+        parts = [("erk", sparse, (0.9,), {"distribution": "erk"})]
+    else:
+        parts = [("sweep", sparse, tuple(DEFAULT_SPARSITIES), {})]
+    if dense and target.kind == "table":
+        parts.append(("dense", ["dense"], (0.9,), {}))  # dense ignores sparsity: one run per seed
+    return [part for part in parts if part[1]]
+
+
+def reproduce(
+    target_name: str,
+    scale_name: str,
+    *,
+    dataset: str | None = None,
+    out: str | None = None,
+    methods: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    hp: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    **grid_options: Any,
+) -> str:
+    """Run (or resume) one target at one scale into ``out`` and return its report (Markdown)."""
+    from dstbench.grid.compare import run_grid
+
+    from dstbench.analysis.report import csv_table, format_tables, report_rows
+    from dstbench.grid.sweep import run_sweep
+
+    if target_name not in TARGETS:
+        raise ConfigError(f"unknown target {target_name!r}; choose from {', '.join(TARGETS)}")
+    if scale_name not in SCALES:
+        raise ConfigError(f"unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
+    if dataset not in (None, "cifar10", "cifar100"):
+        raise ConfigError(f"--dataset must be cifar10 or cifar100, got {dataset!r}")
+    target, scale = TARGETS[target_name], SCALES[scale_name]
+    sparse, dense = _methods(methods)
+    folder = Path(out or f"runs/reproduce/{target_name}-{scale_name}-{dataset or 'cifar10'}")
+    options: dict[str, Any] = {**scale.overrides, **(overrides or {})}
+    if scale.real_data:
+        options["dataset"] = dataset or options.get("dataset", "cifar10")
+    elif dataset is not None:
+        log.warning("the smoke scale trains on synthetic data; --dataset %s applies to short and paper", dataset)
+    preset = scale.preset or target.preset
+    grid_options = {"seeds": list(scale.seeds), **grid_options}
+
+    summaries: list[dict[str, Any]] = []
+    for sub, names, sparsities, part_options in _parts(target, sparse, dense):
+        common = dict(
+            out=str(folder / sub),
+            sparsities=list(sparsities),
+            preset=preset,
+            config_file=None,
+            overrides={**options, **part_options},
+            hp=dict(hp or {}),
+            progress=progress,
+            **grid_options,
+        )
+        if target.kind == "extreme":
+            run_sweep(names, **common)
+            summaries += _finished(folder / sub)
+        else:
+            summaries += run_grid(names, **common)
+
+    baseline = "rigl" if "rigl" in sparse else None
+    rows = report_rows(summaries, baseline=baseline, paper=True)
+    title = f"dstbench reproduce {target_name} --scale {scale_name}: {target.description}; {scale.description}"
+    text = format_tables(rows, paper=True, title=title)
+    text += _figure(target, folder, summaries)
+    atomic_write_text(folder / "report.md", text)
+    atomic_write_text(folder / "report.csv", csv_table(rows))
+    return text
+
+
+def _finished(folder: Path) -> list[dict[str, Any]]:
+    from dstbench.analysis.runs import complete_runs
+
+    return [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in complete_runs(folder)]
+
+
+def _figure(target: Target, folder: Path, summaries: Sequence[Mapping[str, Any]]) -> str:
+    """Draw the target's figure (Figures 3 and 4) and return a line for the report naming it."""
+    if target.kind == "iou":
+        from dstbench.analysis.plots import plot_iou
+        from dstbench.analysis.runs import load_run
+
+        runs = [load_run(s["run_dir"]) for s in summaries if s.get("config", {}).get("seed") == 0]
+        paths = plot_iou(runs, folder / "figure4.png")
+    elif target.kind == "extreme":
+        from dstbench.analysis.plots import plot_sparsity_curve
+        from dstbench.grid.sweep import load_sweep
+
+        paths = plot_sparsity_curve(load_sweep(folder / "sweep"), folder / "figure3.png")
+    else:
+        return ""
+    return "\nFigure: " + ", ".join(map(str, paths)) + "\n"

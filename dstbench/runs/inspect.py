@@ -1,0 +1,111 @@
+"""``dstbench inspect``: what a run directory says about its masks, without re-running anything.
+
+Reads the checkpoint (weights and ``weight_mask`` buffers), ``plan.json`` (targets) and
+``topology.jsonl``; ``max_abs_pruned`` is the largest |weight| off the mask, which must be exactly 0;
+``fan_in_min``/``fan_in_max`` span the active inputs per output neuron (rows of the weight) over the
+neurons that have any (SRigL keeps them equal).
+
+Layer collapse is shown, not hidden: a sparsified layer with no active weight is ``collapsed``, and a
+layer that a global selection raised to ``min_active`` is ``clamped`` (from the method's selection
+report, :mod:`dstbench.core.global_select`). Under ``--distribution global`` the per-layer targets are
+placeholders (only the total binds), which the text output says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dstbench.core.distributions import realised_sparsity
+from dstbench.runs.rundir import RunDir
+
+__all__ = ["inspect_run", "render_inspection"]
+
+
+def inspect_run(path: str | Path) -> dict[str, Any]:
+    run = RunDir(path)
+    plan = run.read_json(run.plan)
+    checkpoint = run.load_checkpoint("cpu")
+    state = checkpoint["model"]
+    summary = run.read_json(run.summary) if run.summary.exists() else None
+    selection = _selection(summary, checkpoint)
+    clamped = selection.get("clamped_layers", {})
+    layers = []
+    for entry in plan["layers"]:
+        weight: torch.Tensor = state[f"{entry['name']}.weight"]
+        mask: torch.Tensor = state[f"{entry['name']}.weight_mask"]
+        pruned = weight[~mask]
+        fan_in = mask.reshape(mask.shape[0], -1).sum(dim=1)
+        fan_in = fan_in[fan_in > 0]  # over the output neurons that have any input
+        layers.append(
+            {
+                "name": entry["name"],
+                "numel": entry["numel"],
+                "active": int(mask.sum()),
+                "target_active": entry["target_active"],
+                "sparsified": entry["sparsified"],
+                "nonzero": int((weight != 0).sum()),
+                "max_abs_pruned": float(pruned.abs().max()) if pruned.numel() else 0.0,
+                "collapsed": bool(entry["sparsified"]) and int(mask.sum()) == 0,
+                "clamped": entry["name"] in clamped,
+                "fan_in_min": int(fan_in.min()) if fan_in.numel() else 0,
+                "fan_in_max": int(fan_in.max()) if fan_in.numel() else 0,
+            }
+        )
+    sparsified = [(layer["numel"], layer["active"]) for layer in layers if layer["sparsified"]]
+    updates = [
+        {key: record[key] for key in ("step", "epoch", "iou", "grown", "dropped", "seconds")}
+        for record in run.read_jsonl(run.topology)
+    ]
+    summary = run.optional_json(run.summary)
+    return {
+        "run_dir": str(run.path),
+        "distribution": plan.get("distribution"),
+        "min_active": selection.get("min_active"),
+        "complete": summary is not None,
+        "epochs_done": len(run.read_jsonl(run.metrics)),
+        "test_acc": summary["test_acc"] if summary else None,
+        "layers": layers,
+        "realised_sparsity": realised_sparsity(sparsified, [(layer["numel"], layer["active"]) for layer in layers]),
+        "topology_updates": updates,
+    }
+
+
+def _selection(summary: dict[str, Any] | None, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The method's selection report (scope, clamped layers), from the summary or, mid-run, the
+    checkpointed method state; empty for methods that keep none."""
+    if summary is not None:
+        report = summary.get("method_report") or {}
+    else:
+        report = (checkpoint.get("engine") or {}).get("updater", {}).get("selection") or {}
+    return report if isinstance(report, dict) else {}
+
+
+def render_inspection(report: dict[str, Any]) -> str:
+    lines = [f"{report['run_dir']}: {report['epochs_done']} epochs, test_acc {report['test_acc']}"]
+    if report.get("distribution") == "global":
+        lines.append("distribution global: the total is the target; per-layer targets are placeholders")
+    lines.append(f"{'layer':40s} {'numel':>10s} {'active':>10s} {'target':>10s} {'max|pruned|':>12s} {'fan-in':>11s}")
+    for layer in report["layers"]:
+        flag = "" if layer["sparsified"] else " (dense)"
+        if layer.get("collapsed"):
+            flag += " (collapsed)"
+        if layer.get("clamped"):
+            flag += f" (clamped to min_active {report.get('min_active')})"
+        lines.append(
+            f"{layer['name'] + flag:40s} {layer['numel']:10d} {layer['active']:10d} "
+            f"{layer['target_active']:10d} {layer['max_abs_pruned']:12.3g} "
+            f"{str(layer['fan_in_min']) + '-' + str(layer['fan_in_max']):>11s}"
+        )
+    rs = report["realised_sparsity"]
+    lines.append(f"realised sparsity: {rs['sparsified']:.6f} (sparsified layers), {rs['all']:.6f} (all conv+FC)")
+    updates = report["topology_updates"]
+    lines.append(f"topology updates: {len(updates)}")
+    for u in updates:
+        lines.append(
+            f"  step {u['step']:7d} epoch {u['epoch']:4d} iou {u['iou']:.4f} grown {u['grown']:8d} "
+            f"dropped {u['dropped']:8d} {u['seconds'] * 1000:.1f} ms"
+        )
+    return "\n".join(lines)

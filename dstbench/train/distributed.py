@@ -1,0 +1,228 @@
+"""One run on N processes (``torchrun --nproc-per-node N -m dstbench train ...``) with provably equal masks.
+
+DDP averages gradients during ``backward()``, before the engine or any method reads them, and every
+mask decision is seeded by (run seed, step, purpose), so all ranks *should* choose the same masks.
+"Should" is how other libraries shipped desynchronised masks, so this module checks it: at every
+topology update (and for the initial masks) each rank hashes every mask and every entry of the
+method's state (``updater.state_dict()``, e.g. BiDST's scores), and one all-reduce of the hashes
+(MIN and MAX) tells whether they agree. A mismatch stops every rank at once with a one-line error
+naming the first layer (or state entry) that differs; agreement is recorded per update in
+``distributed.jsonl`` of the run folder.
+
+Rules of a DDP run:
+
+* each rank reads its contiguous piece of every global batch (``TensorLoader(shard=...)``), so
+  ``--batch-size`` is the global batch and the schedule equals the single-process run's;
+* BatchNorm normalises over each rank's piece of the batch (the usual DDP setting; PyTorch's
+  SyncBatchNorm is CUDA-only), and running statistics are averaged across ranks at the end of each
+  epoch, before evaluation and the checkpoint, so every rank holds the same model. A DDP run with N
+  ranks therefore trains exactly like a single process with ``--grad-accum N`` on the same global
+  batch (same losses, weights and masks; only the running statistics are averaged, not chained);
+* only rank 0 writes the run folder (:class:`ReplicaRunDir` on the others); ``--resume`` makes
+  every rank read the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dstbench.runs.atomic import atomic_write_jsonl
+from dstbench.engine.sparse_engine import MaskCallback
+from dstbench.core.errors import ConfigError, DstbenchError
+from dstbench.runs.rundir import RunDir
+from dstbench.engine.topology import TopologyRecord
+from dstbench.core.updater import MaskUpdater
+
+__all__ = [
+    "AGREEMENT_FILE",
+    "DESYNC_ENV",
+    "DistContext",
+    "MaskAgreement",
+    "MaskDesyncError",
+    "ReplicaRunDir",
+    "average_buffers",
+    "init_from_env",
+    "reduce_sum",
+]
+log = logging.getLogger(__name__)
+
+AGREEMENT_FILE = "distributed.jsonl"
+DESYNC_ENV = "DSTBENCH_TEST_DESYNC_RANK"
+"""Test hook: the rank named here flips one mask entry at the first topology update (must be caught)."""
+
+
+class MaskDesyncError(DstbenchError):
+    """Ranks hold different masks or method state: the run cannot continue meaningfully."""
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device_name: str) -> DistContext | None:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); None for a single process.
+
+    CUDA ranks use NCCL on ``cuda:LOCAL_RANK``; CPU ranks use gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device_name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device_name!r} requested but CUDA is not available; use --device cpu")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def shutdown(ctx: DistContext | None) -> None:
+    if ctx is not None and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """DDP around the model. Buffers are not broadcast each step (each rank keeps its own BatchNorm
+    statistics, averaged per epoch by :func:`average_buffers`)."""
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    ddp: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+    return ddp
+
+
+def average_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, in place."""
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(ctx.world_size)
+
+
+def reduce_sum(*values: torch.Tensor) -> list[torch.Tensor]:
+    """Sums over ranks of scalar tensors (one collective)."""
+    flat = torch.stack([v.detach().to(torch.float64) for v in values])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    return list(flat.unbind())
+
+
+def _digest(value: Any) -> int:
+    """A 63-bit hash of a tensor (its bytes, dtype and shape) or of any other value's ``repr``."""
+    h = hashlib.sha256()
+    if isinstance(value, torch.Tensor):
+        array = value.detach().cpu().contiguous()
+        h.update(f"{array.dtype}{tuple(array.shape)}".encode())
+        h.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            h.update(f"{key}:{_digest(value[key])};".encode())
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            h.update(f"{_digest(item)};".encode())
+    elif isinstance(value, np.ndarray):
+        h.update(value.tobytes())
+    else:
+        h.update(repr(value).encode())
+    return int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class MaskAgreement:
+    """The engine's ``on_masks`` callback in a DDP run: check agreement, record it, then pass on."""
+
+    def __init__(self, ctx: DistContext, updater: MaskUpdater, run: RunDir, inner: MaskCallback | None) -> None:
+        self.ctx = ctx
+        self.updater = updater
+        self.run = run
+        self.inner = inner
+        self.records: list[dict[str, Any]] = []
+        desync = os.environ.get(DESYNC_ENV)
+        self._desync_pending = desync is not None and int(desync) == ctx.rank
+
+    def __call__(self, step: int, epoch: int, masks: dict[str, torch.Tensor], record: TopologyRecord | None) -> None:
+        if record is not None and self._desync_pending:
+            self._desync_pending = False
+            first = next(iter(masks.values()))
+            first.view(-1)[0] = ~first.view(-1)[0]  # deliberately desynchronise this rank (test hook)
+        names = [f"mask {name}" for name in masks]
+        values: list[Any] = list(masks.values())
+        for key, value in sorted(self.updater.state_dict().items()):
+            names.append(f"{self.updater.name} state {key!r}")
+            values.append(value)
+        local = torch.tensor([_digest(v) for v in values], dtype=torch.int64)
+        low, high = local.clone(), local.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        differ = (low != high).nonzero().flatten().tolist()
+        combined = hashlib.sha256(local.numpy().tobytes()).hexdigest()[:16]
+        self.records.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "world_size": self.ctx.world_size,
+                "masks_checked": len(masks),
+                "state_entries_checked": len(values) - len(masks),
+                "agreed": not differ,
+                "digest": combined,
+                **({"first_difference": names[differ[0]]} if differ else {}),
+            }
+        )
+        if self.ctx.is_main:
+            atomic_write_jsonl(self.run.path / AGREEMENT_FILE, self.records)
+        if differ:
+            raise MaskDesyncError(
+                f"ranks disagree at step {step}: {names[differ[0]]} differs across the {self.ctx.world_size} ranks"
+                + (f" (and {len(differ) - 1} more)" if len(differ) > 1 else "")
+            )
+        if self.inner is not None:
+            self.inner(step, epoch, masks, record)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return list(self.records)
+
+    def load_state_dict(self, records: list[dict[str, Any]]) -> None:
+        self.records = list(records)
+
+
+class ReplicaRunDir(RunDir):
+    """The run folder as seen by ranks other than 0: readable, never written."""
+
+    def _skip(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    write_config: Callable[..., None] = _skip  # type: ignore[assignment]
+    write_plan: Callable[..., None] = _skip  # type: ignore[assignment]
+    write_metrics: Callable[..., None] = _skip  # type: ignore[assignment]
+    write_topology: Callable[..., None] = _skip  # type: ignore[assignment]
+    write_summary: Callable[..., None] = _skip  # type: ignore[assignment]
+    save_masks: Callable[..., None] = _skip  # type: ignore[assignment]
+    save_checkpoint: Callable[..., None] = _skip  # type: ignore[assignment]
+    save_rewind: Callable[..., None] = _skip  # type: ignore[assignment]
+    start_manifest: Callable[..., None] = _skip  # type: ignore[assignment]
+    keep_or_start_manifest: Callable[..., None] = _skip  # type: ignore[assignment]
+    list_snapshots: Callable[..., None] = _skip  # type: ignore[assignment]
+    remove: Callable[..., None] = _skip  # type: ignore[assignment]
