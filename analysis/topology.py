@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from dstbench.core.errors import ConfigError, DstbenchError
-from dstbench.engine.topology import LayerChange, layer_change, load_mask_snapshot
+from dstbench.engine.topology import LayerChange, layer_change
+from dstbench.runs.snapshots import load_mask_snapshot
 
 from dstbench.analysis.runs import Run
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from dstbench.cli.app import main
 from dstbench.runs.rundir import RunDir
-from dstbench.engine.topology import load_mask_snapshot
+from dstbench.runs.snapshots import load_mask_snapshot
 
 ARGS = [
     "train", "--preset", "quick", "--method", "rigl", "--epochs", "3", "--seed", "5", "--max-train-samples", "96",

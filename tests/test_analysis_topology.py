@@ -24,7 +24,7 @@ from dstbench.analysis.topology import (
 )
 from dstbench.runs.atomic import atomic_write_json
 from dstbench.core.errors import ConfigError, DstbenchError
-from dstbench.engine.topology import save_mask_snapshot
+from dstbench.runs.snapshots import save_mask_snapshot
 
 
 def _change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> MaskChange:

@@ -82,7 +82,7 @@ def test_bad_input_is_one_line_exit_2(
 
 
 def test_argparse_errors_are_one_line_too() -> None:
-    result = subprocess.run([sys.executable, "-m", "dstbench.cli.app", "train", "--sparsity", "abc"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dstbench.cli", "train", "--sparsity", "abc"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["dstbench: error: argument --sparsity: invalid float value: 'abc'"]
 

@@ -83,7 +83,7 @@ def test_top_level_help_is_plain_text_and_does_not_import_torch() -> None:
     code = "import sys, dstbench.config; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False"]  # the config module alone never pulls torch in
-    result = subprocess.run([sys.executable, "-m", "dstbench.cli.app", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dstbench.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "dynamic sparse training" in result.stdout.lower()
 
 

@@ -93,7 +93,7 @@ def test_sigint_during_start_up_is_one_line(tmp_path: Path, delay: float) -> Non
 
     (A signal during the interpreter's own start-up, before any dstbench code runs, is Python's.)"""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dstbench.cli.app", *ft.ARGS, "--out", str(tmp_path / "r")], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "dstbench.cli", *ft.ARGS, "--out", str(tmp_path / "r")], stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while not _loading_torch(proc.pid):

@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dstbench.cli.app import main
-from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, finite_json, is_sealed, read_jsonl, seal, unseal
+from dstbench.runs.atomic import finite_json
+from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, is_sealed, read_jsonl, seal, unseal
 from dstbench.runs.rundir import RunDir
 
 TINY = ["--preset", "quick", "--epochs", "2", "--max-train-samples", "64", "--max-test-samples", "32",
@@ -308,7 +309,7 @@ def test_the_divergence_record_names_the_first_bad_step_however_rarely_it_is_rea
 
 def test_sigterm_ends_with_one_line_and_a_resumable_folder(finished: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "dstbench.cli.app", "train", *TINY, "--epochs", "30", "--out", str(run)]
+    args = [sys.executable, "-m", "dstbench.cli", "train", *TINY, "--epochs", "30", "--out", str(run)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.pt").exists():

@@ -27,7 +27,7 @@ from dstbench.core.hparams import Range, field_annotations
 from dstbench.core.layers import describe_layers
 from dstbench.core.registry import create_updater, get_method, list_methods
 from dstbench.runs.rundir import RunDir
-from dstbench.engine.topology import load_mask_snapshot
+from dstbench.runs.snapshots import load_mask_snapshot
 from dstbench.train.loop import train
 from tests.helpers import SmallNet
 

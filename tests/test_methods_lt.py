@@ -187,7 +187,7 @@ def test_bad_tickets_are_one_line_errors(pipeline: tuple[Path, list[dict[str, An
 
 def test_cli_lt_without_a_ticket_fails_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dstbench.cli.app", "train", "--preset", "quick", "--method", "lt", "--epochs", "1", "--quiet",
+        [sys.executable, "-m", "dstbench.cli", "train", "--preset", "quick", "--method", "lt", "--epochs", "1", "--quiet",
          "--max-train-samples", "64", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

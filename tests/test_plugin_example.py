@@ -44,7 +44,7 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dstbench.cli.app", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dstbench.cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
 
 

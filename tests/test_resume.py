@@ -22,7 +22,7 @@ ARGS = [
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dstbench.cli.app", *args]
+    return [sys.executable, "-m", "dstbench.cli", *args]
 
 
 def _metrics(run: Path) -> list[dict[str, float]]:

@@ -5,7 +5,7 @@ method holds small frozen dataclasses instead of hand-writing ``is_update_step``
 Every schedule also answers in closed form, so FLOP prediction and ``plan`` outputs never simulate a
 run step by step.
 
-The vocabulary (see :class:`dstbench.core.updater.StepInfo`): training has ``T`` steps (optimizer
+The vocabulary (see :class:`dstbench.core.steps.StepInfo`): training has ``T`` steps (optimizer
 iterations), numbered ``t = 0 .. T-1``. A topology update is decided after step ``t`` (``t = -1``:
 before training) and takes effect at the *boundary* ``b = t + 1``, the number of steps done when the
 new mask is first used. Boundaries run from 0 (before training) to ``T`` (after the last step).
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from dstbench.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dstbench.core.updater import StepInfo
+    from dstbench.core.steps import StepInfo
 
 __all__ = [
     "Periodic",

@@ -1,40 +1,22 @@
-"""Topology records and bit-packed mask snapshots: how a run's masks evolved, readable without the model.
+"""Topology records: what each mask update changed (grown, dropped, IoU per layer, wall time).
 
-Every topology update leaves a :class:`TopologyRecord` (step, epoch, wall time, grown/dropped per layer,
-IoU with the previous mask) and, in the run directory, a snapshot of all masks packed 8 per byte.
-The analysis code (Figure 4 IoU curves, ITOP rate) works from these files alone.
+The run folder keeps one record per update in ``topology.jsonl`` and the masks themselves in
+snapshots (:mod:`dstbench.runs.snapshots`), so the analysis code works from the folder alone.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-
-from dstbench.runs.atomic import atomic_write_bytes
-from dstbench.runs.integrity import RunFileError, read_sealed_zip, seal, sha256
 
 __all__ = [
     "LayerChange",
     "TopologyRecord",
-    "mask_iou",
     "layer_change",
-    "save_mask_snapshot",
-    "load_mask_snapshot",
 ]
-
-
-def mask_iou(before: torch.Tensor, after: torch.Tensor) -> float:
-    """|A ∩ B| / |A ∪ B| of two boolean masks (1.0 when both are empty)."""
-    union = int((before | after).sum())
-    return 1.0 if union == 0 else int((before & after).sum()) / union
 
 
 @dataclass(frozen=True)
@@ -129,39 +111,3 @@ class TopologyRecord:
             for name, change in data.get("layers", {}).items()
         }
         return cls(step=int(data["step"]), epoch=int(data["epoch"]), seconds=float(data["seconds"]), layers=layers)
-
-
-def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.Tensor], **meta: Any) -> str:
-    """Write ``masks`` (name -> bool tensor) packed 8 per byte into one sealed ``.npz``, atomically.
-
-    Returns the SHA-256 in the seal (see :mod:`dstbench.runs.integrity`)."""
-    arrays: dict[str, np.ndarray] = {}
-    shapes: dict[str, list[int]] = {}
-    for name, mask in masks.items():
-        flat = mask.detach().to("cpu", torch.bool).reshape(-1).numpy()
-        arrays[name] = np.packbits(flat)
-        shapes[name] = list(mask.shape)
-    arrays["__meta__"] = np.frombuffer(json.dumps({"shapes": shapes, **meta}).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    plain = buffer.getvalue()
-    atomic_write_bytes(path, seal(plain))
-    return sha256(plain)
-
-
-def load_mask_snapshot(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Boolean numpy masks by layer name from a snapshot written by :func:`save_mask_snapshot`.
-
-    The seal is verified first; any damage is a one-line :class:`~dstbench.runs.integrity.RunFileError`."""
-    where = Path(path)
-    body, _ = read_sealed_zip(where)
-    try:
-        with np.load(io.BytesIO(body)) as data:
-            meta = json.loads(bytes(data["__meta__"]).decode())
-            masks = {}
-            for name, shape in meta["shapes"].items():
-                count = int(np.prod(shape))
-                masks[name] = np.unpackbits(data[name], count=count).astype(bool).reshape(shape)
-    except Exception as exc:  # numpy/zipfile raise many types (EOFError, BadZipFile, ValueError, KeyError)
-        raise RunFileError(f"{where} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return masks

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from dstbench.core.errors import StorageError
 
-__all__ = ["atomic_path", "scratch_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "atomic_torch_save", "json_text", "jsonl_text", "storage_message"]
+__all__ = ["atomic_path", "scratch_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_jsonl", "finite_json", "json_text", "jsonl_text", "storage_message"]
 
 
 def _umask() -> int:
@@ -84,16 +85,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``: JSON has no NaN, so write null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def json_text(data: Any) -> str:
     """Pretty JSON; non-finite floats become null, since bare NaN is not JSON."""
-    from dstbench.runs.integrity import finite_json
-
     return json.dumps(finite_json(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:
-    from dstbench.runs.integrity import finite_json
-
     return "".join(json.dumps(finite_json(row), sort_keys=True, allow_nan=False) + "\n" for row in rows)
 
 
@@ -103,13 +111,3 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 def atomic_write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> None:
     atomic_write_text(path, jsonl_text(rows))
-
-
-def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
-    import io
-
-    import torch  # here, not at the top: the JSON writers must not pull torch into `dstbench --help`
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())

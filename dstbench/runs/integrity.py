@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import struct
 import subprocess
@@ -52,7 +51,6 @@ __all__ = [
     "Manifest",
     "clean_orphans",
     "code_version",
-    "finite_json",
     "warn_legacy",
 ]
 log = logging.getLogger(__name__)
@@ -192,17 +190,6 @@ def read_jsonl(path: Path, manifest: Manifest | None = None) -> list[Any]:
                 raise RunFileError(f"{path} is damaged: line {number} is not a JSON object")
             rows.append(row)
     return rows
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None``: JSON has no NaN, so write null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    return value
 
 
 # -- the manifest ----------------------------------------------------------------------------------------

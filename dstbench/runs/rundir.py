@@ -34,7 +34,8 @@ from dstbench.core.errors import CheckpointError, DstbenchError, StorageError
 from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, read_sealed_zip, seal, sha256, warn_legacy
 from dstbench.runs.integrity import read_json as _read_json
 from dstbench.runs.integrity import read_jsonl as _read_jsonl
-from dstbench.engine.topology import TopologyRecord, load_mask_snapshot, save_mask_snapshot
+from dstbench.engine.topology import TopologyRecord
+from dstbench.runs.snapshots import load_mask_snapshot, save_mask_snapshot
 
 __all__ = ["RunDir", "check_output_dir", "snapshot_name"]
 log = logging.getLogger(__name__)
