@@ -104,9 +104,7 @@ def step_function(method: str, args: argparse.Namespace, batch: Batch) -> Callab
 
     def step(index: int) -> None:
         nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
-        if engine.after_backward(index, batch):
-            optimizer.step()
-        engine.after_optimizer_step(index)
+        engine.step(index, batch)
         optimizer.zero_grad(set_to_none=True)
         assert not engine.records, "a topology update fell inside the timed steps"
 

@@ -67,9 +67,7 @@ class Run:
             group["lr"] = lr_at(step, total_steps, 0, self.cfg)
         loss = self.criterion(self.model(x), y)
         loss.backward()
-        if self.engine.after_backward(step, (x, y)):
-            self.optimizer.step()
-        self.engine.after_optimizer_step(step)
+        self.engine.step(step, (x, y))
         self.optimizer.zero_grad(set_to_none=True)
 
 

@@ -67,9 +67,7 @@ def main() -> None:
 
     def sparse_step(step: int) -> None:
         loss_fn(sparse_model(x), y).backward()
-        if engine.after_backward(step):
-            sparse_opt.step()
-        engine.after_optimizer_step(step)
+        engine.step(step)
         sparse_opt.zero_grad(set_to_none=True)
 
     for warm in range(1, 4):  # allocator and kernel warm-up; step 0 would be a RigL update

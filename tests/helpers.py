@@ -39,9 +39,7 @@ class Harness:
         y = torch.randint(0, 3, (8,), generator=g)
         loss = nn.functional.cross_entropy(self.model(x), y)
         loss.backward()
-        if self.engine.after_backward(step, (x, y)):
-            self.optimizer.step()
-        self.engine.after_optimizer_step(step)
+        self.engine.step(step, (x, y))
         self.optimizer.zero_grad(set_to_none=True)
 
 

@@ -96,9 +96,7 @@ def loss_gradient(weight: Tensor, data: tuple[Tensor, Tensor]) -> Tensor:
 def train_step(engine: SparseEngine, step: int, data: tuple[Tensor, Tensor]) -> None:
     assert engine.optimizer is not None and engine.loss_fn is not None
     engine.loss_fn(engine.model(data[0]), data[1]).backward()
-    if engine.after_backward(step, data):
-        engine.optimizer.step()
-    engine.after_optimizer_step(step)
+    engine.step(step, data)
     engine.optimizer.zero_grad(set_to_none=True)
 
 
@@ -355,9 +353,7 @@ def test_without_search_space_the_mask_never_changes_and_training_is_static_plus
             g = torch.Generator().manual_seed(step)
             x, y = torch.randn(8, 2, 5, 5, generator=g), torch.randint(0, 3, (8,), generator=g)
             nn.functional.cross_entropy(model(x), y).backward()
-            if engine.after_backward(step):
-                optimizer.step()
-            engine.after_optimizer_step(step)
+            engine.step(step)
             optimizer.zero_grad(set_to_none=True)
         return engine, initial
 
@@ -594,9 +590,7 @@ def teacher_recovery(ig_form: str, seed: int) -> tuple[float, list[float]]:
     for step in range(steps):
         x = torch.randn(32, n, generator=g)
         nn.functional.mse_loss(student(x).squeeze(1), x @ teacher).backward()
-        if engine.after_backward(step):
-            optimizer.step()
-        engine.after_optimizer_step(step)
+        engine.step(step)
         optimizer.zero_grad(set_to_none=True)
     (layer,) = engine.sparse_layers
     return int(layer.mask[0, support].sum()) / k, [record.iou for record in engine.records]

@@ -79,9 +79,7 @@ def test_engine_invariants_hold_after_init_and_every_step(
     for step in range(12):
         x, y = _batch(step)
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        if engine.after_backward(step, (x, y)):
-            opt.step()
-        engine.after_optimizer_step(step)
+        engine.step(step, (x, y))
         opt.zero_grad(set_to_none=True)
         assert engine.violations() == [], f"{method} after step {step}"
         rates.append(engine.itop_rate())

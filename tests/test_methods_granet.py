@@ -155,9 +155,7 @@ def test_prediction_integrates_the_scheduled_totals_exactly_when_flops_do_not_de
         g = torch.Generator().manual_seed(step)
         x, y = torch.randn(8, 3, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
         nn.functional.cross_entropy(model(x), y).backward()
-        if engine.after_backward(step):
-            opt.step()
-        engine.after_optimizer_step(step)
+        engine.step(step)
         opt.zero_grad(set_to_none=True)
     recorded = run_flops(engine, 4, 40)
     fresh = mlp()

@@ -1,12 +1,13 @@
 """The sparse-training engine: every invariant of DST lives here, so no method can break one.
 
-Per training step (see DESIGN.md, "The flow of one training step")::
+One training step, in one call::
 
     loss.backward()
-    run = engine.after_backward(step)   # stash dense grads, method's on_step, mask gradients
-    if run: optimizer.step()            # RigL may skip the weight update on its mask steps
-    engine.after_optimizer_step(step)   # weights and optimizer state back to zero off the mask,
+    engine.step(step, batch)            # stash dense grads, method's on_step, mask gradients,
+                                        # optimizer.step() (RigL may skip it on its mask steps),
+                                        # weights and optimizer state back to zero off the mask,
                                         # then the topology update if the method's schedule says so
+    optimizer.zero_grad()
 
 Guarantees:
 
@@ -169,6 +170,18 @@ class SparseEngine:
             self._restore_reserve()
             self._update(-1)
             self._set_aside_reserve()
+
+    def step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Everything sparse training does between ``loss.backward()`` and ``optimizer.zero_grad()``.
+
+        The one call of the step protocol (the trainer, the tests and the benchmarks all use it):
+        the method's per-step work, gradient masking, the optimizer's step unless the method skips
+        it on a mask step, re-masking, and the scheduled topology update. ``batch`` is the step's
+        (inputs, targets), for per-step hooks that evaluate the loss again (BiDST's eq. 11).
+        """
+        if self.after_backward(step, batch) and self.optimizer is not None:
+            self.optimizer.step()
+        self.after_optimizer_step(step)
 
     def after_backward(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step.

@@ -398,9 +398,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
                         if fast is not None and fast.compiles(step):
                             fast.optimizer_step()
                         else:
-                            if engine.after_backward(step, (x, y)):
-                                optimizer.step()
-                            engine.after_optimizer_step(step)
+                            engine.step(step, (x, y))
                             if fast is not None:
                                 fast.eager_steps += 1
                         if fast is not None:
