@@ -12,7 +12,7 @@ over all prunable weights of the previous round's surviving set). One round::
             k = ``rewind_step``, 0 = the initialisation)
     train : with M fixed (a static mask, ``density_policy="global"``: only the total is fixed)
 
-Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.grid.lottery`), which also
+Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.runs.tickets`), which also
 charges every round's training in ``summary.json`` (``flops.train_flops``; ``train_flops_run`` is the
 round alone).
 
@@ -41,7 +41,7 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import NonNegativeInt
 from dstbench.core.registry import register_method
 from dstbench.core.global_select import global_topk
-from dstbench.grid.lottery import rewind_weights, ticket_chain, ticket_weights
+from dstbench.runs.tickets import rewind_weights, ticket_chain, ticket_weights
 from dstbench.core.updater import MaskUpdater, Needs, UpdateContext
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from dstbench.train.loggers import create_logger
 from dstbench.core.registry import create_updater
 from dstbench.runs.reuse import check_same_run
 from dstbench.runs.rundir import RunDir, check_output_dir
-from dstbench.grid.lottery import pipeline_flops
+from dstbench.runs.tickets import pipeline_flops
 from dstbench.core.updater import MaskUpdater
 
 if TYPE_CHECKING:
