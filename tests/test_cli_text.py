@@ -123,9 +123,9 @@ def _user_strings(path: Path) -> Iterator[tuple[int, str]]:
 
 def _package_strings() -> Iterator[tuple[str, str]]:
     for folder in PACKAGE_DIRS:
-        for path in sorted((ROOT / folder).glob("*.py")):
+        for path in sorted((ROOT / folder).rglob("*.py")):
             for line, text in _user_strings(path):
-                yield f"{folder}/{path.name}:{line}", text
+                yield f"{path.relative_to(ROOT)}:{line}", text
 
 
 def test_user_strings_scan_sees_messages() -> None:

@@ -353,7 +353,7 @@ def test_compare_reuses_only_matching_runs(tmp_path: Path, capsys: pytest.Captur
 def test_compare_refuses_runs_from_other_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dstbench import integrity
+    from dstbench.runs import integrity
 
     out = tmp_path / "cmp"
     assert main([*COMPARE, "--out", str(out)]) == 0
@@ -369,7 +369,8 @@ def test_compare_refuses_runs_from_other_code(
 
 
 def test_code_version_is_the_package_and_the_git_commit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dstbench import __version__, integrity
+    from dstbench import __version__
+    from dstbench.runs import integrity
 
     monkeypatch.delenv("DSTBENCH_CODE_VERSION", raising=False)
     integrity.code_version.cache_clear()
@@ -389,7 +390,8 @@ def test_code_version_is_the_package_and_the_git_commit(monkeypatch: pytest.Monk
 def test_a_run_records_the_code_it_started_with_not_a_commit_made_while_it_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dstbench import integrity, trainer
+    from dstbench.runs import integrity
+    from dstbench.train import loop as trainer
 
     started, committed_meanwhile = "a" * 40, "b" * 40
     evaluate = trainer.evaluate
