@@ -22,7 +22,7 @@ from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 from dstbench.core.updater import StepInfo
 
-from .helpers import make_harness, step_engine
+from .helpers import build_engine, make_harness, step_engine
 
 
 def info(boundary: int, steps_per_epoch: int, epochs: int) -> StepInfo:
@@ -61,15 +61,15 @@ def test_death_rate_is_the_official_per_step_cosine() -> None:
         assert updater.death_rate_at(info(b, 100, 10)) == pytest.approx(expected)
 
 
-def two_linear_engine(weights: list[list[float]], grads: list[list[float]], active: list[list[int]]) -> SparseEngine:
+def two_linear_engine(
+    weights: list[list[float]], grads: list[list[float]], active: list[list[int]], min_active: int = 1
+) -> SparseEngine:
     """Two 1x10 linear layers (plan: 2 of 10 each), crafted active sets, weights and gradients; 10 steps
     x 10 epochs, delta_t 10, pruning window to half of training; SGD at lr 0."""
     model = nn.Sequential(nn.Linear(10, 1, bias=False), nn.Linear(10, 1, bias=False))
-    plan = plan_sparsity(describe_layers(model), 0.8, "uniform", "none")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    updater = create_updater("granet", {"delta_t": 10, "prune_end": 0.5})
-    engine = SparseEngine(model, plan, updater, optimizer, steps_per_epoch=10, total_epochs=10)
-    engine.initialize()
+    engine = build_engine("granet", 0.8, hp={"delta_t": 10, "prune_end": 0.5}, model=model, optimizer=optimizer,
+                          steps_per_epoch=10, epochs=10, min_active=min_active)
     for layer, w, g, on in zip(engine.sparse_layers, weights, grads, active):
         mask = torch.zeros(1, 10, dtype=torch.bool)
         mask[0, on] = True
@@ -171,10 +171,19 @@ def test_one_epoch_smoke_run(tmp_path: Path) -> None:
     assert summary["realised_sparsity"]["sparsified"] == pytest.approx(0.9, abs=2e-3)
 
 
+def test_the_collapse_guard_keeps_a_layer_that_global_pruning_would_empty() -> None:
+    weights = [[0.9, 0.8, 0.7, 0.6, 0.5, 0, 0, 0, 0, 0], [0.01, 0.02, 0.03, 0.04, 0.05, 0, 0, 0, 0, 0]]
+    engine = two_linear_engine(weights, [[0.0] * 10, [1.0] * 10], [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    step_engine(engine, 39)  # boundary 40: total 4; --min-active 1 keeps layer 1's largest weight
+    report = engine.updater.report()
+    assert report["active"] == {"0": 3, "1": 1} and report["collapsed_layers"] == []
+
+
 def test_a_layer_emptied_by_global_pruning_is_reported() -> None:
+    """With ``--min-active 0`` (GraNet's reference: no guard) a layer can collapse; the report says so."""
     weights = [[0.9, 0.8, 0.7, 0.6, 0.5, 0, 0, 0, 0, 0], [0.01, 0.02, 0.03, 0.04, 0.05, 0, 0, 0, 0, 0]]
     grads = [[0.0] * 10, [1.0] * 10]
-    engine = two_linear_engine(weights, grads, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    engine = two_linear_engine(weights, grads, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]], min_active=0)
     step_engine(engine, 39)  # boundary 40: total 4 + round(6 * 0.2^3) = 4, all of it in layer 0
     report = engine.updater.report()
     assert report["active"] == {"0": 4, "1": 0} and report["collapsed_layers"] == ["1"]

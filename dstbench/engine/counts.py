@@ -1,15 +1,17 @@
-"""The counts a method's masks must hold, by its declared density policy, and what breaks them."""
+"""The invariants a method's masks must keep: counts by its declared density policy, zeros off the mask."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import torch
 
 from dstbench.core.context import MaskedLayer
 from dstbench.core.errors import MaskInvariantError
 from dstbench.core.steps import StepInfo
 from dstbench.core.updater import MaskUpdater
 
-__all__ = ["count_targets", "count_problems"]
+__all__ = ["count_targets", "count_problems", "zero_problems"]
 
 
 def count_targets(
@@ -48,4 +50,16 @@ def count_problems(
             or (policy == "at_most" and count > target)
         ):
             problems.append(f"layer {name} has {count} active weights, target {target} ({policy})")
+    return problems
+
+
+def zero_problems(layer: MaskedLayer, backward: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> list[str]:
+    """Pruned weights that are not exactly zero, and optimizer state (when masked) off the backward set."""
+    problems = []
+    pruned = layer.weight.detach()[~layer.mask]
+    if pruned.numel() and float(pruned.abs().max()) != 0.0:
+        problems.append(f"{layer.name}: pruned weights are non-zero")
+    for key, value in (optimizer.state.get(layer.weight, {}) if optimizer is not None else {}).items():
+        if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape and bool((value[~backward] != 0).any()):
+            problems.append(f"{layer.name}: optimizer state {key!r} non-zero off the mask")
     return problems

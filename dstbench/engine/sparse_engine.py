@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dstbench.core.context import MaskedLayer, MaskUpdate, Masks, RunView, UpdateContext, weight_decay_of
+from dstbench.core.context import MaskedLayer, Masks, RunView, UpdateContext, weight_decay_of
 from dstbench.core.distributions import SparsityPlan, check_distribution_policy, realised_sparsity
 from dstbench.core.errors import MaskInvariantError
 from dstbench.core.layers import find_prunable_layers
@@ -42,7 +42,8 @@ from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
 from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
 from dstbench.engine.backward_set import backward_set_for
-from dstbench.engine.counts import count_problems, count_targets
+from dstbench.engine.counts import count_problems, count_targets, zero_problems
+from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
 from dstbench.engine.initial_weights import load_initial_weights
 from dstbench.engine.topology import TopologyRecord, layer_change
 
@@ -126,13 +127,7 @@ class SparseEngine:
         )
 
     def info(self, step: int) -> StepInfo:
-        return StepInfo(
-            step=step,
-            steps_per_epoch=self.steps_per_epoch,
-            total_epochs=self.total_epochs,
-            skipped_steps=self.skipped_steps,
-            previous_step_skipped=self.previous_step_skipped,
-        )
+        return StepInfo(step, self.steps_per_epoch, self.total_epochs, self.skipped_steps, self.previous_step_skipped)
 
     def generator(self, step: int, stream: str) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.seed, step, stream))
@@ -171,7 +166,7 @@ class SparseEngine:
         if self.updater.needs.init_batch and batch is None:
             raise ValueError(f"method {self.updater.name!r} needs a batch at initialisation")
         ctx = self.context(-1, "init", batch=batch)
-        result = self._as_update(self.updater.init_masks(ctx), ctx)
+        result = as_update(self.updater.init_masks(ctx), ctx)
         self._install(result.masks, require_all=True, info=ctx.info)
         start = result.weights
         if start is None and (initial_weights := legacy_hook(self.updater, "initial_weights")) is not None:
@@ -295,7 +290,7 @@ class SparseEngine:
         before = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
         before_backward = {layer.name: self.backward.mask(layer).clone() for layer in self.sparse_layers}
         ctx = self.context(step, "update")
-        result = self._as_update(self.updater.update(ctx), ctx)
+        result = as_update(self.updater.update(ctx), ctx)
         self._install(result.masks, require_all=False, info=info)
         self._install_backward(result, step, require_all=False)
         with torch.no_grad():
@@ -308,7 +303,7 @@ class SparseEngine:
                 states, keep = self._state_tensors(lambda layer: kept[layer.name])
                 if states:
                     torch._foreach_mul_(states, keep)
-            self._apply_grown_values(result.grown, before_backward)
+            apply_grown_values(self.updater.name, self.sparse_layers, result.grown, self.backward.mask, before_backward)
             self._zero_off_backward()
         for layer in self.sparse_layers:
             self.fired[layer.name] |= layer.mask
@@ -326,31 +321,6 @@ class SparseEngine:
         if self.on_masks is not None:
             self.on_masks(record.step, record.epoch, self.masks(), record)
 
-    def _as_update(self, result: Masks | MaskUpdate, ctx: UpdateContext) -> MaskUpdate:
-        """A method's answer as a :class:`MaskUpdate` (a plain dict is its masks; values a method put in
-        ``ctx.grown_values``, the 0.2 way, count as grown values)."""
-        if not isinstance(result, MaskUpdate):
-            result = MaskUpdate(masks=result)
-        if ctx.grown_values:
-            result.grown = {**ctx.grown_values, **result.grown}
-        return result
-
-    def _apply_grown_values(self, grown_values: Masks, before_backward: dict[str, torch.Tensor]) -> None:
-        """Entries that became active (or entered the backward set) with no value to keep start at the
-        method's grown values."""
-        by_name = {layer.name: layer for layer in self.sparse_layers}
-        unknown = set(grown_values) - set(by_name)
-        if unknown:
-            raise MaskInvariantError(f"{self.updater.name}: grown values for unknown layers {sorted(unknown)}")
-        for name, values in grown_values.items():
-            layer = by_name[name]
-            if values.shape != layer.weight.shape:
-                raise MaskInvariantError(
-                    f"{self.updater.name}: grown values for {name} must be shaped {tuple(layer.weight.shape)}"
-                )
-            grown = self.backward.mask(layer) & ~before_backward[name]
-            layer.weight.data[grown] = values.to(layer.weight.device, layer.weight.dtype)[grown]
-
     def _install_backward(self, result: MaskUpdate, step: int, *, require_all: bool) -> None:
         """The method's backward sets, from its answer (or a 0.2 plugin's ``backward_masks`` hook)."""
         if not self.updater.needs.backward_set:
@@ -363,20 +333,8 @@ class SparseEngine:
 
     def _install(self, new_masks: Masks, *, require_all: bool, info: StepInfo) -> None:
         """Validate a method's masks against the density policy, then copy them into the buffers."""
+        check_masks(self.updater.name, self.sparse_layers, new_masks, require_all=require_all)
         by_name = {layer.name: layer for layer in self.sparse_layers}
-        unknown = set(new_masks) - set(by_name)
-        if unknown:
-            raise MaskInvariantError(f"{self.updater.name}: masks for non-sparsified layers {sorted(unknown)}")
-        if require_all and set(new_masks) != set(by_name):
-            missing = sorted(set(by_name) - set(new_masks))
-            raise MaskInvariantError(f"{self.updater.name}: no initial mask for {missing}")
-        for name, mask in new_masks.items():
-            layer = by_name[name]
-            if mask.shape != layer.weight.shape or mask.dtype != torch.bool:
-                raise MaskInvariantError(
-                    f"{self.updater.name}: mask for {name} must be bool {tuple(layer.weight.shape)}, "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
         counts = {name: int(new_masks.get(name, layer.mask).sum()) for name, layer in by_name.items()}
         problems = count_problems(self.updater, self.sparse_layers, counts, info)
         if problems:
@@ -408,17 +366,9 @@ class SparseEngine:
         scheduled = self.updater.needs.density_policy in ("scheduled", "scheduled_global")
         info = self._last_info if scheduled and not final else None
         problems = count_problems(self.updater, self.sparse_layers, counts, info)
+        optimizer = self.optimizer if self.updater.needs.masked_optimizer else None
         for layer in self.sparse_layers:
-            pruned = layer.weight.detach()[~layer.mask]
-            if pruned.numel() and float(pruned.abs().max()) != 0.0:
-                problems.append(f"{layer.name}: pruned weights are non-zero")
-            problems += self.backward.problems(layer)
-            if self.optimizer is not None and self.updater.needs.masked_optimizer:
-                backward = self.backward.mask(layer)
-                for key, value in self.optimizer.state.get(layer.weight, {}).items():
-                    if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
-                        if bool((value[~backward] != 0).any()):
-                            problems.append(f"{layer.name}: optimizer state {key!r} non-zero off the mask")
+            problems += zero_problems(layer, self.backward.mask(layer), optimizer) + self.backward.problems(layer)
         return problems
 
     def backward_densities(self) -> dict[str, float] | None:
