@@ -185,6 +185,7 @@ class BiDST(MaskUpdater):
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """Random M (the paper's "random mask psi_0"), a random S beside it, and the initial scores."""
         masks = super().init_masks(ctx)
+        assert isinstance(masks, dict)  # the base class's random masks
         for layer in ctx.sparse_layers:
             mask = masks[layer.name].to(layer.weight.device)
             weight = layer.weight.detach().float()
@@ -209,8 +210,8 @@ class BiDST(MaskUpdater):
         eq. 10's lambda term. After it (``second_pass`` only): strict eq. 11, G recomputed at theta_t
         on the same batch."""
         if ctx.after_optimizer:
-            for layer, grad in self._gradients_at_current_weights(ctx):
-                self._learn_scores(ctx, layer, grad, layer.weight.detach())
+            for layer, recomputed in self._gradients_at_current_weights(ctx):
+                self._learn_scores(ctx, layer, recomputed, layer.weight.detach())
             return
         for layer in ctx.sparse_layers:
             grad = layer.weight.grad

@@ -113,6 +113,7 @@ class DeepR(MaskUpdater):
     # -- signs --------------------------------------------------------------------------------------
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         masks = super().init_masks(ctx)
+        assert isinstance(masks, dict)  # the base class's random masks
         for layer in ctx.sparse_layers:
             weight = layer.weight.detach()
             coin = ctx.uniform(weight) < 0.5  # a random sign where the initial weight is exactly 0

@@ -59,6 +59,7 @@ class SET(DropAndGrow):
 
     def update(self, ctx: UpdateContext) -> MaskUpdate:
         masks = super().update(ctx)
+        assert isinstance(masks, dict)  # DropAndGrow's masks
         if self.grow_init == "zero":
             return MaskUpdate(masks)
         return MaskUpdate(masks, grown={layer.name: init_distribution_sample(layer.weight, ctx.rng) for layer in ctx.sparse_layers})

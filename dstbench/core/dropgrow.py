@@ -15,7 +15,7 @@ import torch
 
 from dstbench.core.schedules import cosine_decay
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdate, MaskUpdater, UpdateContext
 
 # ``cosine_decay`` lives in :mod:`dstbench.core.schedules`; it stays importable from here for plugins.
 __all__ = ["DropAndGrow", "cosine_decay"]
@@ -42,7 +42,7 @@ class DropAndGrow(MaskUpdater):
         active = layer.mask if active is None else active
         return topk_mask(self.drop_scores(ctx, layer), n_keep, eligible=active, prefer=active)
 
-    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor] | MaskUpdate:
         fraction = self.drop_fraction_at(ctx)
         return {layer.name: self.drop_and_grow(ctx, layer, fraction) for layer in ctx.sparse_layers}
 

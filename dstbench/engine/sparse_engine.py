@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dstbench.core.context import MaskedLayer, Masks, RunView, UpdateContext, weight_decay_of
+from dstbench.core.context import MaskedLayer, Masks, MaskUpdate, RunView, UpdateContext, weight_decay_of
 from dstbench.core.distributions import SparsityPlan, check_distribution_policy, realised_sparsity
 from dstbench.core.errors import MaskInvariantError
 from dstbench.core.layers import find_prunable_layers
@@ -216,10 +216,9 @@ class SparseEngine:
             self.updater.on_step(self.context(step, "step", batch=batch))
             self._count_step_hook(start)
         if needs.masked_optimizer:
-            with_grad = [layer for layer in self.sparse_layers if layer.weight.grad is not None]
+            with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
             if with_grad:
-                grads = [layer.weight.grad for layer in with_grad]
-                torch._foreach_mul_(grads, [self.backward.mask(layer) for layer in with_grad])  # type: ignore[arg-type]
+                torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
         skip = self._pending_update and skips_optimizer(self.updater, info)
         self.skipped_steps += int(skip)
         self.previous_step_skipped = skip
