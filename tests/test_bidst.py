@@ -1,4 +1,4 @@
-"""BiDST (spec §1): the invariants of §1.6, the eq. 9/10/11 updates against autograd, the schedule, every
+"""BiDST: its invariants, the eq. 9/10/11 updates against autograd, the schedule, every
 §1.3 switch on crafted layers, and the §1.2 toy check that tells the eq.-9 reading from BiP's."""
 
 from __future__ import annotations
@@ -569,7 +569,7 @@ def test_bad_hyperparameters_are_config_errors(hp: dict[str, str], message: str)
         create_updater("bidst", hp)
 
 
-# -- the toy check of spec §1.2 --------------------------------------------------------------------
+# -- a toy check of eqs. 9-11 ------------------------------------------------------------------------
 def teacher_recovery(ig_form: str, seed: int) -> tuple[float, list[float]]:
     """Sparse linear teacher (n=200, 10 non-zeros), masked linear student with 10 active weights,
     F = 200 iterations over 6000 steps, SGD momentum 0.9, lambda = wd = 1e-4, S = 0.05 (m = 10)."""

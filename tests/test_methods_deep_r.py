@@ -1,4 +1,4 @@
-"""Deep-R (spec §5.3): fixed signs, L1 + Langevin noise on active theta, dormancy, random reactivation."""
+"""Deep-R: fixed signs, L1 + Langevin noise on active theta, dormancy, random reactivation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DSR (spec §5.2): adaptive global threshold, reallocation by surviving share, the doubling period."""
+"""DSR: adaptive global threshold, reallocation by surviving share, the doubling period."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RigL-ITOP (spec §5.4): RigL selection with ITOP's rounding, schedule and death-rate decay."""
+"""RigL-ITOP: RigL selection with ITOP's rounding, schedule and death-rate decay."""
 
 from __future__ import annotations
 

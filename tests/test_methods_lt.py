@@ -1,4 +1,4 @@
-"""Lottery Ticket (spec §6): rounds, global magnitude masks, rewinding, the pipeline and its FLOPs."""
+"""Lottery Ticket: rounds, global magnitude masks, rewinding, the pipeline and its FLOPs."""
 
 from __future__ import annotations
 

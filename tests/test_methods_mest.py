@@ -1,4 +1,4 @@
-"""MEST+EM and MEST+EM&S (spec §4): script bounds, schedule, phases, exact counts, soft-bound density."""
+"""MEST+EM and MEST+EM&S: script bounds, schedule, phases, exact counts, soft-bound density."""
 
 from __future__ import annotations
 

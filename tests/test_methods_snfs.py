@@ -1,4 +1,4 @@
-"""SNFS / sparse momentum (spec §5.1): redistribution, momentum growth, exact global budget, schedule."""
+"""SNFS / sparse momentum: redistribution, momentum growth, exact global budget, schedule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Top-KAST (spec §5.5): forward set A and backward set B by |theta|, the values outside B kept for
+"""Top-KAST: forward set A and backward set B by |theta|, the values outside B kept for
 when they come back, the exploration penalty on B \\ A, and the 2 f_A + f_B cost."""
 
 from __future__ import annotations
