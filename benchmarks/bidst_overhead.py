@@ -152,7 +152,7 @@ def bidst_flop_ratio(model_name: str, sparsity: float, distribution: str) -> tup
     updater = create_updater("bidst")
     engine = SparseEngine(model, plan, updater, None)
     active = forward.at({t.name: t.active / t.numel for t in plan.targets})
-    searched = forward.at(updater.gradient_densities(engine.layers) or {})
+    searched = forward.at(updater.needs.gradient_density or {})
     return active / forward.dense, searched / forward.dense, (2 * active + searched) / (3 * active)
 
 

@@ -68,17 +68,13 @@ def main() -> None:
 
     def eager_step(step: int) -> None:
         loss_fn(eager_model(x), y).backward()
-        if eager_engine.after_backward(step, (x, y)):
-            eager_opt.step()
-        eager_engine.after_optimizer_step(step)
+        eager_engine.step(step, (x, y))
         eager_opt.zero_grad(set_to_none=True)
 
     def fast_step(step: int) -> None:
         loss_fn(fast.forward_model(x), y).backward()
         if step == 0:  # the trainer's first step is eager too: it creates the momentum buffers
-            fast_engine.after_backward(step, (x, y))
-            fast_opt.step()
-            fast_engine.after_optimizer_step(step)
+            fast_engine.step(step, (x, y))
         else:
             fast.optimizer_step()
         fast.zero_grad()

@@ -1,7 +1,7 @@
-"""BiDST: bi-level dynamic sparse training (Ji, Li, Yin, Qin, Yuan, Guo, Liu, Ma; ICML 2024). Spec §1, §11.
+"""BiDST: bi-level dynamic sparse training (Ji, Li, Yin, Qin, Yuan, Guo, Liu, Ma; ICML 2024).
 
-The paper publishes no code; this is spec §1.2's reconstruction (the default) with every ambiguous
-choice of §1.3 as a hyper-parameter. Per sparsified layer: the active mask ``M`` (the engine's mask,
+The paper publishes no code; this is a reconstruction from its eqs. 4-11, Algorithm 1 and Table A.1 (the
+default), with every choice the paper leaves open as a hyper-parameter (docs/bidst.md). Per sparsified layer: the active mask ``M`` (the engine's mask,
 ``|M| = k``), a search set ``S`` (``|S| = m``, disjoint from ``M``) and continuous scores ``psi``, exactly
 0 outside ``P = M | S``::
 
@@ -22,9 +22,9 @@ choice of §1.3 as a hyper-parameter. Per sparsified layer: the active mask ``M`
 Search-space entries have theta = 0, so D = 0 there and they learn only through ``+alpha_t * G / lam``:
 "their corresponding weights and weight gradients are zeros" yet "this part of the mask is learning"
 (App. A). Nothing needs a second backward pass; the extra cost is the weight-gradient GEMM on ``S``,
-declared through :meth:`BiDST.gradient_densities` so the FLOP accountant charges ``2 f_A + f_(A|S)``.
+declared through ``Needs.gradient_density`` so the FLOP accountant charges ``2 f_A + f_(A|S)``.
 
-Numerics (spec "Numerics", A20): ``psi`` is stored as is, in float32. Storing ``lam * psi`` instead is a
+Numerics: ``psi`` is stored as is, in float32. Storing ``lam * psi`` instead is a
 global rescale: it neither changes the ranking nor float32's *relative* resolution, so it would not
 rescue the direct term ``D`` (about ``lam * |theta|`` of ``I``, below the resolution of a large ``psi``);
 keeping ``psi`` literal makes the state readable and the update formula checkable term by term.
@@ -33,7 +33,8 @@ keeping ``psi`` literal makes the state readable and the update formula checkabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -42,14 +43,11 @@ from dstbench.core.hparams import Positive, PositiveInt, Range
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
-
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, UpdateContext
 
 __all__ = ["BiDST", "LayerScores", "table_search_space", "search_space_size"]
 
-# Table A.1's S at s = 0.90 / 0.95 / 0.98, applied by the step rule of spec §1.2 (A16).
+# Table A.1's S at s = 0.90 / 0.95 / 0.98, applied to other sparsities by the next listed one.
 SEARCH_SPACE_TABLES: dict[str, tuple[float, float, float]] = {
     "table_a1": (0.05, 0.03, 0.02),
     "mobilenetv2": (0.08, 0.05, 0.04),
@@ -107,20 +105,20 @@ class BiDST(MaskUpdater):
     update_frequency: PositiveInt = 8
     """F: topology updates every F units (Table A.1: 8 epochs CIFAR, 5 ImageNet)."""
     update_unit: Literal["epochs", "iterations"] = "epochs"
-    """Unit of F. MEST's ``sp_mask_update_freq`` is in epochs (A9); iterations suit toy problems."""
+    """Unit of F. MEST's ``sp_mask_update_freq`` is in epochs; iterations suit toy problems."""
     update_end_frac: Annotated[float, Range(gt=0.0, le=1.0)] = 1.0
-    """No topology update after this fraction of training (A9/A10: the paper never stops)."""
+    """No topology update after this fraction of training (the paper never stops)."""
     ig_form: Literal["paper_eq9", "bip", "bip_code"] = "paper_eq9"
     """Implicit-gradient term: literal eq. 9 (-G/lam); BiP paper's -G*(M*G)/lam, or BiP code's
-    -lam*D*(M*G). Both BiP forms give S entries no signal, so their masks freeze (A3/A4)."""
+    -lam*D*(M*G). Both BiP forms give S entries no signal, so their masks freeze."""
     rank_by: Literal["abs", "signed"] = "abs"
-    """Binarize by top-k of |psi| (BiP/HYDRA, sign-invariant under eq. 9) or of psi itself (A5)."""
+    """Binarize by top-k of |psi| (BiP/HYDRA, sign-invariant under eq. 9) or of psi itself."""
     score_init: Literal["zero", "scaled"] = "zero"
-    """psi_0 = 0 (A6), or BiP's ``--scaled-score-init`` psi_0 = M_0 * theta_0."""
+    """psi_0 = 0, or BiP's ``--scaled-score-init`` psi_0 = M_0 * theta_0."""
     search_space_alloc: Literal["proportional", "per_layer_literal"] = "proportional"
     """m_l proportional to layer density (Sum m_l ~ S*N under ERK), or round(S*n_l) per layer."""
     search_space_resample: Literal["random_each_update", "keep_runners_up"] = "random_each_update"
-    """S' drawn afresh from ~M' (A7), or keep S's unselected entries (and their scores), filling the
+    """S' drawn afresh from ~M', or keep S's unselected entries (and their scores), filling the
     rest at random."""
     score_reset_on_update: bool = False
     """True: every psi restarts at 0 after a topology update; False: scores of the new M persist."""
@@ -128,9 +126,9 @@ class BiDST(MaskUpdater):
     """Plain step psi -= alpha_t * grad (eq. 11), or BiP's SGD with momentum 0.9 and the weights' wd."""
     second_pass: bool = False
     """Strict eq. 11: recompute G at the post-step theta_t on the same batch (one more forward/backward)
-    instead of reusing the step's G at theta_(t-1) (A13)."""
+    instead of reusing the step's G at theta_(t-1)."""
     gumbel: Literal["none", "topk", "st_sigmoid"] = "none"
-    """Where Gumbel noise enters (A11, unspecified by the paper): nowhere; sampling M' = top-k of
+    """Where Gumbel noise enters (unspecified by the paper): nowhere; sampling M' = top-k of
     log|psi| + tau*g at updates; or rescaling D by the ST-Gumbel-sigmoid slope every step."""
     gumbel_temperature: Positive = 1.0
     """tau of the Gumbel options."""
@@ -142,6 +140,7 @@ class BiDST(MaskUpdater):
         self._search_space = 0.0
         self._search_sizes: dict[str, int] = {}
         self._weight_decay: dict[str, float] = {}
+        self._layers: list[MaskedLayer] = []
 
     def validate(self) -> None:
         if self.gumbel == "topk" and self.rank_by == "signed":
@@ -159,25 +158,34 @@ class BiDST(MaskUpdater):
 
     @property
     def needs(self) -> Needs:
-        return Needs(dense_grad="every_step", per_step_hook=True)
+        # G is needed on M | S only: (k + m)/n for sparsified layers (dense elsewhere), once set up.
+        density = {layer.name: (layer.k + self._search_sizes[layer.name]) / layer.numel for layer in self._layers}
+        return Needs(
+            dense_grad="every_step",
+            per_step_hook=True,
+            step_hook_at="both" if self.second_pass else "before_optimizer",
+            gradient_density=density if self._layers else None,
+        )
 
     # -- setup -------------------------------------------------------------------------------------
-    def bind(self, engine: SparseEngine) -> None:
+    def setup(self, run: RunView) -> None:
         """Resolve S from the plan's global sparsity and size every layer's search set."""
-        sparsity = engine.plan.sparsity
+        sparsity = run.plan.sparsity
         if self.search_space is None:
             self._search_space = table_search_space(sparsity, self.search_space_table)
         else:
             self._search_space = self.search_space
         self._search_sizes = {
             layer.name: search_space_size(layer, self._search_space, sparsity, self.search_space_alloc)
-            for layer in engine.sparse_layers
+            for layer in run.sparse_layers
         }
-        self._weight_decay = {layer.name: _weight_decay_of(engine.optimizer, layer) for layer in engine.sparse_layers}
+        self._layers = run.sparse_layers
+        self._weight_decay = {layer.name: run.weight_decay(layer) for layer in run.sparse_layers}
 
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """Random M (the paper's "random mask psi_0"), a random S beside it, and the initial scores."""
         masks = super().init_masks(ctx)
+        assert isinstance(masks, dict)  # the base class's random masks
         for layer in ctx.sparse_layers:
             mask = masks[layer.name].to(layer.weight.device)
             weight = layer.weight.detach().float()
@@ -189,6 +197,7 @@ class BiDST(MaskUpdater):
         return masks
 
     # -- schedule ----------------------------------------------------------------------------------
+    @cached_property
     def schedule(self) -> Periodic:
         """Start of every F-th epoch (or iteration), never before the first step or after the last."""
         if self.update_unit == "epochs":
@@ -197,7 +206,13 @@ class BiDST(MaskUpdater):
 
     # -- every step --------------------------------------------------------------------------------
     def on_step(self, ctx: UpdateContext) -> None:
-        """Upper level from this step's G (unless ``second_pass``), then eq. 10's lambda term."""
+        """Before the optimizer step: the upper level from this step's G (unless ``second_pass``), then
+        eq. 10's lambda term. After it (``second_pass`` only): strict eq. 11, G recomputed at theta_t
+        on the same batch."""
+        if ctx.after_optimizer:
+            for layer, recomputed in self._gradients_at_current_weights(ctx):
+                self._learn_scores(ctx, layer, recomputed, layer.weight.detach())
+            return
         for layer in ctx.sparse_layers:
             grad = layer.weight.grad
             if grad is None:
@@ -206,13 +221,6 @@ class BiDST(MaskUpdater):
             if not self.second_pass:
                 self._learn_scores(ctx, layer, ctx.grad(layer), weight)
             grad.add_(weight, alpha=self.lam)  # after the scores: they use the loss gradient G only
-
-    def after_step(self, ctx: UpdateContext) -> None:
-        """Strict eq. 11 (``second_pass``): G recomputed at theta_t on the same batch."""
-        if not self.second_pass:
-            return
-        for layer, grad in self._gradients_at_current_weights(ctx):
-            self._learn_scores(ctx, layer, grad, layer.weight.detach())
 
     def _learn_scores(self, ctx: UpdateContext, layer: MaskedLayer, grad: torch.Tensor, weight: torch.Tensor) -> None:
         """psi -= alpha_t * P * dL/dpsi (eqs. 9 and 11), optionally through BiP's momentum."""
@@ -230,7 +238,7 @@ class BiDST(MaskUpdater):
         psi.sub_(step, alpha=ctx.lr)
 
     def _implicit_term(self, grad: torch.Tensor, direct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The second term of eq. 9 under the chosen reading (spec §1.3 ``ig_form``)."""
+        """The second term of eq. 9 under the chosen reading (``ig_form``)."""
         if self.ig_form == "paper_eq9":
             return grad / -self.lam
         weight_grad = grad * mask  # grad_theta of the loss: zero on S, where theta is not trained
@@ -299,15 +307,6 @@ class BiDST(MaskUpdater):
         return self.layers[layer.name].search & ~new_mask
 
     # -- cost and reporting ------------------------------------------------------------------------
-    def gradient_densities(self, layers: list[MaskedLayer]) -> dict[str, float] | None:
-        """G is needed on M | S only: (k + m)/n for sparsified layers, dense elsewhere (spec §1.4)."""
-        return {
-            layer.name: (layer.k + self._search_sizes[layer.name]) / layer.numel
-            if layer.name in self._search_sizes
-            else 1.0
-            for layer in layers
-        }
-
     def report(self) -> dict[str, float]:
         numel = sum(self.layers[name].scores.numel() for name in self._search_sizes)
         searched = sum(self._search_sizes.values())
@@ -333,14 +332,4 @@ def _gumbel(ctx: UpdateContext, like: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(torch.float32).tiny
     uniform = ctx.uniform(like).clamp(tiny, 1.0 - 1e-7)
     return -torch.log(-torch.log(uniform))
-
-
-def _weight_decay_of(optimizer: torch.optim.Optimizer | None, layer: MaskedLayer) -> float:
-    """The weight decay the optimizer applies to this layer's weight (BiP decays the scores alike)."""
-    if optimizer is None:
-        return 0.0
-    for group in optimizer.param_groups:
-        if any(param is layer.weight for param in group["params"]):
-            return float(group.get("weight_decay", 0.0))
-    return 0.0
 

@@ -1,4 +1,4 @@
-"""Deep-R: deep rewiring (Bellec, Kappel, Maass & Legenstein, ICLR 2018). Spec §5.3.
+"""Deep-R: deep rewiring (Bellec, Kappel, Maass & Legenstein, ICLR 2018).
 
 Follows the paper's Algorithm 1 and the official TensorFlow scripts of guillaumeBellec/deep_rewiring
 (``script_mnist_deep_rewiring_with_global_constraint.py``: ``weight_sampler_strict_number``, the
@@ -22,7 +22,7 @@ How the sign constraint maps onto dstbench's weights (``w = s * theta``):
   theta by exactly the paper's ``-eta alpha + sqrt(2 eta T) nu``;
 * an active weight whose sign differs from s after the optimizer step (theta < 0) becomes dormant at the
   update that follows (every ``rewire_every`` steps, 1 = the paper); the engine zeroes it;
-* reactivated connections start at ``s * reactivation_value`` through ``ctx.grown_values`` (the code's
+* reactivated connections start at ``s * reactivation_value`` through :attr:`MaskUpdate.grown` (the code's
   epsilon = 1e-12; the paper's theta = 0 is ``--hp reactivation_value=0``).
 
 Departures from the reference code:
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -53,7 +54,7 @@ from dstbench.core.hparams import NonNegative, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdate, MaskUpdater, Needs, UpdateContext
 
 __all__ = ["DeepR", "split_reactivations"]
 
@@ -105,12 +106,14 @@ class DeepR(MaskUpdater):
         # Gradients only on active connections (dormant theta get none); the hook adds L1 and noise.
         return Needs(per_step_hook=True, density_policy="global")
 
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(self.rewire_every)
 
     # -- signs --------------------------------------------------------------------------------------
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         masks = super().init_masks(ctx)
+        assert isinstance(masks, dict)  # the base class's random masks
         for layer in ctx.sparse_layers:
             weight = layer.weight.detach()
             coin = ctx.uniform(weight) < 0.5  # a random sign where the initial weight is exactly 0
@@ -140,23 +143,23 @@ class DeepR(MaskUpdater):
             grad.add_(extra * layer.mask)
 
     # -- rewiring -------------------------------------------------------------------------------------
-    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+    def update(self, ctx: UpdateContext) -> MaskUpdate:
         layers = ctx.sparse_layers
         if not layers:
-            return {}
+            return MaskUpdate({})
         alive = [layer.mask & ~self.dormant(layer) for layer in layers]
         deficit = sum(layer.k for layer in layers) - sum(int(a.sum()) for a in alive)
         candidates = [~layer.mask for layer in layers]
         if deficit > sum(int(c.sum()) for c in candidates):  # only just-deactivated ones are left
             candidates = [~a for a in alive]
         counts = split_reactivations(deficit, [layer.k for layer in layers], [int(c.sum()) for c in candidates], ctx.rng)
-        masks = {}
+        result = MaskUpdate({})
         for layer, keep, eligible, n in zip(layers, alive, candidates, counts):
-            masks[layer.name] = keep | topk_mask(ctx.uniform(layer.weight), n, eligible=eligible)
-            ctx.grown_values[layer.name] = self.sign(layer) * self.reactivation_value
+            result.masks[layer.name] = keep | topk_mask(ctx.uniform(layer.weight), n, eligible=eligible)
+            result.grown[layer.name] = self.sign(layer) * self.reactivation_value
         self.deactivated += deficit
         self.rewirings += 1
-        return masks
+        return result
 
     # -- state and report -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""DSR: Dynamic Sparse Reparameterization (Mostafa & Wang, ICML 2019). Spec §5.2.
+"""DSR: Dynamic Sparse Reparameterization (Mostafa & Wang, ICML 2019).
 
 Follows the authors' PyTorch release: ``dst/reparameterization.py`` (``DSModel.reparameterize`` =
 ``prune_by_threshold``, ``adjust_pruning_threshold``, ``reallocate_free_parameters`` with
@@ -25,7 +25,7 @@ Departures from the reference code, all small:
 
 * **Exact counts.** The official growth rounds every layer up (``grow_to_sparsity`` stops at *at most*
   the target sparsity), so the total can exceed the budget by up to one weight per layer. Here the
-  split ``K * R_l / sum R`` is rounded by largest remainder (:func:`dstbench.methods.snfs.apportion`,
+  split ``K * R_l / sum R`` is rounded by largest remainder (:func:`dstbench.core.selection.apportion`,
   capped by each layer's zero positions), so the total never drifts.
 * **Collapse guard** (``min_layer_active``, default 1): a layer keeps at least its largest active
   weight through the threshold prune. The official code can empty a layer (then its share ``R_l`` is 0
@@ -41,22 +41,19 @@ Departures from the reference code, all small:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
 from typing import Annotated, Any
 
 import torch
 
 from dstbench.core.hparams import Fraction, NonNegativeInt, Positive, PositiveInt, Range
 from dstbench.core.registry import register_method
-from dstbench.core.schedules import steps_at
-from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.core.schedules import DoublingPeriodic
+from dstbench.core.selection import apportion, topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
 
-from .snfs import apportion
-
-__all__ = ["DSR", "adapt_threshold", "reparameterization_steps"]
+__all__ = ["DSR", "adapt_threshold"]
 
 
 def adapt_threshold(threshold: float, pruned: int, target: float, tolerance: float, gain: float) -> float:
@@ -66,47 +63,6 @@ def adapt_threshold(threshold: float, pruned: int, target: float, tolerance: flo
     if pruned > target * (1.0 + tolerance):
         return threshold / gain
     return threshold
-
-
-@lru_cache(maxsize=32)
-def reparameterization_steps(
-    period: int, milestones: tuple[int, ...], stop: int, total_steps: int, steps_per_epoch: int
-) -> tuple[int, ...]:
-    """The steps ``t`` after which DSR reparameterises, in closed form (one loop over the updates).
-
-    The official handler counts iterations since the last reparameterisation and fires when the count
-    equals ``P(e)`` of the current iteration's epoch ``e``. ``P`` is a step function of the iteration
-    ``i`` (1-based), constant on runs of whole epochs. Because ``P`` never decreases, the
-    next update after iteration ``last`` is the first segment holding ``last + P_segment``.
-    """
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    edges = sorted({m for m in (*milestones, stop) if 0 < m < epochs})
-    # Segments of 0-based epochs [start, edge) with a constant period (None: no reparameterisation),
-    # as ranges of 1-based iterations.
-    segments: list[tuple[int, int, int | None]] = []
-    start = 0
-    for edge in [*edges, epochs]:
-        if start < edge:
-            period_here = None if start >= stop else period * 2 ** sum(start >= m for m in milestones)
-            segments.append((start * steps_per_epoch + 1, min(edge * steps_per_epoch, total_steps), period_here))
-        start = edge
-    steps: list[int] = []
-    last = 0
-    while True:
-        found = None
-        for first, final, p in segments:
-            if final <= last:
-                continue
-            if p is None:
-                break
-            candidate = last + p
-            if first <= candidate <= final:
-                found = candidate
-                break
-        if found is None or found >= total_steps:  # no update after the last step
-            return tuple(steps)
-        steps.append(found - 1)
-        last = found
 
 
 @register_method("dsr")
@@ -148,22 +104,14 @@ class DSR(MaskUpdater):
         return Needs(density_policy="global")
 
     # -- when -----------------------------------------------------------------------------------------
-    def _milestones(self, total_epochs: int) -> tuple[tuple[int, ...], int]:
-        milestones = tuple(steps_at(f, total_epochs) for f in self.doubling_at)
-        return milestones, steps_at(self.stop_at, total_epochs)
-
-    def update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
-        milestones, stop = self._milestones(math.ceil(total_steps / steps_per_epoch))
-        return list(reparameterization_steps(self.period, milestones, stop, total_steps, steps_per_epoch))
-
-    def is_update_step(self, info: StepInfo) -> bool:
-        milestones, stop = self._milestones(info.total_epochs)
-        return info.step in reparameterization_steps(self.period, milestones, stop, info.total_steps, info.steps_per_epoch)
+    @cached_property
+    def schedule(self) -> DoublingPeriodic:
+        """``rp_schedule``: every ``period`` iterations since the last update, doubling at the milestones."""
+        return DoublingPeriodic(self.period, tuple(self.doubling_at), self.stop_at)
 
     def period_at(self, epoch: int, total_epochs: int) -> int | None:
         """``rp_schedule``: the period during the 0-based ``epoch`` (None once DSR has stopped)."""
-        milestones, stop = self._milestones(total_epochs)
-        return None if epoch >= stop else self.period * 2 ** sum(epoch >= m for m in milestones)
+        return self.schedule.period_at(epoch, total_epochs)
 
     # -- what -----------------------------------------------------------------------------------------
     def prune_target(self, ctx: UpdateContext) -> float:

@@ -20,48 +20,38 @@ Follows VITA-Group/GraNet ``CIFAR/sparselearning/core.py`` (``Masking.step`` wit
 
 The dense gradient is needed only on update steps (``dense_grad="update_steps"``); the global total
 follows the ramp exactly at every update (``density_policy="scheduled_global"``) and ends at the plan's.
+
+Departure: the global pruning is the shared :func:`dstbench.core.global_select.global_topk` with its
+layer-collapse guard (each layer keeps its ``--min-active`` largest weights, default 1). GraNet's
+``pruning`` thresholds all layers at once and can empty a layer at extreme sparsity, after which no
+signal crosses it; ``--min-active 0`` restores that. The regeneration is the shared
+:class:`~dstbench.core.dropgrow.DropAndGrow` step, applied to the masks the pruning left.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 
 from dstbench.core.distributions import active_count, layer_densities
-from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.dropgrow import DropAndGrow
 from dstbench.core.errors import ConfigError
+from dstbench.core.global_select import global_topk
 from dstbench.core.hparams import Fraction, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import CosineDecay, CubicRamp, Periodic, steps_at
-from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext, random_mask
+from dstbench.core.updater import MaskedLayer, Needs, RunView, StepInfo, Targets, UpdateContext, random_mask
 
-__all__ = ["GraNet", "global_topk_masks"]
-
-
-def global_topk_masks(
-    scores: dict[str, torch.Tensor], total: int, eligible: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Exactly ``total`` entries over all layers: the best scores among the eligible, one threshold
-    for every layer (ties: eligible entries first, then the earlier layer, then the lower index)."""
-    names = list(scores)
-    flat = torch.cat([scores[name].reshape(-1) for name in names])
-    allowed = torch.cat([eligible[name].reshape(-1) for name in names])
-    chosen = topk_mask(flat, total, eligible=allowed, prefer=allowed)
-    masks, start = {}, 0
-    for name in names:
-        n = scores[name].numel()
-        masks[name] = chosen[start : start + n].view_as(scores[name])
-        start += n
-    return masks
+__all__ = ["GraNet"]
 
 
 @register_method("granet")
 @dataclass
-class GraNet(MaskUpdater):
+class GraNet(DropAndGrow):
     paper = "Liu et al., Sparse Training via Boosting Pruning Plasticity with Neuroregeneration, NeurIPS 2021"
     cadence_fields = {"delta_t": "steps"}
 
@@ -83,6 +73,7 @@ class GraNet(MaskUpdater):
         self._initial: dict[str, int] = {}
         """Per layer: active count before training (derived from the plan; not state)."""
         self._layers: list[MaskedLayer] = []
+        self._min_active = 1
 
     def validate(self) -> None:
         if self.death_rate_min > self.death_rate:
@@ -94,12 +85,14 @@ class GraNet(MaskUpdater):
     def needs(self) -> Needs:
         return Needs(dense_grad="update_steps", density_policy="scheduled_global")
 
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(self.delta_t)
 
-    def bind(self, engine: SparseEngine) -> None:
-        self._initial = self.initial_counts(engine.sparse_layers, engine.plan.distribution)
-        self._layers = engine.sparse_layers
+    def setup(self, run: RunView) -> None:
+        self._initial = self.initial_counts(run.sparse_layers, run.plan.distribution)
+        self._layers = run.sparse_layers
+        self._min_active = run.plan.min_active
 
     def initial_counts(self, layers: list[MaskedLayer], distribution: str) -> dict[str, int]:
         """The plan's distribution at ``initial_density`` (never below a layer's final count)."""
@@ -121,14 +114,31 @@ class GraNet(MaskUpdater):
             return 0.0
         return CubicRamp(1.0, 0.0, start=self.prune_start, end=end / total_steps).at(boundary, total_steps)
 
-    def total_target(self, info: StepInfo, layers: list[MaskedLayer]) -> int:
+    def total_at(self, info: StepInfo, layers: list[MaskedLayer]) -> int:
+        """The ramp's total after an update decided at ``info.step``: the plan's plus what is left of
+        the initial excess."""
         final = sum(layer.k for layer in layers)
         initial = sum(self._initial.get(layer.name, layer.k) for layer in layers)
         return final + round((initial - final) * self.remaining(max(info.boundary, 0), info.total_steps))
 
+    def targets(self, info: StepInfo, layers: list[MaskedLayer]) -> Targets:
+        return Targets(total=self.total_at(info, layers))
+
     def death_rate_at(self, info: StepInfo) -> float:
         """GraNet's ``CosineDecay``: annealed once per step over the whole run (T_max = T)."""
         return CosineDecay(self.death_rate, self.death_rate_min).at(info.boundary, info.total_steps)
+
+    # -- neuroregeneration: drop-and-grow on the pruned masks -------------------------------------------
+    def drop_fraction_at(self, ctx: UpdateContext) -> float:
+        return self.death_rate_at(ctx.info)
+
+    def drop_count(self, fraction: float, n_active: int) -> int:
+        """``magnitude_death``: ``ceil(death_rate * nonzeros)``."""
+        return min(n_active, math.ceil(fraction * n_active))
+
+    def grow_scores(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:
+        """``gradient_growth``: |dense gradient|."""
+        return ctx.grad(layer).abs()
 
     # -- decisions -----------------------------------------------------------------------------------
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
@@ -141,24 +151,16 @@ class GraNet(MaskUpdater):
 
     def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         layers = ctx.sparse_layers
-        total = self.total_target(ctx.info, layers)
-        masks = {layer.name: layer.mask.clone() for layer in layers}
-        if total < sum(int(m.sum()) for m in masks.values()):
+        total = self.total_at(ctx.info, layers)
+        active = {layer.name: layer.mask.clone() for layer in layers}
+        if total < sum(int(m.sum()) for m in active.values()):
             magnitudes = {layer.name: layer.weight.detach().abs() for layer in layers}
-            masks = global_topk_masks(magnitudes, total, masks)
-        rate = self.death_rate_at(ctx.info)
-        for layer in layers:
-            active = masks[layer.name]
-            n = int(active.sum())
-            death = min(n, math.ceil(rate * n))
-            keep = topk_mask(layer.weight.detach().abs(), n - death, eligible=active, prefer=active)
-            grow = topk_mask(ctx.grad(layer).abs(), death, eligible=~keep, prefer=layer.mask)
-            masks[layer.name] = keep | grow
-        return masks
+            active = global_topk(magnitudes, total, min_active=self._min_active, eligible=active, prefer=active).masks
+        rate = self.drop_fraction_at(ctx)
+        return {layer.name: self.drop_and_grow(ctx, layer, rate, active[layer.name]) for layer in layers}
 
     def report(self) -> dict[str, Any]:
-        """Where global pruning put the weights; a layer it emptied (extreme sparsity) is listed, since
-        GraNet's code has no guard against layer collapse and neither does this."""
+        """Where global pruning put the weights; a layer it emptied (only with ``--min-active 0``) is listed."""
         active = {layer.name: int(layer.mask.sum()) for layer in self._layers}
         return {
             "initial_active": dict(self._initial),

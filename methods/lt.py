@@ -1,4 +1,4 @@
-"""LT: Lottery Ticket, iterative magnitude pruning with rewinding. Spec §6.
+"""LT: Lottery Ticket, iterative magnitude pruning with rewinding.
 
 Frankle & Carbin, ICLR 2019 (rewind to theta_0) and Frankle, Dziugaite, Roy & Carbin, ICML 2020
 ("Linear mode connectivity and the lottery ticket hypothesis": rewind to theta_k, k early in training);
@@ -12,7 +12,7 @@ over all prunable weights of the previous round's surviving set). One round::
             k = ``rewind_step``, 0 = the initialisation)
     train : with M fixed (a static mask, ``density_policy="global"``: only the total is fixed)
 
-Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.runs.tickets`), which also
+Iterating it with sparsities ``1 - 0.8^r`` is ``dstbench lt`` (:mod:`dstbench.grid.lottery`), which also
 charges every round's training in ``summary.json`` (``flops.train_flops``; ``train_flops_run`` is the
 round alone).
 
@@ -24,16 +24,18 @@ Departures and choices:
   sparsity.
 * **Which layers**: those the run's ``--dense-layers`` profile sparsifies (Frankle & Carbin prune every
   conv and FC layer, ``--dense-layers none``; open_lth's CIFAR ResNets also prune the output layer).
-* **Rewinding writes weights**: at initialisation only, this method loads theta_k into the model before
-  the engine applies its masks (no other method writes weights); optimizer state starts empty as in
-  the papers.
+* **Rewinding writes weights**: at initialisation only, this method hands theta_k to the engine
+  (:attr:`MaskUpdate.weights`), which loads it before applying the masks (no other method starts from
+  other weights); optimizer state starts empty as in the papers.
+* **The ticket is an input**: the method declares ``inputs = ("ticket_from",)``; the trainer reads the
+  run folder (:mod:`dstbench.runs.tickets`) and hands it over as ``ctx.inputs["ticket_from"]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -41,11 +43,8 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import NonNegativeInt
 from dstbench.core.registry import register_method
 from dstbench.core.global_select import global_topk
-from dstbench.runs.tickets import rewind_weights, ticket_chain, ticket_weights
-from dstbench.core.updater import MaskUpdater, Needs, UpdateContext
-
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.inputs import Ticket
+from dstbench.core.updater import MaskUpdate, MaskUpdater, Needs, RunView, UpdateContext
 
 __all__ = ["LotteryTicket", "global_magnitude_masks"]
 
@@ -94,17 +93,18 @@ class LotteryTicket(MaskUpdater):
         # A static mask whose per-layer counts come from the global ranking: only the total is fixed.
         return Needs(density_policy="global")
 
-    def bind(self, engine: SparseEngine) -> None:
+    def setup(self, run: RunView) -> None:
         # The plan's per-layer floor (``--min-active``) where the plan records it.
-        self.min_active = int(getattr(engine.plan, "min_active", 1))
+        self.min_active = int(getattr(run.plan, "min_active", 1))
 
-    def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        if not self.ticket_from:
+    def init_masks(self, ctx: UpdateContext) -> MaskUpdate:
+        ticket: Ticket | None = ctx.inputs.get("ticket_from")
+        if not self.ticket_from or ticket is None:
             raise ConfigError(
                 "lt needs --hp ticket_from=RUN_DIR (a finished dense run or previous round); "
                 "`dstbench lt` runs the whole pipeline"
             )
-        state, ticket_masks = ticket_weights(self.ticket_from)
+        state, ticket_masks = ticket.final_state()
         scores, eligible = {}, {}
         for layer in ctx.sparse_layers:
             key = f"{layer.name}.weight"
@@ -114,7 +114,7 @@ class LotteryTicket(MaskUpdater):
             eligible[layer.name] = ticket_masks.get(layer.name, torch.ones_like(state[key], dtype=torch.bool))
         total = sum(layer.k for layer in ctx.sparse_layers)
         masks, clamped = global_magnitude_masks(scores, total, min_active=self.min_active, eligible=eligible)
-        root = ticket_chain(self.ticket_from)[-1]
+        root = ticket.root()
         self.ticket_report = {
             "ticket_from": self.ticket_from,
             "ticket_root": str(root),
@@ -123,11 +123,8 @@ class LotteryTicket(MaskUpdater):
             "clamped_layers": clamped,
             "layer_density": {name: int(mask.sum()) / mask.numel() for name, mask in masks.items()},
         }
-        return masks
-
-    def initial_weights(self, ctx: UpdateContext) -> Mapping[str, torch.Tensor]:
-        """Rewinding: theta_k of the chain's root run (its ``rewind.pt``), loaded by the engine."""
-        return rewind_weights(self.ticket_from, self.rewind_step)
+        # Rewinding: theta_k of the chain's root run (its ``rewind.pt``), loaded by the engine.
+        return MaskUpdate(masks, weights=ticket.rewind_state(self.rewind_step))
 
     def state_dict(self) -> dict[str, Any]:
         return {"ticket_report": self.ticket_report}

@@ -1,4 +1,4 @@
-"""MEST: Memory-Economic Sparse Training (Yuan et al., NeurIPS 2021), MEST+EM and MEST+EM&S. Spec §4.
+"""MEST: Memory-Economic Sparse Training (Yuan et al., NeurIPS 2021), MEST+EM and MEST+EM&S.
 
 Read from the official code (``prune_utils/retrain.py: SparseTraining.update_mask``,
 ``prune_utils/utils_pr.py: weight_pruning, weight_growing``, ``scripts/resnet32/EM*/``)::
@@ -25,7 +25,7 @@ an EM over-prune *relative* to the density, ``(1 - s) * x``, and an EM&S over-gr
 layer, ``g``. Per-layer targets (ERK) use each layer's own s_l. Counts are rounded to the nearest
 integer and clipped to the layer.
 
-Deviation: the engine zeroes the momentum of pruned and grown weights (spec §0); the official code
+Deviation: the engine zeroes the momentum of pruned and grown weights (as for every method); the official code
 leaves the buffers of pruned weights to decay geometrically, since their gradients are masked.
 """
 
@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from functools import cached_property
+from typing import Any, Literal
 
 import torch
 
@@ -42,10 +43,7 @@ from dstbench.core.hparams import Fraction, NonNegative, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic, Piecewise
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
-
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, StepInfo, UpdateContext
 
 __all__ = ["MEST", "MESTSoftBound"]
 log = logging.getLogger(__name__)
@@ -97,12 +95,13 @@ class MEST(MaskUpdater):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.active_history = [(int(boundary), int(active)) for boundary, active in state["active_history"]]
 
-    def bind(self, engine: SparseEngine) -> None:
-        self._total_steps = engine.steps_per_epoch * engine.total_epochs
-        self._total_weights = sum(layer.numel for layer in engine.sparse_layers)
-        self.active_history = [(0, sum(layer.k for layer in engine.sparse_layers))]
+    def setup(self, run: RunView) -> None:
+        self._total_steps = run.total_steps
+        self._total_weights = sum(layer.numel for layer in run.sparse_layers)
+        self.active_history = [(0, sum(layer.k for layer in run.sparse_layers))]
 
     # -- schedule ----------------------------------------------------------------------------------
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(self.update_frequency, unit="epochs", at_start=True)
 
@@ -145,7 +144,7 @@ class MEST(MaskUpdater):
     def report(self) -> dict[str, Any]:
         """Density of the sparsified layers averaged over training steps, from the masks actually used.
 
-        EM&S exceeds the target between prune and grow, so its training cost (spec §8: 3 f_S(t)
+        EM&S exceeds the target between prune and grow, so its training cost (3 f_S(t)
         averaged) needs this number rather than the nominal sparsity.
         """
         if not self._total_steps or not self._total_weights:

@@ -1,5 +1,5 @@
 """Pruning at initialisation: SNIP, GraSP and SynFlow score every weight once, before training, keep the
-best, and train that mask unchanged (spec §6).
+best, and train that mask unchanged.
 
 All three rank globally in their papers and code; here the ranking follows the plan's distribution:
 
@@ -63,7 +63,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -72,10 +72,7 @@ from dstbench.core.global_select import global_topk, layerwise_topk
 from dstbench.core.hparams import PositiveInt, Range
 from dstbench.core.registry import register_method
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
-
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, UpdateContext
 
 __all__ = ["PruneAtInit", "SNIP", "GraSP", "SynFlow", "grasp_samples"]
 log = logging.getLogger(__name__)
@@ -95,9 +92,9 @@ class PruneAtInit(MaskUpdater):
     def needs(self) -> Needs:
         return Needs(init_batch=True, density_policy="global")
 
-    def bind(self, engine: SparseEngine) -> None:
-        self._scope = "global" if engine.plan.distribution == "global" else "layer"
-        self._min_active = engine.plan.min_active
+    def setup(self, run: RunView) -> None:
+        self._scope = "global" if run.plan.distribution == "global" else "layer"
+        self._min_active = run.plan.min_active
 
     def scores(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         """Per sparsified layer, the score whose largest entries are kept."""

@@ -18,6 +18,7 @@ clock, which advanced on mask steps too (delta_t - 1 weight updates in between).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -25,7 +26,7 @@ from dstbench.core.dropgrow import DropAndGrow
 from dstbench.core.hparams import Fraction, NonNegative, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import CosineDecay, Periodic
-from dstbench.core.updater import MaskedLayer, Needs, StepInfo, UpdateContext
+from dstbench.core.updater import MaskedLayer, Needs, UpdateContext
 
 
 @register_method("rigl")
@@ -51,18 +52,16 @@ class RigL(DropAndGrow):
 
     @property
     def needs(self) -> Needs:
-        return Needs(dense_grad="update_steps")
+        return Needs(dense_grad="update_steps", skip_optimizer_on_update=self.skip_weight_update_on_mask_step)
 
+    @cached_property
     def schedule(self) -> Periodic:
         # Fires after steps 0, delta_t, ... (offset 1: the clock is the step just taken, TF's g).
         paused = self.skip_weight_update_on_mask_step and not self.count_mask_steps
         return Periodic(self.delta_t, offset=1, stop=self.t_end, at_end=True, pause_on_update=paused)
 
-    def skips_optimizer_step(self, info: StepInfo) -> bool:
-        return self.skip_weight_update_on_mask_step
-
     def drop_fraction_at(self, ctx: UpdateContext) -> float:
-        clock = self.schedule().clock(ctx.info)
+        clock = self.schedule.clock(ctx.info)
         return CosineDecay(self.drop_fraction, end=self.t_end).at(clock, ctx.info.total_steps)
 
     def drop_scores(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""RigL-ITOP: In-Time Over-Parameterization (Liu, Yin, Mocanu, Pechenizkiy; ICML 2021). Spec §5.4.
+"""RigL-ITOP: In-Time Over-Parameterization (Liu, Yin, Mocanu, Pechenizkiy; ICML 2021).
 
 RigL's selection with an exploration-heavy schedule, as in the official PyTorch code
 (``sparselearning/core.py``: ``Masking.step``, ``magnitude_death``, ``gradient_growth``, ``CosineDecay``)::
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import Fraction, PositiveInt
@@ -65,6 +66,7 @@ class RigLITOP(RigL):
         if self.t_end == 0.0:
             raise ConfigError("rigl-itop: t_end must be in (0, 1], got 0")
 
+    @cached_property
     def schedule(self) -> Periodic:
         # ITOP counts steps from 1 (``self.steps += 1`` before the check), so its clock is t + 1; no
         # update after the last step, where a new mask would only replace trained weights by zeros.

@@ -1,4 +1,4 @@
-"""SET: Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018). Spec §3.
+"""SET: Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018).
 
 At the end of every epoch but the last, per layer::
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -23,7 +24,7 @@ from dstbench.core.hparams import Fraction, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdate, UpdateContext
 
 
 def init_distribution_sample(weight: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -52,15 +53,16 @@ class SET(DropAndGrow):
     layer's initialisation distribution as in the original SET code (Kaiming-uniform bound of the layer,
     from the update's seeded generator)."""
 
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(self.update_frequency, unit="epochs")
 
-    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+    def update(self, ctx: UpdateContext) -> MaskUpdate:
         masks = super().update(ctx)
-        if self.grow_init == "init_dist":
-            for layer in ctx.sparse_layers:
-                ctx.grown_values[layer.name] = init_distribution_sample(layer.weight, ctx.rng)
-        return masks
+        assert isinstance(masks, dict)  # DropAndGrow's masks
+        if self.grow_init == "zero":
+            return MaskUpdate(masks)
+        return MaskUpdate(masks, grown={layer.name: init_distribution_sample(layer.weight, ctx.rng) for layer in ctx.sparse_layers})
 
     def drop_fraction_at(self, ctx: UpdateContext) -> float:
         return self.zeta
@@ -71,20 +73,21 @@ class SET(DropAndGrow):
             return n_remove
         return min(n_active, 2 * math.ceil(n_remove / 2))
 
-    def keep_mask(self, ctx: UpdateContext, layer: MaskedLayer, n_keep: int) -> torch.Tensor:
+    def keep_mask(self, ctx: UpdateContext, layer: MaskedLayer, n_keep: int, active: torch.Tensor | None = None) -> torch.Tensor:
         if self.drop_criterion == "magnitude":
-            return super().keep_mask(ctx, layer, n_keep)
+            return super().keep_mask(ctx, layer, n_keep, active)
+        mask = layer.mask if active is None else active
         weight = layer.weight.detach()
-        n_drop = int(layer.mask.sum()) - n_keep
+        n_drop = int(mask.sum()) - n_keep
         half = n_drop // 2
-        positive = layer.mask & (weight >= 0)
-        negative = layer.mask & (weight < 0)
+        positive = mask & (weight >= 0)
+        negative = mask & (weight < 0)
         # Closest to zero on each side: the smallest positives, the largest negatives.
         drop_pos = topk_mask(-weight, min(half, int(positive.sum())), eligible=positive)
         drop_neg = topk_mask(weight, min(half, int(negative.sum())), eligible=negative)
         dropped = drop_pos | drop_neg
         shortfall = n_drop - int(dropped.sum())  # one sign had too few weights: take the rest by |theta|
         if shortfall:
-            remaining = layer.mask & ~dropped
+            remaining = mask & ~dropped
             dropped |= topk_mask(-weight.abs(), shortfall, eligible=remaining)
-        return layer.mask & ~dropped
+        return mask & ~dropped

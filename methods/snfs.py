@@ -1,4 +1,4 @@
-"""SNFS, sparse momentum (Dettmers & Zettlemoyer, "Sparse Networks from Scratch", 2019). Spec §5.1.
+"""SNFS, sparse momentum (Dettmers & Zettlemoyer, "Sparse Networks from Scratch", 2019).
 
 Read from the official code (``sparselearning/core.py: Masking.truncate_weights, gather_statistics,
 adjust_prune_rate, calc_growth_redistribution``; ``funcs.py: momentum_redistribution, magnitude_prune,
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import cached_property
 
 import torch
 
@@ -41,50 +41,15 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import Fraction
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import CosineDecay, Periodic
-from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, StepInfo, UpdateContext
+from dstbench.core.selection import apportion, topk_mask
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, StepInfo, UpdateContext
 
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
-
-__all__ = ["SNFS", "apportion"]
+__all__ = ["SNFS"]
 
 # ``adjust_prune_rate``: a layer with less than 20 % zeros that keeps growing prunes at most its sparsity.
 _DENSE_LAYER_SPARSITY = 0.2
 # ``calc_growth_redistribution``: a layer regrows at most 99 % of its free positions.
 _REGROWTH_CAP = 0.99
-
-
-def apportion(shares: list[float], total: int, caps: list[int]) -> list[int]:
-    """Split ``total`` into integers proportional to ``shares`` (summing to 1), each at most its cap.
-
-    SNFS's redistribution, made exact: a share above its cap is clipped and the excess spread evenly
-    over the uncapped layers (the fixed point of the official iterative loop), then the real-valued
-    split is rounded by largest remainder (ties to the lower index) so the counts sum to ``total``.
-    """
-    if total > sum(caps):
-        raise ValueError(f"cannot place {total} units under caps summing to {sum(caps)}")
-    alloc = [share * total for share in shares]
-    free = set(range(len(alloc)))
-    while True:
-        over = [i for i in free if alloc[i] > caps[i]]
-        if not over:
-            break
-        excess = sum(alloc[i] - caps[i] for i in over)
-        for i in over:
-            alloc[i] = float(caps[i])
-            free.discard(i)
-        for i in free:
-            alloc[i] += excess / len(free)
-    counts = [math.floor(a) for a in alloc]
-    remainder = total - sum(counts)
-    by_fraction = sorted(range(len(alloc)), key=lambda i: (counts[i] - alloc[i], i))
-    while remainder > 0:
-        for i in by_fraction:
-            if remainder and counts[i] < caps[i]:
-                counts[i] += 1
-                remainder -= 1
-    return counts
 
 
 @register_method("snfs")
@@ -111,17 +76,21 @@ class SNFS(MaskUpdater):
                 f"snfs: need prune_rate_min <= prune_rate, got {self.prune_rate_min} and {self.prune_rate}"
             )
 
-    def bind(self, engine: SparseEngine) -> None:
-        for group in engine.optimizer.param_groups if engine.optimizer is not None else []:
-            if group.get("momentum", None) == 0:
-                raise ConfigError("snfs grows weights by their momentum: use --momentum > 0")
+    def setup(self, run: RunView) -> None:
+        if any(group.get("momentum", None) == 0 for group in run.optimizer_groups):
+            raise ConfigError("snfs grows weights by their momentum: use --momentum > 0")
 
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(1, unit="epochs")
 
     def prune_rate_at(self, info: StepInfo) -> float:
         """The official ``CosineDecay`` is stepped once per step, so after step t it has run t+1 times."""
-        return CosineDecay(self.prune_rate, self.prune_rate_min).at(info.boundary, info.total_steps)
+        return self._prune_rate.at(info.boundary, info.total_steps)
+
+    @cached_property
+    def _prune_rate(self) -> CosineDecay:
+        return CosineDecay(self.prune_rate, self.prune_rate_min)
 
     # -- statistics --------------------------------------------------------------------------------
     def momentum(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:

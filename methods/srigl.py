@@ -29,16 +29,16 @@ Every active neuron of a layer has exactly the same fan-in after every update, s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.hparams import Fraction
 from dstbench.core.registry import register_method
 from dstbench.core.selection import topk_mask, topk_per_row
-from dstbench.core.updater import MaskedLayer, Needs, UpdateContext
+from dstbench.core.updater import MaskedLayer, Needs, RunView, UpdateContext
 
 from .rigl import RigL
 
@@ -91,11 +91,11 @@ class SRigL(RigL):
 
     @property
     def needs(self) -> Needs:
-        return Needs(dense_grad="update_steps", density_policy="at_most")
+        return dataclasses.replace(super().needs, density_policy="at_most")
 
-    def bind(self, engine: SparseEngine) -> None:
-        self._layers = engine.sparse_layers
-        self._last_layer = engine.layers[-1].name if engine.layers else ""
+    def setup(self, run: RunView) -> None:
+        self._layers = run.sparse_layers
+        self._last_layer = run.layers[-1].name if run.layers else ""
 
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         masks = {}

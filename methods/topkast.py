@@ -1,7 +1,7 @@
 """Top-KAST: Top-K Always Sparse Training (Jayakumar, Pascanu, Rae, Osindero, Elsen; NeurIPS 2020).
 
 There is no official code; this follows the paper's method section (the two top-k sets and the
-exploration regularisation) and spec §5.5. Per sparsified layer with forward density ``D = k / n``::
+exploration regularisation). Per sparsified layer with forward density ``D = k / n``::
 
     theta: the dense parameters; values outside B wait, unchanged, in a store (the paper's dense theta)
     every delta_t steps (and before training, on the initial dense theta):
@@ -15,24 +15,24 @@ exploration regularisation) and spec §5.5. Per sparsified layer with forward de
             on B \\ A), so a weight of B \\ A must earn its way into A against a stronger pull to zero
     cost per sample: 2 f_A + f_B (forward and input-gradient on A, weight-gradient on B)
 
-The engine keeps ``B`` as the method's backward set (``Needs.backward_set``): between steps the weights
-hold ``A * theta`` and the values on ``B - A`` wait in ``weight_reserve``; this method holds only the
+The engine keeps ``B`` as the method's backward set (``Needs.backward_set``; this method hands it over
+in :attr:`MaskUpdate.backward`): between steps the weights hold ``A * theta`` and the values on ``B - A`` wait in ``weight_reserve``; this method holds only the
 values outside ``B`` (``state_dict`` carries them, so ``--resume`` is exact).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 import torch
 
-from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.hparams import PositiveInt, Range
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdate, MaskUpdater, Needs, UpdateContext
 
 __all__ = ["TopKAST", "backward_count"]
 
@@ -61,18 +61,14 @@ class TopKAST(MaskUpdater):
         super().__post_init__()
         self._stored: dict[str, torch.Tensor] = {}
         """Per layer: theta outside B (zero on B), the values a weight resumes at when it re-enters B."""
-        self._next_backward: dict[str, torch.Tensor] = {}
 
     @property
     def needs(self) -> Needs:
         return Needs(dense_grad="every_step", backward_set=True, per_step_hook=self.exploration_penalty)
 
+    @cached_property
     def schedule(self) -> Periodic:
         return Periodic(self.delta_t)
-
-    def bind(self, engine: SparseEngine) -> None:
-        self._stored = {}
-        self._next_backward = {}
 
     # -- the two top-k sets --------------------------------------------------------------------------
     def _select(self, layer: MaskedLayer, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,40 +78,37 @@ class TopKAST(MaskUpdater):
         backward = topk_mask(scores, backward_count(layer, self.backward_density_ratio), prefer=layer.mask)
         return forward, backward | forward
 
-    def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+    def init_masks(self, ctx: UpdateContext) -> MaskUpdate:
         # Before training the weights are still dense: A and B are the top-k of the initial theta.
-        masks = {}
+        result = MaskUpdate({}, backward={})
         for layer in ctx.sparse_layers:
             theta = layer.weight.detach()
-            forward, backward = self._select(layer, theta)
-            masks[layer.name] = forward
-            self._next_backward[layer.name] = backward
-            self._stored[layer.name] = (theta * ~backward).clone()
-        return masks
+            self._refresh(result, layer, theta)
+        return result
 
-    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        masks = {}
+    def update(self, ctx: UpdateContext) -> MaskUpdate:
+        result = MaskUpdate({}, backward={})
         for layer in ctx.sparse_layers:
-            old_backward = ctx.backward_mask(layer)
             # The engine has put B - A back: the weight holds theta on B, the store holds the rest.
-            theta = torch.where(old_backward, layer.weight.detach(), self._stored[layer.name])
-            forward, backward = self._select(layer, theta)
-            masks[layer.name] = forward
-            self._next_backward[layer.name] = backward
-            ctx.grown_values[layer.name] = theta  # entries entering B resume at their stored value
-            self._stored[layer.name] = (theta * ~backward).clone()
-        return masks
+            theta = torch.where(ctx.backward_mask(layer), layer.weight.detach(), self._stored[layer.name])
+            self._refresh(result, layer, theta)
+            result.grown[layer.name] = theta  # entries entering B resume at their stored value
+        return result
 
-    def backward_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        masks, self._next_backward = self._next_backward, {}
-        return masks
+    def _refresh(self, result: MaskUpdate, layer: MaskedLayer, theta: torch.Tensor) -> None:
+        """A and B of one layer from its dense theta into ``result``; what falls outside B is stored."""
+        forward, backward = self._select(layer, theta)
+        result.masks[layer.name] = forward
+        assert result.backward is not None
+        result.backward[layer.name] = backward
+        self._stored[layer.name] = (theta * ~backward).clone()
 
     # -- exploration penalty -------------------------------------------------------------------------
     def on_step(self, ctx: UpdateContext) -> None:
         """Add ``(1/D - 1) * lambda * theta`` to the gradient on ``B \\ A`` (lambda: the weight decay)."""
         for layer in ctx.sparse_layers:
             grad = layer.weight.grad
-            decay = _weight_decay(ctx.optimizer, layer.weight)
+            decay = ctx.weight_decay(layer)
             if grad is None or decay == 0.0 or layer.k == 0:
                 continue
             outside = ctx.backward_mask(layer) & ~layer.mask
@@ -132,12 +125,3 @@ class TopKAST(MaskUpdater):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._stored = {name: t.clone() for name, t in state["stored"].items()}
 
-
-def _weight_decay(optimizer: torch.optim.Optimizer | None, weight: torch.Tensor) -> float:
-    """The L2 coefficient the optimizer applies to ``weight`` (0 without an optimizer)."""
-    if optimizer is None:
-        return 0.0
-    for group in optimizer.param_groups:
-        if any(p is weight for p in group["params"]):
-            return float(group.get("weight_decay", 0.0))
-    return 0.0

@@ -10,12 +10,10 @@ import torch
 from torch import nn
 
 from dstbench.config import resolve_config
-from dstbench.core.distributions import plan_sparsity
 from dstbench.engine.sparse_engine import SparseEngine
-from dstbench.core.layers import describe_layers
-from dstbench.core.registry import create_updater
 from dstbench.runs.rundir import RunDir
 from dstbench.train.loop import train
+from tests.helpers import build_engine
 
 
 def crafted_engine(
@@ -30,9 +28,9 @@ def crafted_engine(
     """Two 1x10 linear layers (20 parameters) with crafted weights and active positions."""
     model = nn.Sequential(nn.Linear(10, 1, bias=False), nn.Linear(10, 1, bias=False))
     total = sum(len(active) for _, active in layers)
-    plan = plan_sparsity(describe_layers(model), 1 - total / 20, "uniform", "none", min_active=0)
-    engine = SparseEngine(model, plan, create_updater(method, hp), optimizer, steps_per_epoch=steps_per_epoch, total_epochs=epochs)
-    engine.initialize()
+    engine = build_engine(
+        method, 1 - total / 20, hp=hp, model=model, optimizer=optimizer, steps_per_epoch=steps_per_epoch, epochs=epochs, min_active=0
+    )
     assert sum(layer.k for layer in engine.sparse_layers) == total
     for layer, (weights, active) in zip(engine.sparse_layers, layers):
         mask = torch.zeros(1, 10, dtype=torch.bool)

@@ -44,18 +44,18 @@ class _Recorder:
                 return loss
 
         monkeypatch.setattr(torch.nn, "CrossEntropyLoss", RecordingLoss)
-        eager_after = SparseEngine.after_optimizer_step
+        eager_step = SparseEngine.step
         fast_after = FastStep.optimizer_step
 
-        def checked_eager(engine: SparseEngine, step: int) -> None:
-            eager_after(engine, step)
+        def checked_eager(engine: SparseEngine, step: int, batch: Any = None) -> None:
+            eager_step(engine, step, batch)
             recorder.check(engine)
 
         def checked_fast(fast: FastStep) -> None:
             fast_after(fast)
             recorder.check(fast.engine)
 
-        monkeypatch.setattr(SparseEngine, "after_optimizer_step", checked_eager)
+        monkeypatch.setattr(SparseEngine, "step", checked_eager)
         monkeypatch.setattr(FastStep, "optimizer_step", checked_fast)
 
     def check(self, engine: SparseEngine) -> None:

@@ -195,3 +195,41 @@ def test_set_grow_init_draws_grown_weights_from_the_init_distribution() -> None:
         bound = 1 / layer.weight[0].numel() ** 0.5
         assert grown.any() and bool((values != 0).all()) and float(values.abs().max()) <= bound
     assert h.engine.violations() == []
+
+
+@dataclass
+class _OldHooks(MaskUpdater):
+    """A 0.2 plugin: schedule() as a method, bind(engine), skips_optimizer_step, after_step."""
+
+    bound: bool = False
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(per_step_hook=True)
+
+    def schedule(self) -> Periodic:  # type: ignore[override]
+        return Periodic(2)
+
+    def bind(self, engine: object) -> None:
+        self.bound = True
+
+    def skips_optimizer_step(self, info: StepInfo) -> bool:
+        return True
+
+    def after_step(self, ctx: UpdateContext) -> None:
+        self._after = getattr(self, "_after", 0) + 1
+
+
+def test_old_hooks_still_work_with_one_warning_per_hook_and_class() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = make_harness(_OldHooks(), 0.5, steps_per_epoch=4, epochs=2)
+        for step in range(8):
+            h.step(step)
+    method = h.engine.updater
+    assert method.bound and method._after == 8  # type: ignore[attr-defined]
+    assert h.engine.skipped_steps == len(h.engine.records) - 0 > 0  # every update step skipped its optimizer step
+    hooks = [str(w.message).split(" ")[0] for w in caught if issubclass(w.category, DeprecationWarning) and "_OldHooks." in str(w.message)]
+    assert sorted(hooks) == sorted(f"_OldHooks.{hook}" for hook in ("schedule", "bind", "skips_optimizer_step", "after_step"))

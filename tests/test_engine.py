@@ -119,9 +119,7 @@ def test_itop_rate_counts_every_weight_ever_active() -> None:
 
 def test_step_info_epoch_boundaries() -> None:
     info = StepInfo(step=-1, steps_per_epoch=10, total_epochs=4)
-    assert info.starts_epoch and info.next_epoch == 0 and info.epoch_start(2, include_first=True)
-    assert not info.epoch_start(2, include_first=False)
-    assert StepInfo(step=19, steps_per_epoch=10, total_epochs=4).epoch_start(2, include_first=False)
-    assert not StepInfo(step=39, steps_per_epoch=10, total_epochs=4).starts_epoch or not StepInfo(
-        step=39, steps_per_epoch=10, total_epochs=4
-    ).epoch_start(1, include_first=False)
+    assert info.boundary == 0 and info.epoch == 0 and info.next_epoch == 0
+    assert StepInfo(step=19, steps_per_epoch=10, total_epochs=4).next_epoch == 2
+    assert StepInfo(step=19, steps_per_epoch=10, total_epochs=4).epoch == 1
+    assert StepInfo(step=39, steps_per_epoch=10, total_epochs=4).next_epoch == 4

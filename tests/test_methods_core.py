@@ -11,6 +11,7 @@ from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.errors import ConfigError
 from dstbench.core.layers import describe_layers
 from dstbench.core.registry import create_updater, list_methods
+from tests.helpers import step_engine
 from dstbench.core.updater import MaskUpdater, StepInfo
 
 
@@ -45,9 +46,8 @@ def test_rigl_drop_and_grow_on_a_crafted_layer() -> None:
     model.weight.grad = torch.tensor([[0.0, 0.0, 0.0, 0.7, 0.0, 0.2, -0.9, 0.1, 0.8, 0.0]])
     momentum_before = torch.ones(1, 10)
     engine.optimizer.state[model.weight]["momentum_buffer"] = momentum_before.clone()  # type: ignore[union-attr]
-    run_optimizer = engine.after_backward(0)
-    assert run_optimizer is False  # TF RigL: no weight update on a mask step
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
+    assert engine.skipped_steps == 1  # TF RigL: no weight update on a mask step
     (layer,) = engine.sparse_layers
     # floor(0.4 * 5) = 2 dropped: the smallest |w| are index 3 (0.05) and index 1 (0.1).
     assert torch.nonzero(layer.mask[0]).flatten().tolist() == [0, 2, 4, 6, 8]
@@ -63,8 +63,7 @@ def test_rigl_regrows_a_just_dropped_weight_with_its_value() -> None:
     rigl = create_updater("rigl", {"drop_fraction": 0.4})
     engine = crafted_engine(rigl, [0.5, -0.1, 0.3, 0.05, -0.9, 0, 0, 0, 0, 0], [0, 1, 2, 3, 4], k=5)
     engine.model.weight.grad = torch.tensor([[0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     (layer,) = engine.sparse_layers
     assert torch.nonzero(layer.mask[0]).flatten().tolist() == [0, 1, 2, 4, 6]
     assert float(engine.model.weight.detach()[0, 1]) == pytest.approx(-0.1)  # TF reinit_when_same=False
@@ -80,9 +79,7 @@ def test_rigl_schedule_and_cosine_drop_fraction() -> None:
     assert cosine_decay(0.3, 0, 750) == pytest.approx(0.3)
     assert cosine_decay(0.3, 375, 750) == pytest.approx(0.15)
     assert cosine_decay(0.3, 750, 750) == pytest.approx(0.0)
-    assert create_updater("rigl", {"skip_weight_update_on_mask_step": "false"}).skips_optimizer_step(
-        StepInfo(0, 10, 100)
-    ) is False
+    assert create_updater("rigl", {"skip_weight_update_on_mask_step": "false"}).needs.skip_optimizer_on_update is False
 
 
 def test_set_drops_closest_to_zero_on_each_side_and_regrows_randomly() -> None:
@@ -93,8 +90,7 @@ def test_set_drops_closest_to_zero_on_each_side_and_regrows_randomly() -> None:
     info = StepInfo(9, steps_per_epoch=10, total_epochs=100)
     assert set_.is_update_step(info)
     engine.model.weight.grad = torch.zeros(1, 10)
-    engine.after_backward(9)
-    engine.after_optimizer_step(9)
+    step_engine(engine, 9)
     (layer,) = engine.sparse_layers
     mask = layer.mask[0]
     assert bool(mask[0]) and bool(mask[4])  # 0.5 and -0.9 survive

@@ -1,4 +1,4 @@
-"""Deep-R (spec §5.3): fixed signs, L1 + Langevin noise on active theta, dormancy, random reactivation."""
+"""Deep-R: fixed signs, L1 + Langevin noise on active theta, dormancy, random reactivation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dstbench.methods.deep_r import split_reactivations
 from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 
-from .helpers import SmallNet, make_harness
+from .helpers import SmallNet, make_harness, step_engine
 from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config
 
 
@@ -38,8 +38,7 @@ def crafted(**hp: float) -> SparseEngine:
 
 def test_dormant_connections_are_replaced_at_random_in_layers_with_room() -> None:
     engine = crafted()
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     first, second = active_positions(engine)
     # theta = s * w < 0 at layer 0's 3 (s=+, w<0) and 5 (s=-, w>0), and layer 1's 7 (s=+, w<0): 3 dormant.
     # Layer 1 has no dormant connection left to reactivate (7 just died), so all 3 go to layer 0's 6..9.
@@ -67,20 +66,23 @@ def test_l1_and_langevin_noise_move_theta_as_in_the_paper() -> None:
         engine.updater.positive[layer.name] = layer.weight.detach() >= 0  # type: ignore[attr-defined]
         layer.weight.grad = torch.zeros_like(layer.weight)
     theta_before = [layer.weight.detach().abs().clone() for layer in layers]
-    engine.after_backward(4)
-    # Independent formula: eta = 0.1, g = M * (alpha * s - sqrt(2 T / eta) * nu), nu from the step's generator.
-    rng = torch.Generator().manual_seed(derive_seed(0, 4, "step"))
-    for layer, before in zip(layers, theta_before):
-        nu = torch.randn(layer.weight.shape, generator=rng)
-        sign = torch.where(layer.weight.detach() >= 0, 1.0, -1.0)
-        expected = layer.mask * (0.5 * sign - math.sqrt(2 * 0.02 / 0.1) * nu)
-        assert torch.allclose(layer.weight.grad, expected)  # type: ignore[arg-type]
-        # A plain SGD step then moves theta by -eta * alpha + sqrt(2 eta T) * s * nu on active connections.
-        with torch.no_grad():
-            step = -0.1 * layer.weight.grad  # type: ignore[operator]
-        theta_after = (sign * (layer.weight.detach() + step))[layer.mask]
-        expected_theta = before[layer.mask] - 0.1 * 0.5 + math.sqrt(2 * 0.1 * 0.02) * (sign * nu)[layer.mask]
-        assert torch.allclose(theta_after, expected_theta)
+
+    def check() -> None:  # what the optimizer is handed, after the method's per-step hook
+        # Independent formula: eta = 0.1, g = M * (alpha * s - sqrt(2 T / eta) * nu), nu from the step's generator.
+        rng = torch.Generator().manual_seed(derive_seed(0, 4, "step"))
+        for layer, before in zip(layers, theta_before):
+            nu = torch.randn(layer.weight.shape, generator=rng)
+            sign = torch.where(layer.weight.detach() >= 0, 1.0, -1.0)
+            expected = layer.mask * (0.5 * sign - math.sqrt(2 * 0.02 / 0.1) * nu)
+            assert torch.allclose(layer.weight.grad, expected)  # type: ignore[arg-type]
+            # A plain SGD step then moves theta by -eta * alpha + sqrt(2 eta T) * s * nu on active connections.
+            with torch.no_grad():
+                step = -0.1 * layer.weight.grad  # type: ignore[operator]
+            theta_after = (sign * (layer.weight.detach() + step))[layer.mask]
+            expected_theta = before[layer.mask] - 0.1 * 0.5 + math.sqrt(2 * 0.1 * 0.02) * (sign * nu)[layer.mask]
+            assert torch.allclose(theta_after, expected_theta)
+
+    step_engine(engine, 4, at_optimizer=check)
 
 
 def test_split_reactivations_respects_caps_and_total() -> None:

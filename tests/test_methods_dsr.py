@@ -1,4 +1,4 @@
-"""DSR (spec §5.2): adaptive global threshold, reallocation by surviving share, the doubling period."""
+"""DSR: adaptive global threshold, reallocation by surviving share, the doubling period."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 from dstbench.core.updater import StepInfo
 
-from .helpers import SmallNet, make_harness
+from .helpers import SmallNet, make_harness, step_engine
 from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config
 
 
@@ -50,7 +50,7 @@ def test_period_doubles_on_a_hand_computed_run() -> None:
     # 10 epochs of 3 steps, period 2: P = 2 in epochs 0-1, 4 in 2-3, 8 in 4-5, 16 in 6-7, none from 8.
     # Iterations 2, 4, 6 (P=2), 10 (P=4: 6+4), 18 (P=8: 10+4=14 is in epoch 4 where P is 8), then 18+16 > 24.
     dsr = DSR(period=2)
-    assert dsr.update_steps(30, 3) == [1, 3, 5, 9, 17]
+    assert dsr.schedule.update_steps(30, 3) == [1, 3, 5, 9, 17]
     assert [t for t in range(-1, 30) if dsr.is_update_step(StepInfo(t, 3, 10))] == [1, 3, 5, 9, 17]
     assert [dsr.period_at(e, 10) for e in range(10)] == [2, 2, 4, 4, 8, 8, 16, 16, None, None]
 
@@ -60,12 +60,12 @@ def test_closed_form_schedule_matches_the_official_counter(period: int, epochs: 
     dsr = DSR(period=period)
     milestones = tuple(math.floor(f * epochs + 1e-9) for f in (0.2, 0.4, 0.6))
     stop = math.floor(0.8 * epochs + 1e-9)
-    assert dsr.update_steps(epochs * spe, spe) == official_handler(period, epochs, spe, milestones, stop)
+    assert dsr.schedule.update_steps(epochs * spe, spe) == official_handler(period, epochs, spe, milestones, stop)
 
 
 def test_paper_schedule_on_cifar_wrn() -> None:
     # 200 epochs of 391 steps: P = 100, 200, 400, 800 from epochs 0, 40, 80, 120; nothing from 160.
-    steps = DSR().update_steps(200 * 391, 391)
+    steps = DSR().schedule.update_steps(200 * 391, 391)
     assert steps[:3] == [99, 199, 299]
     gaps = {steps[i + 1] - steps[i] for i in range(len(steps) - 1)}
     assert gaps == {100, 200, 400, 800}
@@ -87,8 +87,7 @@ def crafted(**hp: object) -> object:
 
 def test_threshold_prune_regrowth_split_and_threshold_update() -> None:
     engine = crafted()
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     first, second = active_positions(engine)
     # |theta| < 1e-3: indices 2, 4 of layer 0 and 1 of layer 1, K = 3. Survivors R = (4, 3) regrow
     # 3 * 4/7 = 1.71 and 3 * 3/7 = 1.29: floors (1, 1), the spare unit to the larger remainder (layer 0).
@@ -108,8 +107,7 @@ def test_threshold_prune_regrowth_split_and_threshold_update() -> None:
 
 def test_too_few_below_threshold_doubles_it() -> None:
     engine = crafted(target_fraction_to_prune=0.5)  # N_p = 10, K = 3 < 9
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     assert engine.updater.threshold == pytest.approx(2e-3)
     assert engine.updater.report()["mean_pruned_per_reparameterization"] == 3
 
@@ -124,8 +122,7 @@ def test_collapse_guard_keeps_the_largest_weight(guard: int, expected_second: in
         ],
         {"period": 1, "min_layer_active": guard},
     )
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     first, second = active_positions(engine)
     if guard:
         # Layer 1 keeps index 1 (|-0.0003|); 2 freed weights split 7:1 (1.75, 0.25) -> (2, 0).

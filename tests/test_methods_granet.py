@@ -22,7 +22,7 @@ from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 from dstbench.core.updater import StepInfo
 
-from .helpers import make_harness
+from .helpers import build_engine, make_harness, step_engine
 
 
 def info(boundary: int, steps_per_epoch: int, epochs: int) -> StepInfo:
@@ -39,12 +39,12 @@ def test_cubic_ramp_end_points_and_middle() -> None:
     # The initial total: the plan's distribution (ERK) at initial_density 0.5, per layer never below k.
     densities = layer_densities([layer.target.layer for layer in layers], 0.5, "erk")
     initial = sum(max(layer.k, active_count(layer.numel, densities[layer.name])) for layer in layers)
-    assert updater.total_target(info(0, 20, 10), layers) == initial == sum(int(layer.mask.sum()) for layer in layers)
+    assert updater.total_at(info(0, 20, 10), layers) == initial == sum(int(layer.mask.sum()) for layer in layers)
     # T = 200, prune_end 0.5 -> the last update in the window is at boundary 100: the target there.
-    assert updater.total_target(info(100, 20, 10), layers) == final
-    assert updater.total_target(info(200, 20, 10), layers) == final
+    assert updater.total_at(info(100, 20, 10), layers) == final
+    assert updater.total_at(info(200, 20, 10), layers) == final
     for b in (10, 40, 70):  # Zhu & Gupta: K + (K_0 - K)(1 - b/100)^3
-        assert updater.total_target(info(b, 20, 10), layers) == final + round((initial - final) * (1 - b / 100) ** 3)
+        assert updater.total_at(info(b, 20, 10), layers) == final + round((initial - final) * (1 - b / 100) ** 3)
 
 
 def test_ramp_ends_at_the_last_update_inside_the_window() -> None:
@@ -61,15 +61,15 @@ def test_death_rate_is_the_official_per_step_cosine() -> None:
         assert updater.death_rate_at(info(b, 100, 10)) == pytest.approx(expected)
 
 
-def two_linear_engine(weights: list[list[float]], grads: list[list[float]], active: list[list[int]]) -> SparseEngine:
+def two_linear_engine(
+    weights: list[list[float]], grads: list[list[float]], active: list[list[int]], min_active: int = 1
+) -> SparseEngine:
     """Two 1x10 linear layers (plan: 2 of 10 each), crafted active sets, weights and gradients; 10 steps
     x 10 epochs, delta_t 10, pruning window to half of training; SGD at lr 0."""
     model = nn.Sequential(nn.Linear(10, 1, bias=False), nn.Linear(10, 1, bias=False))
-    plan = plan_sparsity(describe_layers(model), 0.8, "uniform", "none")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    updater = create_updater("granet", {"delta_t": 10, "prune_end": 0.5})
-    engine = SparseEngine(model, plan, updater, optimizer, steps_per_epoch=10, total_epochs=10)
-    engine.initialize()
+    engine = build_engine("granet", 0.8, hp={"delta_t": 10, "prune_end": 0.5}, model=model, optimizer=optimizer,
+                          steps_per_epoch=10, epochs=10, min_active=min_active)
     for layer, w, g, on in zip(engine.sparse_layers, weights, grads, active):
         mask = torch.zeros(1, 10, dtype=torch.bool)
         mask[0, on] = True
@@ -103,8 +103,7 @@ def test_update_known_answer_global_prune_then_regenerate() -> None:
     # Layer 0 keeps 4 after global pruning (2 regenerated), layer 1 keeps 3 (2 regenerated, one of
     # them the just-removed entry 0, whose gradient is large).
     assert expected == [{0, 6, 3, 8}, {0, 7, 8}]
-    engine.after_backward(9)
-    engine.after_optimizer_step(9)
+    step_engine(engine, 9)
     got = [set(torch.nonzero(layer.mask[0]).flatten().tolist()) for layer in engine.sparse_layers]
     assert got == expected
     assert engine.violations() == []
@@ -123,7 +122,7 @@ def test_totals_exact_at_every_update_and_plan_at_the_end() -> None:
         assert h.engine.violations() == []
         if h.engine.records and h.engine.records[-1].step == step + 1:
             totals.append(sum(int(layer.mask.sum()) for layer in h.engine.sparse_layers))
-            assert totals[-1] == updater.total_target(h.engine.info(step), h.engine.sparse_layers)
+            assert totals[-1] == updater.total_at(h.engine.info(step), h.engine.sparse_layers)
     assert totals == sorted(totals, reverse=True) and totals[-1] == sum(layer.k for layer in h.engine.sparse_layers)
     assert h.engine.violations(final=True) == []
 
@@ -172,11 +171,19 @@ def test_one_epoch_smoke_run(tmp_path: Path) -> None:
     assert summary["realised_sparsity"]["sparsified"] == pytest.approx(0.9, abs=2e-3)
 
 
+def test_the_collapse_guard_keeps_a_layer_that_global_pruning_would_empty() -> None:
+    weights = [[0.9, 0.8, 0.7, 0.6, 0.5, 0, 0, 0, 0, 0], [0.01, 0.02, 0.03, 0.04, 0.05, 0, 0, 0, 0, 0]]
+    engine = two_linear_engine(weights, [[0.0] * 10, [1.0] * 10], [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    step_engine(engine, 39)  # boundary 40: total 4; --min-active 1 keeps layer 1's largest weight
+    report = engine.updater.report()
+    assert report["active"] == {"0": 3, "1": 1} and report["collapsed_layers"] == []
+
+
 def test_a_layer_emptied_by_global_pruning_is_reported() -> None:
+    """With ``--min-active 0`` (GraNet's reference: no guard) a layer can collapse; the report says so."""
     weights = [[0.9, 0.8, 0.7, 0.6, 0.5, 0, 0, 0, 0, 0], [0.01, 0.02, 0.03, 0.04, 0.05, 0, 0, 0, 0, 0]]
     grads = [[0.0] * 10, [1.0] * 10]
-    engine = two_linear_engine(weights, grads, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
-    engine.after_backward(39)  # boundary 40: total 4 + round(6 * 0.2^3) = 4, all of it in layer 0
-    engine.after_optimizer_step(39)
+    engine = two_linear_engine(weights, grads, [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]], min_active=0)
+    step_engine(engine, 39)  # boundary 40: total 4 + round(6 * 0.2^3) = 4, all of it in layer 0
     report = engine.updater.report()
     assert report["active"] == {"0": 4, "1": 0} and report["collapsed_layers"] == ["1"]

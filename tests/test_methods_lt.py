@@ -1,4 +1,4 @@
-"""Lottery Ticket (spec §6): rounds, global magnitude masks, rewinding, the pipeline and its FLOPs."""
+"""Lottery Ticket: rounds, global magnitude masks, rewinding, the pipeline and its FLOPs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.layers import describe_layers
 from dstbench.methods.lt import global_magnitude_masks
 from dstbench.core.registry import create_updater
+from dstbench.runs.tickets import method_inputs
 from dstbench.runs.reuse import Mismatch
 from dstbench.grid.lottery import lt_rounds, round_sparsities, run_lottery
 from dstbench.train.loop import build_model
@@ -38,6 +40,12 @@ def test_rounds_are_the_fewest_that_reach_the_target(sparsity: float) -> None:
     assert 0.8**rounds <= 1 - sparsity + 1e-9
     assert rounds == 1 or 0.8 ** (rounds - 1) > 1 - sparsity - 1e-9
 
+
+
+def lt_engine(model: nn.Module, plan: Any, hp: dict[str, Any]) -> SparseEngine:
+    """An LT engine with its ticket loaded as the trainer loads it (the method's declared input)."""
+    updater = create_updater("lt", hp)
+    return SparseEngine(model, plan, updater, inputs=method_inputs(updater))
 
 def test_round_sparsities_end_at_the_target() -> None:
     plan = round_sparsities(0.9, 11)
@@ -137,7 +145,7 @@ def test_rewinding_restores_the_dense_runs_weights_at_step_k(pipeline: tuple[Pat
     torch.manual_seed(123)  # a different initialisation, overwritten by the rewind
     model = build_model("tiny_cnn", 10)
     plan = plan_sparsity(describe_layers(model), 0.2, "erk", "none")
-    engine = SparseEngine(model, plan, create_updater("lt", {"ticket_from": str(out / "dense"), "rewind_step": 2}))
+    engine = lt_engine(model, plan, {"ticket_from": str(out / "dense"), "rewind_step": 2})
     engine.initialize()
     state = model.state_dict()
     for key, value in saved["model"].items():
@@ -175,14 +183,14 @@ def test_bad_tickets_are_one_line_errors(pipeline: tuple[Path, list[dict[str, An
     model = build_model("tiny_cnn", 10)
     plan = plan_sparsity(describe_layers(model), 0.5, "erk", "none")
     with pytest.raises(ConfigError, match="ticket_from=RUN_DIR"):
-        SparseEngine(model, plan, create_updater("lt")).initialize()
+        lt_engine(model, plan, {}).initialize()
     with pytest.raises(ConfigError, match="kept the weights of step 2, not 0"):
-        SparseEngine(model, plan, create_updater("lt", {"ticket_from": str(out / "round01")})).initialize()
+        lt_engine(model, plan, {"ticket_from": str(out / "round01")}).initialize()
     with pytest.raises(ConfigError, match="not a dstbench run"):
-        SparseEngine(model, plan, create_updater("lt", {"ticket_from": str(tmp_path)})).initialize()
+        lt_engine(model, plan, {"ticket_from": str(tmp_path)}).initialize()
     dense_plan = plan_sparsity(describe_layers(model), 0.1, "erk", "none")  # denser than round02's 36 %
     with pytest.raises(ConfigError, match="only"):
-        SparseEngine(model, dense_plan, create_updater("lt", {"ticket_from": str(out / "round02"), "rewind_step": 2})).initialize()
+        lt_engine(model, dense_plan, {"ticket_from": str(out / "round02"), "rewind_step": 2}).initialize()
 
 
 def test_cli_lt_without_a_ticket_fails_with_one_line(tmp_path: Path) -> None:

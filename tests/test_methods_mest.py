@@ -1,4 +1,4 @@
-"""MEST+EM and MEST+EM&S (spec §4): script bounds, schedule, phases, exact counts, soft-bound density."""
+"""MEST+EM and MEST+EM&S: script bounds, schedule, phases, exact counts, soft-bound density."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from dstbench.core.layers import describe_layers
 from dstbench.methods.mest import MEST, MESTSoftBound
 from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
-from dstbench.core.updater import MaskUpdater, StepInfo
+from dstbench.core.updater import MaskedLayer, MaskUpdater, StepInfo
 
-from .helpers import make_harness
+from .helpers import make_harness, step_engine
 
 
 def linear_engine(
@@ -43,8 +43,7 @@ def set_layer(engine: SparseEngine, weights: list[float], active: list[int]) -> 
 def update_now(engine: SparseEngine, step: int) -> None:
     """Run the engine's step protocol at ``step`` without changing the weights (no optimizer step)."""
     assert engine.updater.is_update_step(engine.info(step))
-    engine.after_backward(step)
-    engine.after_optimizer_step(step)
+    step_engine(engine, step)
 
 
 # -- schedule ----------------------------------------------------------------------------------------
@@ -120,11 +119,12 @@ def test_lambda_uses_the_sparse_gradient_only_when_asked() -> None:
         engine.initialize()
         set_layer(engine, weights, [0, 1, 2, 3, 4])
         engine.model.weight.grad = grad.clone()
-        engine.after_backward(9)  # the start of epoch 5 (phase 0): round(0.2 * 0.5 * 10) = 1 pruned
         (layer,) = engine.sparse_layers
-        score = mest.importance(engine.context(9, "update"), layer)
-        assert score[0].tolist() == pytest.approx(importance)
-        engine.after_optimizer_step(9)
+
+        def check(layer: MaskedLayer = layer, importance: list[float] = importance, mest: MEST = mest) -> None:
+            assert mest.importance(engine.context(9, "update"), layer)[0].tolist() == pytest.approx(importance)
+
+        step_engine(engine, 9, at_optimizer=check)  # the start of epoch 5 (phase 0): round(0.2 * 0.5 * 10) = 1 pruned
         assert all(bool(layer.mask[0, i]) for i in kept)
         assert int(layer.mask.sum()) == 5
 

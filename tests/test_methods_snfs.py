@@ -1,4 +1,4 @@
-"""SNFS / sparse momentum (spec §5.1): redistribution, momentum growth, exact global budget, schedule."""
+"""SNFS / sparse momentum: redistribution, momentum growth, exact global budget, schedule."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from dstbench.core.distributions import plan_sparsity
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.errors import ConfigError
 from dstbench.core.layers import describe_layers
-from dstbench.methods.snfs import SNFS, apportion
+from dstbench.core.selection import apportion
+from dstbench.methods.snfs import SNFS
 from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 from dstbench.core.updater import StepInfo
 
-from .helpers import SmallNet, make_harness
+from .helpers import SmallNet, make_harness, step_engine
 
 
 def two_layer_engine(layers: list[tuple[list[float], list[float], list[int]]], **hp: float) -> SparseEngine:
@@ -45,8 +46,7 @@ def two_layer_engine(layers: list[tuple[list[float], list[float], list[int]]], *
 
 def end_of_epoch_update(engine: SparseEngine) -> list[list[int]]:
     """Run the step protocol at the end of epoch 0 (no optimizer step) and return the active positions."""
-    engine.after_backward(9)
-    engine.after_optimizer_step(9)
+    step_engine(engine, 9)
     return [torch.nonzero(layer.mask[0]).flatten().tolist() for layer in engine.sparse_layers]
 
 
@@ -133,8 +133,7 @@ def test_decayed_rate_sets_the_number_pruned() -> None:
     active = list(range(4))
     layer = ([0.4, 0.3, 0.2, 0.1, 0, 0, 0, 0, 0, 0], [1.0] * 4 + [2.0] * 6, active)
     engine = two_layer_engine([layer, layer])
-    engine.after_backward(499)
-    engine.after_optimizer_step(499)
+    step_engine(engine, 499)
     # p = 0.2525 at the half-way point: ceil(0.2525 * 4) = 2 pruned per layer (|theta| 0.2, 0.1). Equal
     # shares, so each layer regrows 2: the first two of the tied momenta 2.0 at indices 4..9.
     assert [torch.nonzero(layer.mask[0]).flatten().tolist() for layer in engine.sparse_layers] == [[0, 1, 4, 5]] * 2

@@ -23,7 +23,7 @@ from dstbench.methods.srigl import fan_in_counts, neurons_to_ablate
 from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 
-from .helpers import make_harness
+from .helpers import make_harness, step_engine
 
 
 def test_ablation_rule_known_answers() -> None:
@@ -87,8 +87,7 @@ def test_update_known_answer_ablates_a_weak_neuron_and_moves_its_fan_in() -> Non
         grow = [c for c in np.argsort(-grads[row], kind="stable") if c not in keep][: fan_in - len(keep)]
         expected[row, keep + grow] = True
 
-    engine.after_backward(0)
-    engine.after_optimizer_step(0)
+    step_engine(engine, 0)
     assert len(engine.records) == 1
     assert np.array_equal(layer.mask.numpy(), expected)
     assert fan_in_counts(layer.mask).tolist() == [6, 6, 6, 0]

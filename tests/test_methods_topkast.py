@@ -1,4 +1,4 @@
-"""Top-KAST (spec §5.5): forward set A and backward set B by |theta|, the values outside B kept for
+"""Top-KAST: forward set A and backward set B by |theta|, the values outside B kept for
 when they come back, the exploration penalty on B \\ A, and the 2 f_A + f_B cost."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dstbench.methods.topkast import TopKAST, backward_count
 from dstbench.core.registry import create_updater
 from dstbench.train.loop import build_model, train
 
-from .helpers import make_harness
+from .helpers import make_harness, step_engine
 
 
 def top(values: np.ndarray, k: int) -> set[int]:
@@ -82,8 +82,7 @@ def test_refresh_known_answer_a_stored_weight_comes_back_at_its_stored_value() -
     expect_a, expect_b = top(theta, 2), top(theta, 4)
     assert expect_a == {0, 4} and expect_b == {0, 4, 7, 5}
     for step in range(10):  # the refresh fires after step 9 (boundary 10)
-        engine.after_backward(step)
-        engine.after_optimizer_step(step)
+        step_engine(engine, step)
     assert len(engine.records) == 1
     backward = engine.backward_masks()[layer.name]
     assert positions(layer.mask) == expect_a and positions(backward) == expect_b
@@ -105,17 +104,20 @@ def test_exploration_penalty_known_answer() -> None:
     loss = engine.model(x).sum()
     loss.backward()
     dense = layer.weight.grad.detach().clone()  # type: ignore[union-attr]
-    engine.after_backward(0)
-    grad = layer.weight.grad[0]  # type: ignore[index]
-    theta = np.array(W0)
-    d = layer.k / layer.numel
-    for i in range(10):
-        if i in (2, 4):  # A: the gradient as it is (the optimizer adds lambda * theta)
-            assert grad[i].item() == pytest.approx(dense[0, i].item())
-        elif i in (0, 8):  # B \ A: plus (1/D - 1) lambda theta, so lambda / D in all
-            assert grad[i].item() == pytest.approx(dense[0, i].item() + (1 / d - 1) * decay * theta[i])
-        else:  # outside B: no gradient at all
-            assert grad[i].item() == 0.0
+
+    def check() -> None:  # the gradient the optimizer is handed
+        grad = layer.weight.grad[0]  # type: ignore[index]
+        theta = np.array(W0)
+        d = layer.k / layer.numel
+        for i in range(10):
+            if i in (2, 4):  # A: the gradient as it is (the optimizer adds lambda * theta)
+                assert grad[i].item() == pytest.approx(dense[0, i].item())
+            elif i in (0, 8):  # B \ A: plus (1/D - 1) lambda theta, so lambda / D in all
+                assert grad[i].item() == pytest.approx(dense[0, i].item() + (1 / d - 1) * decay * theta[i])
+            else:  # outside B: no gradient at all
+                assert grad[i].item() == 0.0
+
+    step_engine(engine, 0, at_optimizer=check)
 
 
 def test_invariants_every_step_and_b_minus_a_is_trained() -> None:

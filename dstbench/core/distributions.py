@@ -1,6 +1,6 @@
 """How a global sparsity becomes exact per-layer active counts.
 
-Two independent choices, because the literature mixes them (spec §7):
+Two independent choices, because the literature mixes them:
 
 * the *profile* says which prunable layers stay dense (``none``, ``first``: RigL ImageNet, ``mest``:
   MEST/BiDST CIFAR);
@@ -8,7 +8,7 @@ Two independent choices, because the literature mixes them (spec §7):
   fixes only the total and lets a method's global ranking decide the layers (``global``: SNIP, GraSP,
   SynFlow, LT, DSR; see :func:`global_counts` and :mod:`dstbench.core.global_select`).
 
-Counts use RigL's convention ``k = n - floor(s*n)`` (spec §0), which keeps at least one weight per layer
+Counts use RigL's convention ``k = n - floor(s*n)`` (google-research/rigl, ``rigl/sparse_utils.py``), which keeps at least one weight per layer
 whenever ``s < 1``; ``min_active`` raises that floor. At 99.9999 % the global budget is smaller than the
 number of layers, so the realised sparsity is reported beside the nominal one rather than pretending.
 """
@@ -75,10 +75,10 @@ def active_count(numel: int, density: float, min_active: int = 1) -> int:
 def dense_layer_names(layers: Sequence[PrunableLayer], profile: str) -> set[str]:
     """Names of the layers a profile keeps dense.
 
-    ``mest`` follows the MEST/first-author CIFAR profiles (spec §7.1): the first conv, every fully
+    ``mest`` follows the MEST/first-author CIFAR profiles (``prune_utils``'s layer lists): the first conv, every fully
     connected layer, and the 1x1 projection shortcuts (modules named ``shortcut``/``downsample``).
     Those layers hold 0.67 % of the GraSP ResNet-32's weights but keep the residual path alive at
-    extreme sparsity (spec §10).
+    extreme sparsity.
     """
     if profile not in DENSE_PROFILES:
         raise ConfigError(f"unknown dense-layer profile {profile!r}; choose from {', '.join(DENSE_PROFILES)}")
@@ -109,7 +109,7 @@ def _erk_densities(
         rhs = 0.0
         divisor = 0.0
         for layer in layers:
-            # Unrounded budgets, as in the spec's §7.2 table; RigL's code floors the zero count,
+            # Unrounded budgets; RigL's code floors the zero count,
             # which moves densities by < 1e-3 relative.
             if layer.name in dense:
                 rhs -= sparsity * layer.numel
@@ -238,7 +238,7 @@ def plan_sparsity(
 def global_counts(numels: Sequence[int], sparsity: float, min_active: int = 1, *, names: Sequence[str]) -> dict[str, int]:
     """``global``: the total ``T = N - floor(s*N)`` over the sparsified layers, spread for bookkeeping.
 
-    ``T`` is RigL's count convention applied once to all sparsified weights together (spec §10's
+    ``T`` is RigL's count convention applied once to all sparsified weights together (the
     "global budget"), raised to ``sum_l min(n_l, min_active)`` when the collapse guard needs more (the
     realised sparsity is then below the nominal one and reported, as for the other distributions).
     Only ``T`` binds a method that selects globally (``density_policy="global"``); the per-layer counts

@@ -15,7 +15,7 @@ import torch
 
 from dstbench.core.schedules import cosine_decay
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdate, MaskUpdater, UpdateContext
 
 # ``cosine_decay`` lives in :mod:`dstbench.core.schedules`; it stays importable from here for plugins.
 __all__ = ["DropAndGrow", "cosine_decay"]
@@ -37,20 +37,27 @@ class DropAndGrow(MaskUpdater):
         """Higher is grown. Default: uniformly random (SET)."""
         return ctx.uniform(layer.weight)
 
-    def keep_mask(self, ctx: UpdateContext, layer: MaskedLayer, n_keep: int) -> torch.Tensor:
-        return topk_mask(self.drop_scores(ctx, layer), n_keep, eligible=layer.mask, prefer=layer.mask)
+    def keep_mask(self, ctx: UpdateContext, layer: MaskedLayer, n_keep: int, active: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``n_keep`` best active weights by drop score (``active``: the layer's mask by default)."""
+        active = layer.mask if active is None else active
+        return topk_mask(self.drop_scores(ctx, layer), n_keep, eligible=active, prefer=active)
 
-    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+    def update(self, ctx: UpdateContext) -> dict[str, torch.Tensor] | MaskUpdate:
         fraction = self.drop_fraction_at(ctx)
-        new_masks = {}
-        for layer in ctx.sparse_layers:
-            n_active = int(layer.mask.sum())
-            n_keep = n_active - self.drop_count(fraction, n_active)
-            keep = self.keep_mask(ctx, layer, n_keep)
-            n_grow = layer.k - int(keep.sum())
-            grow = topk_mask(self.grow_scores(ctx, layer), n_grow, eligible=~keep, prefer=layer.mask)
-            new_masks[layer.name] = keep | grow
-        return new_masks
+        return {layer.name: self.drop_and_grow(ctx, layer, fraction) for layer in ctx.sparse_layers}
+
+    def drop_and_grow(
+        self, ctx: UpdateContext, layer: MaskedLayer, fraction: float, active: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One layer's new mask: drop ``fraction`` of ``active`` (default: its mask), then grow back to
+        ``|active|`` (default: the layer's target ``k``). GraNet passes the mask its global pruning left."""
+        n_active = int((layer.mask if active is None else active).sum())
+        n_keep = n_active - self.drop_count(fraction, n_active)
+        # 0.2 plugins may override keep_mask without ``active``: pass it only when it is not the mask.
+        keep = self.keep_mask(ctx, layer, n_keep) if active is None else self.keep_mask(ctx, layer, n_keep, active)
+        n_grow = (layer.k if active is None else n_active) - int(keep.sum())
+        grow = topk_mask(self.grow_scores(ctx, layer), n_grow, eligible=~keep, prefer=layer.mask)
+        return keep | grow
 
     def drop_count(self, fraction: float, n_active: int) -> int:
         """RigL's ``floor(fraction * n_active)``; SET overrides with its ceil convention."""

@@ -27,3 +27,7 @@ class StorageError(DstbenchError):
 
 class TrainingDiverged(DstbenchError):
     """The training loss became non-finite; the last good checkpoint is left as it was."""
+
+
+class MaskInvariantError(RuntimeError):
+    """A method returned masks the engine cannot accept (a bug in the method, not bad user input)."""

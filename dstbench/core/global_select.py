@@ -31,11 +31,7 @@ import torch
 from dstbench.core.errors import ConfigError
 from dstbench.core.selection import ranked_indices, topk_mask
 
-__all__ = ["GlobalSelection", "global_topk", "layerwise_topk", "SCOPES"]
-
-SCOPES = ("global", "layer")
-"""How a scoring method turns scores into masks: one global ranking (``--distribution global``), or a
-ranking inside each layer at the plan's per-layer counts (Synaptic-Flow's ``--scope local``)."""
+__all__ = ["GlobalSelection", "global_topk", "layerwise_topk"]
 
 
 @dataclass(frozen=True)

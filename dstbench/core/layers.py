@@ -1,8 +1,8 @@
 """Which tensors can be sparse, and what the sparsity code needs to know about them.
 
-Only the weights of ``Conv2d`` and ``Linear`` layers are prunable (spec §0); biases and normalisation
+Only the weights of ``Conv2d`` and ``Linear`` layers are prunable (as in RigL, SNIP and the other methods' code); biases and normalisation
 parameters never are. Describing a layer by a small frozen record (name, shape, kind) lets the
-distribution code run without a model, which is how the spec's test vectors are checked.
+distribution code run without a model, which is how its test vectors are checked.
 """
 
 from __future__ import annotations

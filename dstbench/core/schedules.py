@@ -20,7 +20,7 @@ When (:class:`Periodic`)::
 optimizer step *without* advancing the global step: the clock ``c`` counts optimizer steps taken, so
 ``every`` weight updates separate two mask updates instead of ``every - 1``.
 
-How much (:class:`Constant`, :class:`CosineDecay`, :class:`CubicRamp`, :class:`Piecewise`): a pure
+How much (:class:`CosineDecay`, :class:`CubicRamp`, :class:`Piecewise`): a pure
 function ``at(clock, total)`` of a clock the method chooses and documents (RigL's TF global step,
 ITOP's ``t + 1``, MEST's epoch), so the three ways the decays used to be called are now one.
 """
@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from dstbench.core.errors import ConfigError
 
@@ -37,9 +38,9 @@ if TYPE_CHECKING:
     from dstbench.core.steps import StepInfo
 
 __all__ = [
+    "Schedule",
     "Periodic",
-    "AmountSchedule",
-    "Constant",
+    "DoublingPeriodic",
     "CosineDecay",
     "CubicRamp",
     "Piecewise",
@@ -62,6 +63,17 @@ def cosine_decay(initial: float, clock: float, decay_steps: float, final: float 
         return final
     progress = min(max(clock / decay_steps, 0.0), 1.0)
     return final + 0.5 * (initial - final) * (1.0 + math.cos(math.pi * progress))
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """When a method changes its topology: step by step, and for the whole run in closed form.
+
+    A method holds one as its ``schedule`` attribute, built once from its hyper-parameters."""
+
+    def fires(self, info: StepInfo) -> bool: ...
+
+    def update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -149,22 +161,6 @@ class Periodic:
         return steps
 
 
-class AmountSchedule(Protocol):
-    """How much changes at an update, as a function of a clock and the clock's total."""
-
-    def at(self, clock: float, total: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class Constant:
-    """The same amount at every update (SET's zeta)."""
-
-    value: float
-
-    def at(self, clock: float, total: float) -> float:
-        return self.value
-
-
 @dataclass(frozen=True)
 class CosineDecay:
     """``initial`` cosine-annealed to ``final`` at ``floor(end * total)``, then held (RigL, ITOP, SNFS)."""
@@ -215,3 +211,78 @@ class Piecewise:
 
     def at(self, clock: float, total: float) -> float:
         return self.values[self.phase(clock, total)]
+
+
+@dataclass(frozen=True)
+class DoublingPeriodic:
+    """A period in steps that doubles at epoch milestones and stops at an epoch, counted from the last
+    update (DSR's ``rp_schedule``: Mostafa & Wang's CIFAR WRN script, ``dst/reparameterization.py``).
+
+    After iteration ``i`` (1-based, ``i = step + 1``) an update fires when ``i - last_update`` equals
+    ``P(e)`` of the current iteration's 0-based epoch ``e``: ``P(e) = every * 2^(milestones reached)``,
+    none once ``e >= stop``. Milestones and stop are fractions of the epochs (``floor(f * E)``); no
+    update after the last step.
+    """
+
+    every: int
+    doubling_at: tuple[float, ...] = ()
+    stop: float = 1.0
+
+    def epochs(self, total_epochs: int) -> tuple[tuple[int, ...], int]:
+        """The milestone epochs and the stop epoch of a run of ``total_epochs``."""
+        return tuple(steps_at(f, total_epochs) for f in self.doubling_at), steps_at(self.stop, total_epochs)
+
+    def period_at(self, epoch: int, total_epochs: int) -> int | None:
+        """The period during the 0-based ``epoch`` (None once updates have stopped)."""
+        milestones, stop = self.epochs(total_epochs)
+        return None if epoch >= stop else self.every * 2 ** sum(epoch >= m for m in milestones)
+
+    def fires(self, info: StepInfo) -> bool:
+        return info.step in self._steps(info.total_steps, info.steps_per_epoch)
+
+    def update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+        return list(self._steps(total_steps, steps_per_epoch))
+
+    def _steps(self, total_steps: int, steps_per_epoch: int) -> tuple[int, ...]:
+        milestones, stop = self.epochs(math.ceil(total_steps / steps_per_epoch))
+        return doubling_steps(self.every, milestones, stop, total_steps, steps_per_epoch)
+
+
+@lru_cache(maxsize=32)
+def doubling_steps(period: int, milestones: tuple[int, ...], stop: int, total_steps: int, steps_per_epoch: int) -> tuple[int, ...]:
+    """The steps ``t`` after which :class:`DoublingPeriodic` fires, in closed form (one loop over the
+    updates). ``P`` is constant on runs of whole epochs and never decreases, so the next update after
+    iteration ``last`` is the first such segment holding ``last + P_segment``."""
+    segments = _constant_period_segments(period, milestones, stop, total_steps, steps_per_epoch)
+    steps: list[int] = []
+    last = 0
+    while True:
+        found = None
+        for first, final, p in segments:
+            if final <= last:
+                continue
+            if p is None:
+                break
+            if first <= last + p <= final:
+                found = last + p
+                break
+        if found is None or found >= total_steps:  # no update after the last step
+            return tuple(steps)
+        steps.append(found - 1)
+        last = found
+
+
+def _constant_period_segments(
+    period: int, milestones: tuple[int, ...], stop: int, total_steps: int, steps_per_epoch: int
+) -> list[tuple[int, int, int | None]]:
+    """Runs of 0-based epochs with one period (None: no update), as ranges of 1-based iterations."""
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    edges = sorted({m for m in (*milestones, stop) if 0 < m < epochs})
+    segments: list[tuple[int, int, int | None]] = []
+    start = 0
+    for edge in [*edges, epochs]:
+        if start < edge:
+            here = None if start >= stop else period * 2 ** sum(start >= m for m in milestones)
+            segments.append((start * steps_per_epoch + 1, min(edge * steps_per_epoch, total_steps), here))
+        start = edge
+    return segments

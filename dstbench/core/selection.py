@@ -5,15 +5,17 @@ MEST, ITOP and BiDST can only differ where their papers differ, and that the res
 bit for bit: ``torch.topk`` makes no promise about which of several equal scores it returns, and
 equal scores are common (zero-initialised grown weights, zero gradients, zero BiDST scores).
 
-Tie-break order (spec §0): higher score first; among equal scores, entries in ``prefer`` (normally the
+Tie-break order: higher score first; among equal scores, entries in ``prefer`` (normally the
 currently active set, so ties never cause needless churn) first; then the lower flat index.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["topk_mask", "ranked_indices", "topk_per_row"]
+__all__ = ["topk_mask", "ranked_indices", "topk_per_row", "apportion"]
 
 
 def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,3 +103,36 @@ def topk_per_row(
     chosen = torch.zeros(rows, n, dtype=torch.bool, device=scores.device)
     chosen.scatter_(1, order, take)
     return chosen.view(scores.shape)
+
+
+def apportion(shares: list[float], total: int, caps: list[int]) -> list[int]:
+    """Split ``total`` into integers proportional to ``shares`` (summing to 1), each at most its cap.
+
+    How SNFS and DSR split regrowth over layers, made exact (Dettmers & Zettlemoyer's
+    ``calc_growth_redistribution``): a share above its cap is clipped and the excess spread evenly
+    over the uncapped layers (the fixed point of the official iterative loop), then the real-valued
+    split is rounded by largest remainder (ties to the lower index) so the counts sum to ``total``.
+    """
+    if total > sum(caps):
+        raise ValueError(f"cannot place {total} units under caps summing to {sum(caps)}")
+    alloc = [share * total for share in shares]
+    free = set(range(len(alloc)))
+    while True:
+        over = [i for i in free if alloc[i] > caps[i]]
+        if not over:
+            break
+        excess = sum(alloc[i] - caps[i] for i in over)
+        for i in over:
+            alloc[i] = float(caps[i])
+            free.discard(i)
+        for i in free:
+            alloc[i] += excess / len(free)
+    counts = [math.floor(a) for a in alloc]
+    remainder = total - sum(counts)
+    by_fraction = sorted(range(len(alloc)), key=lambda i: (counts[i] - alloc[i], i))
+    while remainder > 0:
+        for i in by_fraction:
+            if remainder and counts[i] < caps[i]:
+                counts[i] += 1
+                remainder -= 1
+    return counts

@@ -42,18 +42,3 @@ class StepInfo:
     def next_epoch(self) -> int:
         """Epoch of the next step: the first epoch that trains with a mask changed now."""
         return (self.step + 1) // self.steps_per_epoch
-
-    @property
-    def starts_epoch(self) -> bool:
-        """True when the next step is the first of an epoch: "start of epoch" and "end of epoch"."""
-        return (self.step + 1) % self.steps_per_epoch == 0
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training steps done."""
-        return (self.step + 1) / self.total_steps
-
-    def epoch_start(self, every: int, *, include_first: bool) -> bool:
-        """True at the start of epochs ``e`` with ``e % every == 0`` and ``e < total_epochs``."""
-        e = self.next_epoch
-        return self.starts_epoch and e % every == 0 and e < self.total_epochs and (include_first or e > 0)

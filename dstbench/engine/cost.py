@@ -1,4 +1,4 @@
-"""FLOP accounting in RigL's App. H convention (spec §8, §1.4): what training and inference cost.
+"""FLOP accounting in RigL's App. H convention (Evci et al. 2020): what training and inference cost.
 
 Forward FLOPs are read from the model itself: one forward pass of a single zero image, with a hook on
 every conv and linear layer, gives each layer's real output shape; multiply-adds × 2 follow from it (no
@@ -16,14 +16,14 @@ weight-gradient pass at the density at which the method reads gradients, which i
     "every_step"     2 f_S + f_G                                    SNFS (f_G = f_D), BiDST (f_(A∪S))
     dense training   3 f_D   (its plan keeps every layer dense, so f_S = f_D: no special case)
 
-``f_G`` is f_D unless the updater's ``gradient_densities`` names per-layer densities (BiDST: G only on
+``f_G`` is f_D unless the method's ``Needs.gradient_density`` names per-layer densities (BiDST: G only on
 the active set plus its search space) or the method keeps backward sets (Top-KAST: ``f_B``, the
 density of ``B``). Training FLOPs = N_train × epochs × (per-step cost averaged over the run's steps).
 Densities that change during training (``density_policy != "exact"``: MEST+EM&S, DSR, gradual
 pruning) are integrated over the density timeline: rebuilt from the topology records for a finished
 run, and from the method's scheduled targets at its closed-form update steps for a prediction.
 Inference FLOPs use the final masks. One-shot scoring (SNIP, GraSP) and elementwise work (BiDST's
-O(|P|) score update) are not charged, as in the spec.
+O(|P|) score update) are not charged.
 
 This module is the cost model beside :class:`~dstbench.core.updater.Needs`; the analysis commands and the
 trainer both use it, and it imports nothing from :mod:`dstbench.analysis`.
@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 from dstbench.core.distributions import SparsityPlan
-from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.layers import find_prunable_layers
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, gradient_density_of, update_steps_of
+from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.engine.topology import TopologyRecord
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs
 
 __all__ = [
     "LayerFlops",
@@ -208,8 +208,8 @@ def training_flops(
 
 def gradient_densities(engine: SparseEngine) -> dict[str, float] | None:
     """Where the weight-gradient is needed: the method's own densities, else its backward sets."""
-    declared = engine.updater.gradient_densities(engine.sparse_layers)
-    return declared if declared is not None else engine.backward_densities()
+    declared = gradient_density_of(engine.updater, engine.sparse_layers)
+    return dict(declared) if declared is not None else engine.backward_densities()
 
 
 def flops_summary(
@@ -280,11 +280,13 @@ def predict_flops(
     train_samples: int,
     batch_size: int,
     input_size: int,
+    inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a run of ``updater`` on ``model`` would cost, before running it.
+    """What a run of ``updater`` on ``model`` would cost, before running it (``inputs``: what the
+    method declared, e.g. LT's ticket, as :class:`SparseEngine` takes them).
 
     The engine picks the method's initial masks; the update steps come from the method's schedule in
-    closed form (:meth:`MaskUpdater.update_steps`; a plugin with a hand-written ``is_update_step`` is
+    closed form (the schedule's ``update_steps``; a plugin with a hand-written ``is_update_step`` is
     asked step by step instead). Methods whose counts follow a schedule are charged their scheduled
     counts from each update on (``scheduled_global`` spreads its total like the plan); other drifting
     policies (``at_least``, ``global``) are only exact from a run's records (:func:`run_flops`).
@@ -292,14 +294,14 @@ def predict_flops(
     counts, which already sit below it).
     """
     steps_per_epoch = math.ceil(train_samples / batch_size)
-    engine = SparseEngine(model, plan, updater, None, steps_per_epoch=steps_per_epoch, total_epochs=epochs)
+    engine = SparseEngine(model, plan, updater, None, steps_per_epoch=steps_per_epoch, total_epochs=epochs, inputs=inputs)
     engine.loss_fn = nn.functional.cross_entropy
     probe = (torch.randn(2, 3, input_size, input_size), torch.zeros(2, dtype=torch.long))
     engine.initialize(probe if updater.needs.init_batch else None)
     total_steps = steps_per_epoch * epochs
-    updates = updater.update_steps(total_steps, steps_per_epoch)
+    updates = update_steps_of(updater, total_steps, steps_per_epoch)
     if updates is None:
-        updates = [step for step in range(-1, total_steps) if updater.is_update_step(engine.info(step))]
+        updates = [step for step in range(-1, total_steps) if engine.update_due(step)]
     schedule = TrainingSchedule(total_steps, train_samples * epochs, tuple(s for s in updates if s >= 0))
     initial = _active(engine.layers)
     phases = [DensityPhase(0, initial)] + [

@@ -4,9 +4,9 @@ One training step, in one call::
 
     loss.backward()
     engine.step(step, batch)            # stash dense grads, method's on_step, mask gradients,
-                                        # optimizer.step() (RigL may skip it on its mask steps),
-                                        # weights and optimizer state back to zero off the mask,
-                                        # then the topology update if the method's schedule says so
+                                        # optimizer.step() (unless the method skips it on its mask
+                                        # steps), weights and optimizer state back to zero off the
+                                        # mask, then the topology update if the method's schedule says so
     optimizer.zero_grad()
 
 Guarantees:
@@ -21,9 +21,7 @@ Guarantees:
 * all randomness a method sees comes from a generator seeded by (run seed, step, purpose), so reruns
   and distributed ranks produce the same masks;
 * a method with a backward set ``B`` (``needs.backward_set``, Top-KAST) trains on ``B`` while the
-  forward pass sees only ``M``: between steps the weights hold ``M * theta`` and the values on
-  ``B - M`` wait in the persistent buffer ``weight_reserve``; they are put back for the backward
-  pass's consumers (per-step hook, optimizer step, topology update) and set aside again after.
+  forward pass sees only ``M`` (:mod:`dstbench.engine.backward_set`, called at fixed points of the step).
 """
 
 from __future__ import annotations
@@ -36,19 +34,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from dstbench.core.context import MaskedLayer, Masks, MaskUpdate, RunView, UpdateContext, weight_decay_of
 from dstbench.core.distributions import SparsityPlan, check_distribution_policy, realised_sparsity
-from dstbench.core.errors import ConfigError
+from dstbench.core.errors import MaskInvariantError
 from dstbench.core.layers import find_prunable_layers
+from dstbench.core.legacy import legacy_hook
+from dstbench.core.steps import StepInfo
+from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
+from dstbench.engine.backward_set import backward_set_for
+from dstbench.engine.counts import count_problems, count_targets, zero_problems
+from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
+from dstbench.engine.initial_weights import load_initial_weights
 from dstbench.engine.topology import TopologyRecord, layer_change
-from dstbench.core.updater import MaskedLayer, MaskUpdater, StepInfo, UpdateContext
 
 __all__ = ["SparseEngine", "derive_seed", "MaskInvariantError"]
 
 MaskCallback = Callable[[int, int, dict[str, torch.Tensor], "TopologyRecord | None"], None]
-
-
-class MaskInvariantError(RuntimeError):
-    """A method returned masks the engine cannot accept (a bug in the method, not bad user input)."""
 
 
 def derive_seed(seed: int, step: int, stream: str) -> int:
@@ -71,7 +72,10 @@ class SparseEngine:
         steps_per_epoch: int = 1,
         total_epochs: int = 1,
         on_masks: MaskCallback | None = None,
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
+        """``inputs``: what the method declared in ``MaskUpdater.inputs`` (LT's ticket), loaded by the
+        training side; the method reads them in ``RunView.inputs`` and ``UpdateContext.inputs``."""
         if plan.sparsified:
             check_distribution_policy(plan.distribution, updater.needs.density_policy, updater.name)
         self.model = model
@@ -82,6 +86,7 @@ class SparseEngine:
         self.steps_per_epoch = steps_per_epoch
         self.total_epochs = total_epochs
         self.on_masks = on_masks
+        self.inputs: Mapping[str, Any] = dict(inputs or {})
         self.records: list[TopologyRecord] = []
         self.update_seconds = 0.0
         self.step_hook_seconds = 0.0  # time in the method's per-step hooks (BiDST's score learning)
@@ -101,24 +106,28 @@ class SparseEngine:
         self.skipped_steps = 0
         self.previous_step_skipped = False
         self._last_info: StepInfo | None = None  # the step of the last installed masks (scheduled counts)
-        self.step_hook_seconds = 0.0
-        if updater.needs.backward_set:
-            for layer in self.sparse_layers:
-                weight = layer.weight
-                if "weight_backward_mask" not in dict(layer.module.named_buffers(recurse=False)):
-                    layer.module.register_buffer("weight_backward_mask", torch.ones_like(weight, dtype=torch.bool))
-                    layer.module.register_buffer("weight_reserve", torch.zeros_like(weight.detach()))
-        updater.bind(self)
+        self.backward = backward_set_for(updater.needs.backward_set, self.sparse_layers)
+        updater.setup(self.run_view())
+        bind = legacy_hook(updater, "bind")
+        if bind is not None:
+            bind(self)
 
-    # -- helpers -----------------------------------------------------------------------------------
-    def info(self, step: int) -> StepInfo:
-        return StepInfo(
-            step=step,
+    # -- what a method sees ------------------------------------------------------------------------
+    def run_view(self) -> RunView:
+        """The read-only view of this run a method is set up with."""
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        return RunView(
+            layers=tuple(self.layers),
+            plan=self.plan,
             steps_per_epoch=self.steps_per_epoch,
             total_epochs=self.total_epochs,
-            skipped_steps=self.skipped_steps,
-            previous_step_skipped=self.previous_step_skipped,
+            optimizer_groups=tuple({k: v for k, v in group.items() if k != "params"} for group in groups),
+            weight_decays={layer.name: weight_decay_of(self.optimizer, layer.weight) for layer in self.layers},
+            inputs=self.inputs,
         )
+
+    def info(self, step: int) -> StepInfo:
+        return StepInfo(step, self.steps_per_epoch, self.total_epochs, self.skipped_steps, self.previous_step_skipped)
 
     def generator(self, step: int, stream: str) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.seed, step, stream))
@@ -134,7 +143,8 @@ class SparseEngine:
             dense_grads=self._stash,
             loss_fn=self.loss_fn,
             model=self.model,
-            backward_masks=self.backward_masks(),
+            backward_masks=self.backward.masks(),
+            inputs=self.inputs,
             **extra,
         )
 
@@ -143,12 +153,12 @@ class SparseEngine:
 
     def backward_masks(self) -> dict[str, torch.Tensor]:
         """The backward sets ``B`` (empty for methods without one, whose ``B`` is their mask)."""
-        if not self.updater.needs.backward_set:
-            return {}
-        return {layer.name: _buffer(layer, "weight_backward_mask") for layer in self.sparse_layers}
+        return self.backward.masks()
 
-    def _backward(self, layer: MaskedLayer) -> torch.Tensor:
-        return _buffer(layer, "weight_backward_mask") if self.updater.needs.backward_set else layer.mask
+    def update_due(self, step: int) -> bool:
+        """Whether the method's schedule changes the topology after ``step`` (asked by steppers that
+        take plain steps without the engine, such as the compiled one)."""
+        return update_fires(self.updater, self.info(step))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def initialize(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -156,20 +166,23 @@ class SparseEngine:
         if self.updater.needs.init_batch and batch is None:
             raise ValueError(f"method {self.updater.name!r} needs a batch at initialisation")
         ctx = self.context(-1, "init", batch=batch)
-        self._install(self.updater.init_masks(ctx), require_all=True, info=ctx.info)
-        start = self.updater.initial_weights(ctx)
+        result = as_update(self.updater.init_masks(ctx), ctx)
+        self._install(result.masks, require_all=True, info=ctx.info)
+        start = result.weights
+        if start is None and (initial_weights := legacy_hook(self.updater, "initial_weights")) is not None:
+            start = initial_weights(ctx)
         if start is not None:
             load_initial_weights(self.model, start, self.updater.name)
-        self._install_backward(ctx, require_all=True)
+        self._install_backward(result, -1, require_all=True)
         self.fired = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
         self.apply_masks()
         if self.on_masks is not None:
             self.on_masks(0, 0, self.masks(), None)
-        if self.updater.is_update_step(self.info(-1)):
+        if update_fires(self.updater, self.info(-1)):
             # As at every step: B - M back in the weights for the update, set aside after it.
-            self._restore_reserve()
+            self.backward.restore()
             self._update(-1)
-            self._set_aside_reserve()
+            self.backward.set_aside()
 
     def step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Everything sparse training does between ``loss.backward()`` and ``optimizer.zero_grad()``.
@@ -179,22 +192,18 @@ class SparseEngine:
         it on a mask step, re-masking, and the scheduled topology update. ``batch`` is the step's
         (inputs, targets), for per-step hooks that evaluate the loss again (BiDST's eq. 11).
         """
-        if self.after_backward(step, batch) and self.optimizer is not None:
+        if self._before_optimizer(step, batch) and self.optimizer is not None:
             self.optimizer.step()
-        self.after_optimizer_step(step)
+        self._after_optimizer(step)
 
-    def after_backward(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
-        """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step.
-
-        ``batch`` is this step's (inputs, targets), handed to per-step hooks that need a second
-        forward/backward on the same data (BiDST's strict eq. 11 variant).
-        """
+    def _before_optimizer(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+        """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step."""
         info = self.info(step)
         self._batch = batch
         needs = self.updater.needs
-        self._pending_update = self.updater.is_update_step(info)
+        self._pending_update = update_fires(self.updater, info)
         self._stash = {}
-        self._restore_reserve()
+        self.backward.restore()
         if self._pending_update and needs.dense_grad != "never" and needs.masked_optimizer:
             # The update runs after the optimizer step, when the gradients are already masked.
             self._stash = {
@@ -202,38 +211,41 @@ class SparseEngine:
                 for layer in self.sparse_layers
                 if layer.weight.grad is not None
             }
-        if needs.per_step_hook:
+        if needs.hook_runs(after_optimizer=False):
             start = time.perf_counter()
             self.updater.on_step(self.context(step, "step", batch=batch))
             self._count_step_hook(start)
         if needs.masked_optimizer:
-            grads = [layer.weight.grad for layer in self.sparse_layers if layer.weight.grad is not None]
-            masks = [self._backward(layer) for layer in self.sparse_layers if layer.weight.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, masks)
-        skip = self._pending_update and self.updater.skips_optimizer_step(info)
+            with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
+            if with_grad:
+                torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
+        skip = self._pending_update and skips_optimizer(self.updater, info)
         self.skipped_steps += int(skip)
         self.previous_step_skipped = skip
         return not skip
 
-    def after_optimizer_step(self, step: int) -> None:
+    def _after_optimizer(self, step: int) -> None:
         """After ``optimizer.step()``: restore the zeros, then the scheduled topology update."""
         self._zero_off_backward()
-        if self.updater.needs.per_step_hook:
+        needs = self.updater.needs
+        after_step = legacy_hook(self.updater, "after_step") if needs.per_step_hook else None
+        if needs.hook_runs(after_optimizer=True) or after_step is not None:
             start = time.perf_counter()
-            self.updater.after_step(self.context(step, "after_step", batch=self._batch))
+            ctx = self.context(step, "after_step", batch=self._batch, after_optimizer=True)
+            (after_step or self.updater.on_step)(ctx)
             self._count_step_hook(start)
         if self._pending_update:
             self._update(step)
-        self._set_aside_reserve()
+        self.backward.set_aside()
         self._pending_update = False
         self._stash = {}
         self._batch = None
 
     def note_plain_step(self) -> None:
-        """A step with no method decision taken outside :meth:`after_backward` (the compiled fast
-        path): the step counters advance as for any step whose optimizer step ran."""
+        """A step with no method decision taken outside :meth:`step` (the compiled fast path): the
+        step counters advance as for any step whose optimizer step ran."""
         self.previous_step_skipped = False
+
     def _count_step_hook(self, start: float) -> None:
         if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
             torch.cuda.synchronize()
@@ -243,41 +255,18 @@ class SparseEngine:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the backward
         set, then the forward view: weights zero off the mask, ``B - M`` set aside."""
         self._zero_off_backward()
-        self._set_aside_reserve()
+        self.backward.set_aside()
 
     def _zero_off_backward(self) -> None:
         if not self.sparse_layers:
             return
         with torch.no_grad():
-            torch._foreach_mul_([layer.weight for layer in self.sparse_layers], self._backward_list())
+            backward = [self.backward.mask(layer) for layer in self.sparse_layers]
+            torch._foreach_mul_([layer.weight for layer in self.sparse_layers], backward)
             if self.optimizer is not None and self.updater.needs.masked_optimizer:
-                states, masks = self._state_tensors(self._backward)
+                states, masks = self._state_tensors(self.backward.mask)
                 if states:
                     torch._foreach_mul_(states, masks)
-
-    def _set_aside_reserve(self) -> None:
-        """Backward-set methods: the values on ``B - M`` go to ``weight_reserve``, the weight keeps ``M``."""
-        if not self.updater.needs.backward_set:
-            return
-        with torch.no_grad():
-            for layer in self.sparse_layers:
-                reserve = _buffer(layer, "weight_reserve")
-                outside = _buffer(layer, "weight_backward_mask") & ~layer.mask
-                reserve.copy_(layer.weight.detach() * outside)
-                layer.weight.mul_(layer.mask)
-
-    def _restore_reserve(self) -> None:
-        """Backward-set methods: put the ``B - M`` values back before anything reads or trains them."""
-        if not self.updater.needs.backward_set:
-            return
-        with torch.no_grad():
-            for layer in self.sparse_layers:
-                reserve = _buffer(layer, "weight_reserve")
-                layer.weight.add_(reserve.to(layer.weight.dtype))
-                reserve.zero_()
-
-    def _backward_list(self) -> list[torch.Tensor]:
-        return [self._backward(layer) for layer in self.sparse_layers]
 
     def _state_tensors(
         self, mask_of: Callable[[MaskedLayer], torch.Tensor]
@@ -298,21 +287,22 @@ class SparseEngine:
         start = time.perf_counter()
         info = self.info(step)
         before = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
-        before_backward = {layer.name: self._backward(layer).clone() for layer in self.sparse_layers}
+        before_backward = {layer.name: self.backward.mask(layer).clone() for layer in self.sparse_layers}
         ctx = self.context(step, "update")
-        self._install(self.updater.update(ctx), require_all=False, info=info)
-        self._install_backward(ctx, require_all=False)
+        result = as_update(self.updater.update(ctx), ctx)
+        self._install(result.masks, require_all=False, info=info)
+        self._install_backward(result, step, require_all=False)
         with torch.no_grad():
             # Survivors (in B before and after) keep their weight and optimizer state; everything
             # else starts from zero, or from the values the method supplied for grown entries. A
             # method with dense optimizer state (SNFS) keeps the momentum that made a weight grow.
-            kept = {layer.name: self._backward(layer) & before_backward[layer.name] for layer in self.sparse_layers}
+            kept = {layer.name: self.backward.mask(layer) & before_backward[layer.name] for layer in self.sparse_layers}
             torch._foreach_mul_([layer.weight for layer in self.sparse_layers], [kept[layer.name] for layer in self.sparse_layers])
             if self.optimizer is not None and self.updater.needs.masked_optimizer:
                 states, keep = self._state_tensors(lambda layer: kept[layer.name])
                 if states:
                     torch._foreach_mul_(states, keep)
-            self._apply_grown_values(ctx, before_backward)
+            apply_grown_values(self.updater.name, self.sparse_layers, result.grown, self.backward.mask, before_backward)
             self._zero_off_backward()
         for layer in self.sparse_layers:
             self.fired[layer.name] |= layer.mask
@@ -330,57 +320,22 @@ class SparseEngine:
         if self.on_masks is not None:
             self.on_masks(record.step, record.epoch, self.masks(), record)
 
-    def _apply_grown_values(self, ctx: UpdateContext, before_backward: dict[str, torch.Tensor]) -> None:
-        """Entries that became active (or entered the backward set) with no value to keep start at the
-        method's ``grown_values``."""
-        by_name = {layer.name: layer for layer in self.sparse_layers}
-        unknown = set(ctx.grown_values) - set(by_name)
-        if unknown:
-            raise MaskInvariantError(f"{self.updater.name}: grown values for unknown layers {sorted(unknown)}")
-        for name, values in ctx.grown_values.items():
-            layer = by_name[name]
-            if values.shape != layer.weight.shape:
-                raise MaskInvariantError(
-                    f"{self.updater.name}: grown values for {name} must be shaped {tuple(layer.weight.shape)}"
-                )
-            grown = self._backward(layer) & ~before_backward[name]
-            layer.weight.data[grown] = values.to(layer.weight.device, layer.weight.dtype)[grown]
-
-    def _install_backward(self, ctx: UpdateContext, *, require_all: bool) -> None:
-        """Validate and store the method's backward sets (B must contain the forward mask)."""
+    def _install_backward(self, result: MaskUpdate, step: int, *, require_all: bool) -> None:
+        """The method's backward sets, from its answer (or a 0.2 plugin's ``backward_masks`` hook)."""
         if not self.updater.needs.backward_set:
             return
-        masks = self.updater.backward_masks(self.context(ctx.info.step, "backward"))
-        by_name = {layer.name: layer for layer in self.sparse_layers}
-        if require_all and set(masks) != set(by_name):
-            raise MaskInvariantError(f"{self.updater.name}: no backward set for {sorted(set(by_name) - set(masks))}")
-        for name, mask in masks.items():
-            layer = by_name.get(name)
-            if layer is None or mask.shape != layer.weight.shape or mask.dtype != torch.bool:
-                raise MaskInvariantError(f"{self.updater.name}: backward set for {name} must be a bool mask of its weight")
-            mask = mask.to(layer.mask.device)
-            if bool((layer.mask & ~mask).any()):
-                raise MaskInvariantError(f"{self.updater.name}: backward set of {name} does not contain its mask")
-            _buffer(layer, "weight_backward_mask").copy_(mask)
+        masks = result.backward
+        if masks is None:
+            old = legacy_hook(self.updater, "backward_masks")
+            masks = old(self.context(step, "backward")) if old is not None else {}
+        self.backward.install(masks, require_all=require_all, owner=self.updater.name)
 
-    def _install(self, new_masks: dict[str, torch.Tensor], *, require_all: bool, info: StepInfo) -> None:
+    def _install(self, new_masks: Masks, *, require_all: bool, info: StepInfo) -> None:
         """Validate a method's masks against the density policy, then copy them into the buffers."""
+        check_masks(self.updater.name, self.sparse_layers, new_masks, require_all=require_all)
         by_name = {layer.name: layer for layer in self.sparse_layers}
-        unknown = set(new_masks) - set(by_name)
-        if unknown:
-            raise MaskInvariantError(f"{self.updater.name}: masks for non-sparsified layers {sorted(unknown)}")
-        if require_all and set(new_masks) != set(by_name):
-            missing = sorted(set(by_name) - set(new_masks))
-            raise MaskInvariantError(f"{self.updater.name}: no initial mask for {missing}")
-        for name, mask in new_masks.items():
-            layer = by_name[name]
-            if mask.shape != layer.weight.shape or mask.dtype != torch.bool:
-                raise MaskInvariantError(
-                    f"{self.updater.name}: mask for {name} must be bool {tuple(layer.weight.shape)}, "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
         counts = {name: int(new_masks.get(name, layer.mask).sum()) for name, layer in by_name.items()}
-        problems = self._count_problems(counts, info)
+        problems = count_problems(self.updater, self.sparse_layers, counts, info)
         if problems:
             raise MaskInvariantError(f"{self.updater.name}: {problems[0]}")
         self._last_info = info
@@ -400,66 +355,24 @@ class SparseEngine:
 
     def targets(self, info: StepInfo | None) -> tuple[dict[str, int], int | None]:
         """The count each layer must hold and the total (None: no rule on the total) after an update
-        decided at ``info.step``, by the declared density policy; ``None``: the end of training."""
-        policy = self.updater.needs.density_policy
-        plan = {layer.name: layer.k for layer in self.sparse_layers}
-        if info is not None and policy == "scheduled":
-            scheduled = self.updater.layer_targets(info, self.sparse_layers)
-            if scheduled is None:
-                raise MaskInvariantError(f"{self.updater.name}: density_policy='scheduled' needs layer_targets()")
-            return {**plan, **scheduled}, None
-        if info is not None and policy == "scheduled_global":
-            total = self.updater.total_target(info, self.sparse_layers)
-            if total is None:
-                raise MaskInvariantError(f"{self.updater.name}: density_policy='scheduled_global' needs total_target()")
-            return plan, total
-        return plan, sum(plan.values()) if policy in ("global", "scheduled_global") else None
-
-    def _count_problems(self, counts: dict[str, int], info: StepInfo | None) -> list[str]:
-        """Counts against the declared policy at ``info`` (``None``: the end of training, the plan)."""
-        policy = self.updater.needs.density_policy
-        targets, total = self.targets(info)
-        problems = []
-        if total is not None and sum(counts.values()) != total:
-            problems.append(f"{sum(counts.values())} active weights in all, target {total} ({policy})")
-        for name, count in counts.items():
-            target = targets[name]
-            if (
-                (policy in ("exact", "scheduled") and count != target)
-                or (policy == "at_least" and count < target)
-                or (policy == "at_most" and count > target)
-            ):
-                problems.append(f"layer {name} has {count} active weights, target {target} ({policy})")
-        return problems
+        decided at ``info.step``; ``None``: the end of training."""
+        return count_targets(self.updater, self.sparse_layers, info)
 
     def violations(self, *, final: bool = False) -> list[str]:
         """Every broken invariant, as readable lines (empty when all hold). ``final`` also requires a
         scheduled method to have reached the plan's counts, as at the end of training."""
         counts = {layer.name: int(layer.mask.sum()) for layer in self.sparse_layers}
         scheduled = self.updater.needs.density_policy in ("scheduled", "scheduled_global")
-        problems = self._count_problems(counts, self._last_info if scheduled and not final else None)
+        info = self._last_info if scheduled and not final else None
+        problems = count_problems(self.updater, self.sparse_layers, counts, info)
+        optimizer = self.optimizer if self.updater.needs.masked_optimizer else None
         for layer in self.sparse_layers:
-            pruned = layer.weight.detach()[~layer.mask]
-            if pruned.numel() and float(pruned.abs().max()) != 0.0:
-                problems.append(f"{layer.name}: pruned weights are non-zero")
-            backward = self._backward(layer)
-            if self.updater.needs.backward_set:
-                if bool((layer.mask & ~backward).any()):
-                    problems.append(f"{layer.name}: backward set does not contain the mask")
-                if bool((_buffer(layer, "weight_reserve")[~(backward & ~layer.mask)] != 0).any()):
-                    problems.append(f"{layer.name}: reserved values outside the backward set")
-            if self.optimizer is not None and self.updater.needs.masked_optimizer:
-                for key, value in self.optimizer.state.get(layer.weight, {}).items():
-                    if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
-                        if bool((value[~backward] != 0).any()):
-                            problems.append(f"{layer.name}: optimizer state {key!r} non-zero off the mask")
+            problems += zero_problems(layer, self.backward.mask(layer), optimizer) + self.backward.problems(layer)
         return problems
 
     def backward_densities(self) -> dict[str, float] | None:
         """Per-layer density of the backward sets (None without them): what the weight-gradient costs."""
-        if not self.updater.needs.backward_set:
-            return None
-        return {layer.name: int(self._backward(layer).sum()) / layer.numel for layer in self.sparse_layers}
+        return self.backward.densities()
 
     # -- persistence -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -483,26 +396,3 @@ class SparseEngine:
         self.previous_step_skipped = bool(state.get("previous_step_skipped", False))
         self._last_info = self.info(self.records[-1].step - 1 if self.records else -1)
         self.updater.load_state_dict(state["updater"])
-
-
-# Buffers the engine owns: never taken from a method's initial weights.
-_ENGINE_BUFFERS = ("weight_mask", "weight_backward_mask", "weight_reserve")
-
-
-def load_initial_weights(model: nn.Module, state: Mapping[str, torch.Tensor], owner: str) -> None:
-    """Every parameter and buffer of ``model`` from ``state`` (the engine's mask buffers excepted), or
-    one line saying why they do not fit."""
-    kept = {key: value for key, value in state.items() if not key.endswith(_ENGINE_BUFFERS)}
-    try:
-        missing, unexpected = model.load_state_dict(kept, strict=False)
-    except RuntimeError as exc:
-        raise ConfigError(f"{owner}: its initial weights do not fit this model: {str(exc).splitlines()[-1].strip()}") from None
-    missing = [key for key in missing if not key.endswith(_ENGINE_BUFFERS)]
-    if missing or unexpected:
-        raise ConfigError(f"{owner}: its initial weights do not fit this model (e.g. {(missing or unexpected)[0]!r}); same --model?")
-
-
-def _buffer(layer: MaskedLayer, name: str) -> torch.Tensor:
-    buffer = getattr(layer.module, name)
-    assert isinstance(buffer, torch.Tensor)
-    return buffer

@@ -75,7 +75,7 @@ class TopologyRecord:
 
     @property
     def iou(self) -> float:
-        """Global IoU: the masks concatenated (spec §9), not a mean of per-layer values."""
+        """Global IoU: the masks concatenated, not a mean of per-layer values."""
         union = sum(c.union for c in self.layers.values())
         return 1.0 if union == 0 else sum(c.intersection for c in self.layers.values()) / union
 

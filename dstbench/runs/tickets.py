@@ -9,6 +9,7 @@ is a matter of run folders, so it lives here; the pipeline that trains the round
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from dstbench.core.errors import ConfigError
 from dstbench.runs.rundir import RunDir
 
-__all__ = ["ticket_chain", "ticket_weights", "rewind_weights", "pipeline_flops"]
+__all__ = ["ticket_chain", "ticket_weights", "rewind_weights", "pipeline_flops", "TicketRun", "method_inputs"]
 
 
 def _finished(path: Path) -> RunDir:
@@ -65,6 +66,28 @@ def rewind_weights(path: str | Path, step: int) -> dict[str, torch.Tensor]:
         )
     model: dict[str, torch.Tensor] = saved["model"]
     return model
+
+
+@dataclass(frozen=True)
+class TicketRun:
+    """A finished run folder as the ticket input a method declares (:class:`dstbench.core.inputs.Ticket`);
+    read when the method asks, so a bad folder is a one-line error at initialisation."""
+
+    path: Path
+
+    def final_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return ticket_weights(self.path)
+
+    def rewind_state(self, step: int) -> dict[str, torch.Tensor]:
+        return rewind_weights(self.path, step)
+
+    def root(self) -> Path:
+        return ticket_chain(self.path)[-1]
+
+
+def method_inputs(updater: Any) -> dict[str, TicketRun]:
+    """The run folders a method names in its declared ``inputs`` (LT's ``ticket_from``), for the engine."""
+    return {name: TicketRun(Path(value)) for name in updater.inputs if (value := getattr(updater, name, ""))}
 
 
 # -- cost -----------------------------------------------------------------------------------------------

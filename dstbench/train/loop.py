@@ -36,7 +36,7 @@ from dstbench.train.loggers import create_logger
 from dstbench.core.registry import create_updater
 from dstbench.runs.reuse import check_same_run
 from dstbench.runs.rundir import RunDir, check_output_dir
-from dstbench.runs.tickets import pipeline_flops
+from dstbench.runs.tickets import method_inputs, pipeline_flops
 from dstbench.core.updater import MaskUpdater
 
 if TYPE_CHECKING:
@@ -313,6 +313,7 @@ def _train(cfg: TrainConfig, ctx: DistContext | None, *, resume: bool, progress:
         steps_per_epoch=steps_per_epoch,
         total_epochs=cfg.epochs,
         on_masks=agreement if agreement is not None else run.save_masks,
+        inputs=method_inputs(updater),
     )
     engine.loss_fn = criterion
     train_model = model
