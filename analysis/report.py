@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.runs.atomic import atomic_write_text
+from dstbench.runs.configs import flat_config
 
 from dstbench.analysis.runs import complete_runs
 from dstbench.analysis.stats import NO_INTERVAL, describe, welch
@@ -70,7 +71,7 @@ def _sparsity(summary: Summary) -> float:
 
 def _settings(summary: Summary) -> dict[str, Any]:
     """The options that define a run (its config.json where known, else the summary's own fields)."""
-    config = summary.get("config") or {key: summary.get(key) for key in _SHOWN}
+    config = flat_config(summary["config"]) if summary.get("config") else {key: summary.get(key) for key in _SHOWN}
     dense_only = _DENSE_IGNORES if not summary.get("needs", {}).get("sparse", True) else frozenset()
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_SETTINGS and k not in dense_only}
 
