@@ -1,9 +1,9 @@
 """argparse types for numeric options, built from the range aliases of :mod:`dstbench.core.hparams`.
 
-A :class:`Rule` is an argparse ``type=`` (``type=POSITIVE_INT``, for subcommand options) and a check
-(``rule.check("--jobs", value)``); both go through :func:`~dstbench.core.hparams.check_value`, the
-checker config fields and method hyper-parameters use, so an option, a config field and a
-hyper-parameter with the same alias accept exactly the same numbers. ``tests/test_bad_input.py`` fails
+A :class:`Rule` is an argparse ``type=`` (``type=POSITIVE_INT``, for subcommand options) that parses
+and then checks through :func:`~dstbench.core.hparams.check_value`, the checker config fields and
+method hyper-parameters use, so an option, a config field and a hyper-parameter with the same alias
+accept exactly the same numbers. ``tests/test_bad_input.py`` fails
 when a numeric option has no rule or no rejection case.
 """
 
@@ -17,8 +17,6 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import (
     MAX_SEED,
     Fraction,
-    Momentum,
-    NonNegative,
     NonNegativeInt,
     Positive,
     PositiveInt,
@@ -36,8 +34,6 @@ __all__ = [
     "SEED",
     "SPARSITY",
     "FRACTION",
-    "MOMENTUM",
-    "NON_NEGATIVE_FLOAT",
     "POSITIVE_FLOAT",
     "MAX_SEED",
 ]
@@ -70,10 +66,6 @@ class Rule:
     def describe(self) -> str:
         return describe_range(self.kind, self.bounds)
 
-    def check(self, option: str, value: Any) -> Any:
-        """``value`` if it obeys the rule (None passes: unset), else a one-line :class:`ConfigError`."""
-        return check_value(option, value, self.annotation)
-
     def __call__(self, text: str) -> Any:
         """argparse ``type=``: parse ``text`` and apply the rule."""
         try:
@@ -91,6 +83,4 @@ NON_NEGATIVE_INT = Rule.of(NonNegativeInt)
 SEED = Rule.of(Seed)
 SPARSITY = Rule.of(Sparsity)
 FRACTION = Rule.of(Fraction)
-MOMENTUM = Rule.of(Momentum)
-NON_NEGATIVE_FLOAT = Rule.of(NonNegative)
 POSITIVE_FLOAT = Rule.of(Positive)

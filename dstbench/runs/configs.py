@@ -11,6 +11,7 @@ reused alike.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from dstbench.config import GROUPS, SCHEMA_VERSION, TrainConfig, typed_hyperpara
 from dstbench.core.errors import DstbenchError
 from dstbench.runs.rundir import RunDir
 
-__all__ = ["flat_config", "typed_config", "read_config", "to_legacy_json"]
+__all__ = ["flat_config", "typed_config", "train_config", "read_config", "to_legacy_json"]
 
 
 def flat_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,6 +51,13 @@ def typed_config(data: Mapping[str, Any]) -> dict[str, Any]:
         pass
     normalised: dict[str, Any] = json.loads(json.dumps(merged))
     return normalised
+
+
+def train_config(data: Mapping[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from either form: fields the run predates take their defaults, and
+    fields this version no longer has are dropped."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{key: value for key, value in flat_config(data).items() if key in known})
 
 
 def read_config(run: RunDir) -> dict[str, Any]:
