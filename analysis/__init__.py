@@ -12,7 +12,9 @@ Modules (imported on demand; matplotlib is loaded only by :mod:`.plots` and :mod
 * :mod:`.runs`: reading run directories and folders of runs (configs of any version, through
   :mod:`dstbench.runs.configs`);
 * :mod:`.topology`: IoU between consecutive updates and at a fixed interval, ITOP rate from snapshots;
-* :mod:`.report`: the BiDST Table 1/2 shaped tables (Markdown and CSV), grouped by every setting;
+* :mod:`.report`: the rows of the BiDST Table 1/2 shaped tables, grouped by every setting, and
+  ``report.md``/``report.csv``;
+* :mod:`.tables`: those rows formatted (Markdown and CSV);
 * :mod:`.stats`: confidence intervals and Welch's test across seeds (scipy);
 * :mod:`.paper`: the BiDST paper's published accuracies (``paper_results.csv``);
 * :mod:`.ablation`: accuracy against a swept hyper-parameter (Figure C.1);

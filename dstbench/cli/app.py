@@ -201,8 +201,6 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dstbench.core.validation import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, SEED, SPARSITY
-
     parser = _Parser(prog="dstbench", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -218,20 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)
 
-    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
-    lottery.add_argument("--sparsity", type=SPARSITY, required=True, help="final sparsity, e.g. 0.9")
-    lottery.add_argument("--rounds", type=POSITIVE_INT, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
-    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
-    lottery.add_argument(
-        "--prune-per-round", type=FRACTION, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
-    )
-    lottery.add_argument(
-        "--rewind-step", type=NON_NEGATIVE_INT, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
-    )
-    lottery.add_argument("--seed", type=SEED, help="seed of every run in the pipeline (default: 0)")
-    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
-    add_train_options(lottery, single_run=False)
-    lottery.set_defaults(func=_cmd_lt)
+    _add_lottery(sub)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")
     inspect.add_argument("run_dir", help="a run directory (from train, compare or sweep)")
@@ -250,6 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(func=_cmd_models)
 
+    _add_data(sub)
+
+    from dstbench.cli.analysis import add_commands
+
+    add_commands(sub)
+    return parser
+
+
+def _add_lottery(sub: Any) -> None:
+    from dstbench.core.validation import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, SEED, SPARSITY
+
+    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
+    lottery.add_argument("--sparsity", type=SPARSITY, required=True, help="final sparsity, e.g. 0.9")
+    lottery.add_argument("--rounds", type=POSITIVE_INT, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
+    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
+    lottery.add_argument(
+        "--prune-per-round", type=FRACTION, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
+    )
+    lottery.add_argument(
+        "--rewind-step", type=NON_NEGATIVE_INT, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
+    )
+    lottery.add_argument("--seed", type=SEED, help="seed of every run in the pipeline (default: 0)")
+    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
+    add_train_options(lottery, single_run=False)
+    lottery.set_defaults(func=_cmd_lt)
+
+
+def _add_data(sub: Any) -> None:
+    from dstbench.core.validation import POSITIVE_INT, SEED
+
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     prepare = data_sub.add_parser("prepare", help="write train.beton and test.beton for the FFCV loader")
@@ -260,11 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--max-test-samples", type=POSITIVE_INT, help="class-balanced test subset (default: all)")
     prepare.add_argument("--seed", type=SEED, default=0, help="seed of the subset draw (and of synthetic data)")
     prepare.set_defaults(func=_cmd_data_prepare)
-
-    from dstbench.cli.analysis import add_commands
-
-    add_commands(sub)
-    return parser
 
 
 class Interrupted(KeyboardInterrupt):

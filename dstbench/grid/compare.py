@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dstbench.analysis.report import format_tables, report_rows
+from dstbench.analysis.report import report_rows
+from dstbench.analysis.tables import format_tables
 from dstbench.runs.atomic import atomic_write_json, atomic_write_text
 from dstbench.config import TrainConfig, resolve_config
 from dstbench.core.errors import ConfigError

@@ -115,6 +115,17 @@ def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
     return [part for part in parts if part[1]]
 
 
+def _check_request(target_name: str, scale_name: str, dataset: str | None) -> tuple[Target, Scale]:
+    """The target and scale named, or one line saying what exists (before anything trains)."""
+    if target_name not in TARGETS:
+        raise ConfigError(f"unknown target {target_name!r}; choose from {', '.join(TARGETS)}")
+    if scale_name not in SCALES:
+        raise ConfigError(f"unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
+    if dataset not in (None, "cifar10", "cifar100"):
+        raise ConfigError(f"--dataset must be cifar10 or cifar100, got {dataset!r}")
+    return TARGETS[target_name], SCALES[scale_name]
+
+
 def reproduce(
     target_name: str,
     scale_name: str,
@@ -131,17 +142,12 @@ def reproduce(
     """Run (or resume) one target at one scale into ``out`` and return its report (Markdown).
 
     ``baseline`` is the method the report tests every other against (default: ``rigl`` where it ran)."""
-    from dstbench.analysis.report import csv_table, format_tables, report_rows
+    from dstbench.analysis.report import report_rows
+    from dstbench.analysis.tables import csv_table, format_tables
     from dstbench.grid.compare import run_grid
     from dstbench.grid.sweep import run_sweep
 
-    if target_name not in TARGETS:
-        raise ConfigError(f"unknown target {target_name!r}; choose from {', '.join(TARGETS)}")
-    if scale_name not in SCALES:
-        raise ConfigError(f"unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
-    if dataset not in (None, "cifar10", "cifar100"):
-        raise ConfigError(f"--dataset must be cifar10 or cifar100, got {dataset!r}")
-    target, scale = TARGETS[target_name], SCALES[scale_name]
+    target, scale = _check_request(target_name, scale_name, dataset)
     sparse, dense = _methods(methods)
     if baseline is not None and baseline not in sparse + ["dense"] * dense:
         raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(sparse + ['dense'] * dense)})")
