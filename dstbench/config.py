@@ -1,7 +1,10 @@
 """Training configuration, presets (BiDST Table A.1 and ``quick``) and how they are merged.
 
-Precedence, lowest first: dataclass defaults < ``--preset`` < ``--config`` YAML < explicit CLI flags.
-The resolved config is written to the run directory and is what ``--resume`` compares against, so a
+A :class:`TrainConfig` is composed of small groups (method and hyper-parameters, data, sparsity,
+optimizer, run), each field declared once in its group with its type, range and docstring; code reads
+the fields flat (``cfg.lr``). Precedence, lowest first: dataclass defaults < ``--preset`` < ``--config``
+YAML < explicit CLI flags. The resolved config, hyper-parameters typed, is written to the run
+directory nested by group (``config.json`` schema 2) and is what ``--resume`` compares against, so a
 resumed run can never silently continue under different settings.
 """
 
