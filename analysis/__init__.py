@@ -9,14 +9,17 @@ Modules (imported on demand; matplotlib is loaded only by :mod:`.plots` and :mod
 :mod:`.stats` when it computes):
 
 * :mod:`.flops`: forward FLOPs per layer, and training FLOPs from a method's declared ``Needs``;
-* :mod:`.runs`: reading run directories and folders of runs;
+* :mod:`.runs`: reading run directories and folders of runs (configs of any version, through
+  :mod:`dstbench.runs.configs`);
 * :mod:`.topology`: IoU between consecutive updates and at a fixed interval, ITOP rate from snapshots;
-* :mod:`.sweep`: the extreme-sparsity sweep (spec §10) and its ``sweep.json``/``sweep.csv``;
-* :mod:`.report`: the BiDST Table 1/2 shaped tables (Markdown and CSV), grouped by every setting;
+* :mod:`.report`: the rows of the BiDST Table 1/2 shaped tables, grouped by every setting, and
+  ``report.md``/``report.csv``;
+* :mod:`.tables`: those rows formatted (Markdown and CSV);
 * :mod:`.stats`: confidence intervals and Welch's test across seeds (scipy);
 * :mod:`.paper`: the BiDST paper's published accuracies (``paper_results.csv``);
 * :mod:`.ablation`: accuracy against a swept hyper-parameter (Figure C.1);
-* :mod:`.reproduce`: ``dstbench reproduce``, the paper's experiments at three scales;
-* :mod:`.plots`: Figures 3, 4 and 5 analogues;
-* :mod:`.commands`: the ``flops``, ``sweep``, ``plot``, ``report`` and ``reproduce`` subcommands.
+* :mod:`.plots`: Figures 3, 4 and 5 analogues.
+
+Training grids (``compare``, ``sweep``, ``reproduce``) live in :mod:`dstbench.grid` and the
+subcommands in :mod:`dstbench.cli`; this package never imports either.
 """

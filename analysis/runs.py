@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.core.errors import DstbenchError
+from dstbench.runs.configs import read_config
 from dstbench.runs.rundir import RunDir
 
 __all__ = ["Run", "load_run", "find_runs", "complete_runs"]
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory's metadata; masks and records are read on demand from ``dir``."""
+    """One run directory's metadata; masks and records are read on demand from ``dir``. ``config`` is
+    flat (``{field: value}``) whichever version wrote the folder."""
 
     dir: RunDir
     config: dict[str, Any]
@@ -76,7 +78,7 @@ def load_run(path: str | Path) -> Run:
     if not run.path.is_dir():
         raise DstbenchError(f"{run.path}: no such run directory")
     summary = run.optional_json(run.summary)
-    return Run(run, run.read_json(run.config), run.read_json(run.plan), summary)
+    return Run(run, read_config(run), run.read_json(run.plan), summary)
 
 
 def find_runs(*folders: str | Path) -> list[Run]:

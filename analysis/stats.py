@@ -60,10 +60,6 @@ class CellStats:
     ci_low: float | None
     ci_high: float | None
 
-    @property
-    def half_width(self) -> float | None:
-        return None if self.ci_high is None else self.ci_high - self.mean
-
 
 def describe(values: Sequence[float], confidence: float = CONFIDENCE) -> CellStats:
     """Mean, std and the t interval ``mean ± t[(1+c)/2, n-1] · s/√n`` of one cell's seeds."""

@@ -1,4 +1,5 @@
-"""How a run's masks evolved, from its bit-packed snapshots alone (spec §9 IoU, §0 ITOP rate).
+"""How a run's masks evolved, from its bit-packed snapshots alone: mask IoU (BiDST, Ji et al. 2024,
+Figure 4) and the ITOP rate (Liu et al. 2021, "Do We Actually Need Dense Over-Parameterization?").
 
 ::
 
@@ -17,7 +18,7 @@ Two IoU series:
   steps) changes little and its IoU would look artificially high next to BiDST's every few epochs.
 
 Each point also carries the number of weights grown and dropped, since equal IoUs can hide different
-mutation budgets (spec §9, "within the same searching space").
+mutation budgets (BiDST compares methods "within the same searching space").
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from dstbench.core.errors import ConfigError, DstbenchError
-from dstbench.engine.topology import LayerChange, layer_change
+from dstbench.engine.topology import LayerChange, TopologyRecord, layer_change
 from dstbench.runs.snapshots import load_mask_snapshot
 
 from dstbench.analysis.runs import Run
@@ -62,29 +63,16 @@ class Snapshot:
         return {name: saved[name] for name in layers}
 
 
-@dataclass(frozen=True)
-class MaskChange:
-    """How the masks at one time differ from those at an earlier time, per layer."""
+@dataclass
+class MaskChange(TopologyRecord):
+    """How the masks at one time differ from those at an earlier time, per layer: the engine's
+    :class:`~dstbench.engine.topology.TopologyRecord` (so the global IoU, grown and dropped are summed
+    where training sums them), read back from snapshots and placed in training. ``step`` is the time of
+    the later masks in steps done, ``epoch`` the epochs done by then; snapshots are not timed, so
+    ``seconds`` is 0."""
 
-    step: int
-    """Time of the later masks, in steps done."""
-    progress: float
+    progress: float = 0.0
     """``step`` as a fraction of the run's steps."""
-    layers: dict[str, LayerChange]
-
-    @property
-    def iou(self) -> float:
-        """Global IoU of the concatenated masks."""
-        union = sum(change.union for change in self.layers.values())
-        return 1.0 if union == 0 else sum(change.intersection for change in self.layers.values()) / union
-
-    @property
-    def grown(self) -> int:
-        return sum(change.grown for change in self.layers.values())
-
-    @property
-    def dropped(self) -> int:
-        return sum(change.dropped for change in self.layers.values())
 
     @property
     def layer_iou(self) -> dict[str, float]:
@@ -98,6 +86,11 @@ class MaskChange:
     @property
     def min_layer_iou(self) -> float:
         return min(self.layer_iou.values())
+
+
+def _change(run: Run, step: int, before: Masks, after: Masks) -> MaskChange:
+    layers = compare_masks(before, after)
+    return MaskChange(step, step // run.steps_per_epoch, 0.0, layers, progress=step / run.total_steps)
 
 
 def snapshots(run: Run) -> list[Snapshot]:
@@ -121,7 +114,7 @@ def update_iou_series(run: Run) -> list[MaskChange]:
     previous = history[0].masks(layers)
     for snapshot in history[1:]:
         current = snapshot.masks(layers)
-        series.append(MaskChange(snapshot.step, snapshot.step / run.total_steps, compare_masks(previous, current)))
+        series.append(_change(run, snapshot.step, previous, current))
         previous = current
     return series
 
@@ -154,7 +147,7 @@ def interval_iou_series(run: Run, interval: int) -> list[MaskChange]:
     previous = masks_at(0)
     for step in range(interval, run.total_steps + 1, interval):
         current = masks_at(step)
-        series.append(MaskChange(step, step / run.total_steps, compare_masks(previous, current)))
+        series.append(_change(run, step, previous, current))
         previous = current
     return series
 

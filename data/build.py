@@ -8,6 +8,7 @@ source into the ``train.beton``/``test.beton`` pair the FFCV loader reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dstbench.config import DataOptions
 from dstbench.core.errors import ConfigError, DataError
 
 from .arrays import Splits
@@ -32,30 +34,33 @@ BETON_NAMES = ("train.beton", "test.beton")
 
 
 @dataclass
-class DataConfig:
-    """What to load and how. ``seed`` drives shuffling, augmentation, subsets and synthetic data."""
+class DataConfig(DataOptions):
+    """What to load and how: the user's data options (:class:`dstbench.config.DataOptions`, declared
+    there once) and what the run hands the loaders beside them.
 
-    dataset: str  # one of DATASETS: 'cifar10' | 'cifar100' | 'imagefolder' | 'synthetic'
-    data_dir: str | None
-    batch_size: int
-    eval_batch_size: int = 512
-    max_train_samples: int | None = None
-    max_test_samples: int | None = None
-    # 'memory': whole dataset as a tensor on the device; 'torch': host copy (or, for imagefolder,
-    # a streaming DataLoader); 'ffcv': betons in beton_dir. imagefolder is always streamed, so
-    # 'memory' (the default) means 'torch' there.
-    loader: str = "memory"
-    beton_dir: str | None = None  # for loader='ffcv': holds train.beton/test.beton from `prepare`
+    ``loader``: 'memory' holds the whole dataset as a tensor on the device, 'torch' a host copy (or, for
+    imagefolder, a streaming DataLoader), 'ffcv' reads the betons in ``beton_dir``. imagefolder is
+    always streamed, so 'memory' (the default) means 'torch' there.
+    """
+
     seed: int = 0
-    augment: bool = True
+    """The run's seed (``--seed``): shuffling, augmentation, subsets and synthetic data."""
     channels_last: bool = False
-    num_workers: int = 2
-    synthetic_train_samples: int = 2000
-    synthetic_test_samples: int = 500
+    """The run's memory format (``--channels-last``): batches come out in it."""
     synthetic_num_classes: int = 10
-    download: bool = False  # let torchvision fetch CIFAR into data_dir when it is missing
-    shard_rank: int = 0  # DDP: this process reads piece shard_rank of shard_count of every batch
+    download: bool = False
+    """Let torchvision fetch CIFAR into data_dir when it is missing (``data prepare`` only)."""
+    shard_rank: int = 0
+    """DDP: this process reads piece ``shard_rank`` of ``shard_count`` of every batch."""
     shard_count: int = 1
+
+    @classmethod
+    def from_options(
+        cls, options: DataOptions, *, seed: int, channels_last: bool = False, shard_rank: int = 0, shard_count: int = 1
+    ) -> DataConfig:
+        """A run's data group plus what the run decides: its seed, memory format and DDP shard."""
+        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(DataOptions)}
+        return cls(**fields, seed=seed, channels_last=channels_last, shard_rank=shard_rank, shard_count=shard_count)
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """Training configuration, presets (BiDST Table A.1 and ``quick``) and how they are merged.
 
-Precedence, lowest first: dataclass defaults < ``--preset`` < ``--config`` YAML < explicit CLI flags.
-The resolved config is written to the run directory and is what ``--resume`` compares against, so a
+A :class:`TrainConfig` is composed of small groups (method and hyper-parameters, data, sparsity,
+optimizer, run), each field declared once in its group with its type, range and docstring; code reads
+the fields flat (``cfg.lr``). Precedence, lowest first: dataclass defaults < ``--preset`` < ``--config``
+YAML < explicit CLI flags. The resolved config, hyper-parameters typed, is written to the run
+directory nested by group (``config.json`` schema 2) and is what ``--resume`` compares against, so a
 resumed run can never silently continue under different settings.
 """
 
@@ -12,40 +15,62 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 import yaml
 
-from dstbench.core.distributions import DENSE_PROFILES, DISTRIBUTIONS, validate_sparsity
+from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
-from dstbench.core.hparams import coerce_value
-from dstbench.core.validation import (
-    FRACTION,
-    MOMENTUM,
-    NON_NEGATIVE_FLOAT,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEED,
-    SPARSITY,
-    Rule,
+from dstbench.core.hparams import (
+    Fraction,
+    Momentum,
+    NonNegative,
+    NonNegativeInt,
+    PositiveInt,
+    Seed,
+    Sparsity,
+    check_fields,
+    coerce_value,
 )
 
-__all__ = ["TrainConfig", "PRESETS", "Preset", "resolve_config", "load_yaml_config", "RESUME_IGNORED_FIELDS", "FIELD_RULES"]
+__all__ = [
+    "TrainConfig",
+    "MethodOptions",
+    "DataOptions",
+    "SparsityOptions",
+    "OptimOptions",
+    "RunOptions",
+    "GROUPS",
+    "SCHEMA_VERSION",
+    "PRESETS",
+    "Preset",
+    "resolve_config",
+    "load_yaml_config",
+    "typed_hyperparameters",
+    "RESUME_IGNORED_FIELDS",
+]
+
+SCHEMA_VERSION = 2
+"""Version of ``config.json``: 2 is nested by group (:data:`GROUPS`); 0.1/0.2 wrote one flat mapping
+and no version (read by :mod:`dstbench.runs.configs`)."""
+
+G = TypeVar("G")
 
 
 @dataclass
-class TrainConfig:
-    """Everything that determines a training run.
-
-    Each field is one CLI option (``--field-name``; its ``--help`` is the docstring under the field,
-    with the default), one YAML key, and one key of the run's ``config.json``. The data fields are
-    handed to :class:`dstbench.data.DataConfig` by name (``trainer.data_config``).
-    """
+class MethodOptions:
+    """What updates the masks: the method and its hyper-parameters (the top level of ``config.json``)."""
 
     method: str = "rigl"
     """Mask updater (see `dstbench methods`)."""
-    model: str = "cifar_resnet32"
-    """timm model name, e.g. cifar_resnet32, cifar_vgg19 or resnet50 (see `dstbench models`)."""
+    hp: dict[str, Any] = field(default_factory=dict)
+    """Method hyper-parameters by name, typed by the method's fields once the config is resolved."""
+
+
+@dataclass
+class DataOptions:
+    """What is read and how it is batched: everything :class:`dstbench.data.DataConfig` takes from a user."""
+
     dataset: str = "cifar10"
     """cifar10, cifar100, imagefolder or synthetic."""
     data_dir: str | None = None
@@ -55,47 +80,76 @@ class TrainConfig:
     (betons from `dstbench data prepare`)."""
     beton_dir: str | None = None
     """Folder with train.beton/test.beton from `dstbench data prepare` (loader ffcv)."""
-    max_train_samples: int | None = None
+    max_train_samples: PositiveInt | None = None
     """Class-balanced training subset of this size (all samples when unset)."""
-    max_test_samples: int | None = None
+    max_test_samples: PositiveInt | None = None
     """Class-balanced test subset of this size (all samples when unset)."""
-    synthetic_train_samples: int = 2000
+    synthetic_train_samples: PositiveInt = 2000
     """Training set size of the synthetic dataset."""
-    synthetic_test_samples: int = 500
+    synthetic_test_samples: PositiveInt = 500
     """Test set size of the synthetic dataset."""
-    sparsity: float = 0.9
-    """Target sparsity in [0, 1), e.g. 0.9 or 0.999999."""
-    distribution: str = "erk"
-    """How the sparsity is spread over layers: uniform, er, erk, or global (only the total is fixed; the
-    layers follow a method's global ranking: snip, grasp, synflow, lt, dsr, snfs)."""
-    dense_layers: str = "none"
-    """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
-    min_active: int = 1
-    """Minimum active weights per sparsified layer."""
-    epochs: int = 160
-    """Training epochs."""
-    batch_size: int = 128
+    batch_size: PositiveInt = 128
     """Training batch size (per optimizer step, across micro-batches)."""
-    eval_batch_size: int = 512
+    eval_batch_size: PositiveInt = 512
     """Batch size for evaluation."""
-    grad_accum: int = 1
+    augment: bool = True
+    """Random crop and horizontal flip of training images (CIFAR)."""
+    num_workers: NonNegativeInt = 2
+    """DataLoader worker processes (loaders torch and ffcv)."""
+
+
+@dataclass
+class SparsityOptions:
+    """How sparse, and how the budget is spread over layers (the plan, ``plan.json``)."""
+
+    sparsity: Sparsity = 0.9
+    """Target sparsity in [0, 1), e.g. 0.9 or 0.999999."""
+    distribution: Distribution = "erk"
+    """How the sparsity is spread over layers: uniform, er, erk, or global (only the total is fixed; the
+    layers follow the global ranking of a method whose density policy is global, see `dstbench methods
+    --details`)."""
+    dense_layers: DenseProfile = "none"
+    """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
+    min_active: NonNegativeInt = 1
+    """Minimum active weights per sparsified layer."""
+
+
+@dataclass
+class OptimOptions:
+    """The optimizer and its schedule: SGD with warm-up and per-step cosine annealing."""
+
+    epochs: PositiveInt = 160
+    """Training epochs."""
+    grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step."""
-    lr: float = 0.1
+    lr: NonNegative = 0.1
     """Peak learning rate (SGD)."""
-    momentum: float = 0.9
+    momentum: Momentum = 0.9
     """SGD momentum."""
     nesterov: bool = False
     """Nesterov momentum."""
-    weight_decay: float = 1e-4
+    weight_decay: NonNegative = 1e-4
     """L2 weight decay."""
     decay_bn_and_bias: bool = True
     """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off exempts them."""
-    warmup_epochs: float = 0.0
+    warmup_epochs: NonNegative = 0.0
     """Linear learning-rate warm-up, in epochs."""
-    eta_min: float = 0.0
+    eta_min: NonNegative = 0.0
     """Final learning rate of the per-step cosine schedule."""
-    label_smoothing: float = 0.0
+    label_smoothing: Fraction = 0.0
     """Label smoothing of the cross-entropy loss."""
+
+
+@dataclass
+class RunOptions:
+    """Which network, seeded how, executed where and how fast, written where."""
+
+    model: str = "cifar_resnet32"
+    """timm model name, e.g. cifar_resnet32, cifar_vgg19 or resnet50 (see `dstbench models`)."""
+    seed: Seed = 0
+    """Seed of the initialisation, data order, augmentation and every mask decision."""
+    device: str = "cpu"
+    """cpu, cuda or cuda:N."""
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     channels_last: bool = False
@@ -104,32 +158,50 @@ class TrainConfig:
     """torch.compile the training step (CPU and CUDA); eager training stays the reference."""
     cuda_graph: bool = True
     """With --compile on CUDA, capture the whole step in one CUDA graph (--no-cuda-graph: compile only)."""
-    augment: bool = True
-    """Random crop and horizontal flip of training images (CIFAR)."""
-    seed: int = 0
-    """Seed of the initialisation, data order, augmentation and every mask decision."""
-    device: str = "cpu"
-    """cpu, cuda or cuda:N."""
-    num_workers: int = 2
-    """DataLoader worker processes (loaders torch and ffcv)."""
     out: str = "runs/run"
     """Run directory."""
     logger: Literal["none", "tensorboard", "wandb"] = "none"
     """Mirror metrics to "tensorboard" or "wandb" (offline) as well as the run directory."""
-    hp: dict[str, Any] = field(default_factory=dict)
-    """Method hyper-parameters by name."""
-    save_rewind_step: int | None = None
+    save_rewind_step: NonNegativeInt | None = None
     """Save the model after this many steps to rewind.pt (0: the initialisation), for runs used as
     lottery tickets (``--hp ticket_from=RUN_DIR``, ``dstbench lt``)."""
 
+
+GROUPS: dict[str, type] = {
+    "data": DataOptions,
+    "sparsity": SparsityOptions,
+    "optim": OptimOptions,
+    "run": RunOptions,
+}
+"""The nested groups of ``config.json`` by key; :class:`MethodOptions` (method, hp) stays at its top."""
+
+
+@dataclass
+class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, MethodOptions):
+    """Everything that determines a training run: the groups above, each field declared once.
+
+    Each field is one CLI option (``--field-name``; its ``--help`` is the docstring under the field,
+    with the default), one YAML key, and one entry of the run's ``config.json`` (in its group). Code
+    reads fields flat (``cfg.lr``); :meth:`group` hands out one group, e.g. the data options the
+    loaders take (:meth:`dstbench.data.DataConfig.from_options`).
+    """
+
+    @overload
+    def group(self, which: type[G]) -> G: ...
+    @overload
+    def group(self, which: str) -> Any: ...
+    def group(self, which: type[G] | str) -> G | Any:
+        """One group of options (a class, or its key in :data:`GROUPS` or ``"method"``), as a copy."""
+        cls = MethodOptions if which == "method" else GROUPS[which] if isinstance(which, str) else which
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
     def validate(self) -> TrainConfig:
-        self.sparsity = validate_sparsity(self.sparsity)
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(f"unknown distribution {self.distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
-        if self.dense_layers not in DENSE_PROFILES:
-            raise ConfigError(f"unknown dense-layer profile {self.dense_layers!r}; choose from {', '.join(DENSE_PROFILES)}")
-        for name, rule in FIELD_RULES.items():
-            rule.check(f"--{name.replace('_', '-')}", getattr(self, name))
+        """Every field typed and inside its range (one line naming ``--the-option`` otherwise), then
+        the rules between fields."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(getattr(self, f.name), hints[f.name], f.name, "option"))
+        check_fields(self, lambda name: f"--{name.replace('_', '-')}")
         if not self.out.strip():
             raise ConfigError("--out is empty; give a folder for the run")
         if self.warmup_epochs > self.epochs:
@@ -139,31 +211,10 @@ class TrainConfig:
         return self
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``config.json`` (schema 2): the method and its typed hyper-parameters, then one object per group."""
+        groups = {name: dataclasses.asdict(self.group(cls)) for name, cls in GROUPS.items()}
+        return {"schema": SCHEMA_VERSION, "method": self.method, "hp": dict(self.hp), **groups}
 
-
-FIELD_RULES: dict[str, Rule] = {
-    "max_train_samples": POSITIVE_INT,
-    "max_test_samples": POSITIVE_INT,
-    "synthetic_train_samples": POSITIVE_INT,
-    "synthetic_test_samples": POSITIVE_INT,
-    "sparsity": SPARSITY,
-    "min_active": NON_NEGATIVE_INT,
-    "epochs": POSITIVE_INT,
-    "batch_size": POSITIVE_INT,
-    "eval_batch_size": POSITIVE_INT,
-    "grad_accum": POSITIVE_INT,
-    "lr": NON_NEGATIVE_FLOAT,
-    "momentum": MOMENTUM,
-    "weight_decay": NON_NEGATIVE_FLOAT,
-    "warmup_epochs": NON_NEGATIVE_FLOAT,
-    "eta_min": NON_NEGATIVE_FLOAT,
-    "label_smoothing": FRACTION,
-    "seed": SEED,
-    "num_workers": NON_NEGATIVE_INT,
-    "save_rewind_step": NON_NEGATIVE_INT,
-}
-"""The range of every numeric field (None, for the optional ones, means unset); see ``validation``."""
 
 # Fields that may differ between a killed run and its resumption without changing the numbers.
 RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size", "logger"})
@@ -284,6 +335,14 @@ def load_yaml_config(path: str) -> dict[str, Any]:
     return data
 
 
+def _typed(value: Any, annotation: Any, name: str, what: str) -> Any:
+    """``value`` converted to the field's type; a failure names the option, not a hyper-parameter."""
+    try:
+        return coerce_value(value, annotation, name)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("hyper-parameter ", f"{what} ")) from None
+
+
 def _typed_fields(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -298,10 +357,19 @@ def _typed_fields(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             typed[name] = dict(value)
             continue
         try:
-            typed[name] = coerce_value(value, hints[name], name)
+            typed[name] = _typed(value, hints[name], name, "option")
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {str(exc).replace('hyper-parameter ', 'option ')}") from None
+            raise ConfigError(f"{source}: {exc}") from None
     return typed
+
+
+def typed_hyperparameters(method: str, hp: Mapping[str, Any]) -> dict[str, Any]:
+    """``hp`` typed by ``method``'s field annotations (``"0.5"`` -> 0.5): what ``config.json`` holds,
+    so two spellings of one value are one run. An unknown method or name is a one-line ConfigError."""
+    from dstbench.core.hparams import build_hyperparameters
+    from dstbench.core.registry import get_method
+
+    return build_hyperparameters(get_method(method), dict(hp))
 
 
 def resolve_config(
@@ -310,7 +378,8 @@ def resolve_config(
     overrides: Mapping[str, Any] | None = None,
     hp: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Merge defaults, preset, YAML file and explicit options (in that order) into a valid config."""
+    """Merge defaults, preset, YAML file and explicit options (in that order) into a valid config
+    whose hyper-parameters are typed."""
     values: dict[str, Any] = {}
     recipe: Preset | None = None
     if preset is not None:
@@ -324,4 +393,6 @@ def resolve_config(
     method = values.get("method", TrainConfig.method)
     preset_hp = recipe.hyperparameters(method) if recipe is not None else {}
     merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
-    return TrainConfig(**values, hp=merged_hp).validate()
+    cfg = TrainConfig(**values, hp=merged_hp).validate()
+    cfg.hp = typed_hyperparameters(cfg.method, cfg.hp)
+    return cfg

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.cli.app import main
+from dstbench.runs.configs import read_config
 from dstbench.runs.rundir import RunDir
 from dstbench.runs.snapshots import load_mask_snapshot
 
@@ -63,7 +64,7 @@ def fingerprint(run: Path) -> dict[str, Any]:
         "metrics": _strip(folder.read_jsonl(folder.metrics)),
         "topology": _strip(folder.read_jsonl(folder.topology)),
         "summary": _strip(summary),
-        "config": {k: v for k, v in folder.read_json(folder.config).items() if k != "out"},
+        "config": {k: v for k, v in read_config(folder).items() if k != "out"},
         "plan": folder.read_json(folder.plan),
         "model": {k: v.numpy().tobytes() for k, v in state["model"].items()},
         "masks": {p.name: {k: v.tobytes() for k, v in load_mask_snapshot(p).items()} for p in folder.snapshot_files()},

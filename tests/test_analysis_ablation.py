@@ -84,7 +84,7 @@ def test_sweep_hp_grid_names_runs_by_value_and_prints_its_table(tmp_path: Path, 
     assert main(argv) == 0
     names = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert names == ["bidst_s0.9_lam1e-2_seed0", "bidst_s0.9_lam1e-6_seed0", "static_s0.9_seed0"]
-    assert json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "config.json").read_text())["hp"]["lam"] == "1e-2"
+    assert json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "config.json").read_text())["hp"]["lam"] == 0.01  # typed by BiDST's field
     # The engine times the per-step hooks apart from mask updates: BiDST learns its scores every step.
     bidst = json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "summary.json").read_text())
     static = json.loads((out / "static_s0.9_seed0" / "summary.json").read_text())

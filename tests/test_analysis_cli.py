@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from dstbench.analysis.report import COLUMNS
+from dstbench.analysis.tables import COLUMNS
 from dstbench.analysis.runs import find_runs
 from dstbench.grid.sweep import DEFAULT_SPARSITIES
 from dstbench.analysis.topology import itop_rate, update_iou_series

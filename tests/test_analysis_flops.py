@@ -1,4 +1,4 @@
-"""FLOP accounting (spec §8): known answers for ResNet-50 and RigL, per-layer counts from real shapes,
+"""FLOP accounting (RigL, Evci et al. 2020, Appendix H): known answers for ResNet-50 and RigL, per-layer counts from real shapes,
 and the per-step cost of every ``Needs.dense_grad`` kind, including densities that change in a run."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _f_s(model: nn.Module, forward: ForwardFlops, sparsity: float, dense_layers:
 
 def test_resnet50_forward_flops_known_answers(resnet50: tuple[nn.Module, ForwardFlops]) -> None:
     model, forward = resnet50
-    assert round(forward.dense, -7) == 8.18e9  # spec §8: 8.178e9
+    assert round(forward.dense, -7) == 8.18e9  # 8.178e9 under this accountant's conventions
     assert forward.dense == pytest.approx(8.178e9, rel=1e-4)
     assert forward.layers[0].name == "conv1" and forward.layers[0].dense == pytest.approx(0.236e9, rel=1e-3)
     assert round(_f_s(model, forward, 0.8, "none"), -7) == 1.64e9  # Table 2's all-sparse "1.7e9" minus elementwise ops
@@ -83,7 +83,7 @@ def test_rigl_resnet50_training_flops(resnet50: tuple[nn.Module, ForwardFlops]) 
     f_s, f_d = result["sparse_forward_flops"], result["dense_forward_flops"]
     per_step = (3 * f_s * (31_300 - 235) + 235 * (2 * f_s + f_d)) / 31_300
     assert result["train_flops"] == pytest.approx(per_step * IMAGENET * 100, rel=1e-12)
-    assert round(result["train_flops"], -16) == 0.71e18  # RigL paper: 0.23 x 3.2e18; spec §8: 0.708e18
+    assert round(result["train_flops"], -16) == 0.71e18  # RigL paper: about 0.23 x 3.2e18; this cost model: 0.708e18
     assert result["dense_train_flops"] == pytest.approx(3.14e18, rel=2e-3)
 
 
@@ -94,7 +94,7 @@ def test_static_resnet50_training_flops_is_three_forward_passes(resnet50: tuple[
     schedule = TrainingSchedule(total_steps=100 * 1252, samples=IMAGENET * 100, update_steps=())
     cost = training_flops(forward, create_updater("static").needs, phases, schedule, None)
     assert cost == pytest.approx(3 * _f_s(model, forward, 0.8, "none") * IMAGENET * 100, rel=1e-12)
-    assert round(cost, -16) == 0.63e18  # spec §8: static, all layers sparse, 0.629e18
+    assert round(cost, -16) == 0.63e18  # static, all layers sparse: 0.629e18
 
 
 def test_flops_cli_json_reports_the_rigl_known_answer(capsys: pytest.CaptureFixture[str]) -> None:

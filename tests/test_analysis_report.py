@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from dstbench.analysis.report import accuracy_matrix, accuracy_table, format_tables, markdown_table, report_rows
+from dstbench.analysis.report import report_rows
+from dstbench.analysis.tables import accuracy_matrix, accuracy_table, format_tables, markdown_table
 from dstbench.core.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Mask IoU and ITOP rate from snapshots (spec §9, §0): known answers on hand-made masks and on a
+"""Mask IoU and ITOP rate from snapshots: known answers on hand-made masks and on a
 hand-made run folder, so the fixed-interval rule "the mask in force at t is the latest snapshot at or
 before t" is checked exactly."""
 
@@ -28,7 +28,7 @@ from dstbench.runs.snapshots import save_mask_snapshot
 
 
 def _change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> MaskChange:
-    return MaskChange(step=1, progress=0.5, layers=compare_masks(before, after))
+    return MaskChange(step=1, epoch=0, seconds=0.0, layers=compare_masks(before, after), progress=0.5)
 
 
 def _mask(n: int, active: list[int]) -> np.ndarray:

@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"core"},
     "runs": {"core", "engine", "config", "dstbench"},
     "config": {"core"},
-    "data": {"core", "runs"},
+    "data": {"core", "runs", "config"},
     "models": {"core", "data"},
     "methods": {"core"},
     "train": {"core", "engine", "runs", "config", "data", "models", "dstbench"},

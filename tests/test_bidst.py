@@ -555,11 +555,11 @@ def test_presets_carry_table_a1_method_settings() -> None:
 @pytest.mark.parametrize(
     ("hp", "message"),
     [
-        ({"lam": "0"}, "lam must be > 0"),
+        ({"lam": "0"}, "lam must be finite and > 0"),
         ({"search_space": "1.5"}, "search_space must be in"),
         ({"update_frequency": "0"}, "update_frequency must be >= 1"),
         ({"update_end_frac": "0"}, "update_end_frac must be in"),
-        ({"gumbel_temperature": "-1"}, "gumbel_temperature must be > 0"),
+        ({"gumbel_temperature": "-1"}, "gumbel_temperature must be finite and > 0"),
         ({"gumbel": "topk", "rank_by": "signed"}, "needs rank_by=abs"),
         ({"ig_form": "hessian"}, "paper_eq9, bip, bip_code"),
     ],

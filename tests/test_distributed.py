@@ -86,11 +86,11 @@ def test_two_ranks_agree_at_every_update_and_match_one_process(ddp_run: Path, tm
 
 
 def _assert_sharded_evaluation_is_exact(run: Path, last: dict[str, object]) -> None:
-    from dstbench.config import TrainConfig
     from dstbench.data import build_data
+    from dstbench.runs.configs import train_config
     from dstbench.train.loop import build_model, data_config, evaluate
 
-    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    cfg = train_config(json.loads((run / "config.json").read_text()))
     data = build_data(data_config(cfg), torch.device("cpu"))
     model = build_model(cfg.model, data.num_classes)
     from dstbench.core.layers import find_prunable_layers

@@ -413,15 +413,79 @@ def test_a_run_records_the_code_it_started_with_not_a_commit_made_while_it_train
 
 def test_a_field_newer_than_the_run_counts_as_its_default() -> None:
     from dstbench.config import TrainConfig
+    from dstbench.runs.configs import to_legacy_json
     from dstbench.runs.reuse import find_mismatch
 
     cfg = TrainConfig(out="x")
-    saved = cfg.to_json()
-    del saved["label_smoothing"]  # a run from before the field existed
-    assert find_mismatch(saved, None, cfg) is None
-    assert find_mismatch(saved, None, TrainConfig(out="x", label_smoothing=0.1)) == ("label_smoothing", 0.0, 0.1)
-    resumed_elsewhere = {**cfg.to_json(), "device": "cuda", "out": "y"}
+    nested = cfg.to_json()
+    del nested["optim"]["label_smoothing"]  # a run from before the field existed
+    flat = to_legacy_json(cfg)
+    del flat["label_smoothing"]
+    for saved in (nested, flat):
+        assert find_mismatch(saved, None, cfg) is None
+        assert find_mismatch(saved, None, TrainConfig(out="x", label_smoothing=0.1)) == ("label_smoothing", 0.0, 0.1)
+    resumed_elsewhere = {**cfg.to_json(), "run": {**cfg.to_json()["run"], "device": "cuda", "out": "y"}}
     assert find_mismatch(resumed_elsewhere, None, cfg) is None
+
+
+# -- config.json of 0.1/0.2: flat, no schema, hyper-parameters as strings ---------------------------------
+def _old_format(run: Path) -> None:
+    """Write ``run``'s config (config.json and the checkpoint's copy) the way 0.1/0.2 did."""
+    from dstbench.runs.configs import read_config
+
+    folder = RunDir(run)
+    flat = read_config(folder)
+    flat["hp"] = {name: str(value) for name, value in flat["hp"].items()}  # as given on the command line
+    folder.write_config(flat)
+    state = folder.load_checkpoint()
+    state["config"] = flat
+    folder.save_checkpoint(state)
+
+
+def test_a_config_is_written_nested_by_group_with_typed_hyperparameters(finished: Path) -> None:
+    from dstbench.config import GROUPS, SCHEMA_VERSION
+
+    config = json.loads((finished / "config.json").read_text())
+    assert config["schema"] == SCHEMA_VERSION and set(GROUPS) <= set(config)
+    assert config["hp"] == {"delta_t": 1}  # typed by RigL's field, not the string "1"
+    assert config["sparsity"]["sparsity"] == 0.9 and config["run"]["model"] == "tiny_cnn"
+    assert RunDir(finished).load_checkpoint()["config"] == config
+
+
+def test_an_old_format_folder_is_read_reused_and_resumed(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dstbench.train.loop
+    from dstbench.config import resolve_config
+    from dstbench.runs.configs import read_config
+    from dstbench.runs.reuse import reusable_summary
+
+    complete = _copy(finished, tmp_path, "complete")
+    _old_format(complete)
+    assert "schema" not in json.loads((complete / "config.json").read_text())
+    assert read_config(RunDir(complete))["hp"] == {"delta_t": "1"}
+    request = resolve_config("quick", None, {"epochs": 2, "max_train_samples": 64, "max_test_samples": 32,
+                                             "batch_size": 32, "out": str(complete)}, {"delta_t": "1"})  # fmt: skip
+    assert reusable_summary(request) == json.loads((complete / "summary.json").read_text())
+    for argv in (["inspect", str(complete)], ["report", str(complete)]):
+        assert main(argv) == 0, capsys.readouterr().err
+
+    real = dstbench.train.loop._DivergenceGuard.record
+
+    def stop_in_epoch_2(self: dstbench.train.loop._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if killed during the second epoch
+        real(self, loss, epoch, step)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", stop_in_epoch_2)
+    assert main(["train", *TINY, "--out", str(run)]) == 130
+    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", real)
+    _old_format(run)
+    assert main(["train", *TINY, "--out", str(run), "--resume"]) == 0, capsys.readouterr().err
+    assert _metrics(run) == _metrics(finished)
+    assert main(["train", *TINY, "--hp", "delta_t=2", "--out", str(run), "--resume"]) == 2
+    assert "--resume with a different config: hp was {'delta_t': 1}, now {'delta_t': 2}" in _err(capsys)[0]
 
 
 def test_a_finished_run_without_its_checkpoint_is_not_retrained(

@@ -13,6 +13,7 @@ from dstbench.cli.app import main
 from dstbench.grid.compare import grid_configs, run_grid
 from dstbench.core.errors import ConfigError
 from dstbench.grid.launch import Execution, SlurmOptions, _placed
+from dstbench.runs.configs import flat_config
 
 # Two tiny runs: 256 synthetic images, batch 32, 2 epochs (16 steps), updates every 4 steps.
 GRID: dict[str, Any] = dict(
@@ -44,7 +45,7 @@ def _folder(run: Path) -> dict[str, Any]:
     summary = _strip(json.loads((run / "summary.json").read_text()))
     metrics = [_strip(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
     topology = [_strip(json.loads(line)) for line in (run / "topology.jsonl").read_text().splitlines()]
-    config = {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k not in ("out", "device")}
+    config = {k: v for k, v in flat_config(json.loads((run / "config.json").read_text())).items() if k not in ("out", "device")}
     masks = {}
     for snap in sorted((run / "masks").glob("*.npz")):
         with np.load(snap) as data:

@@ -65,3 +65,35 @@ def test_quick_preset_sets_the_cadence_of_any_method_with_declared_cadence_field
             expected = quick.method_hp.get(name, {}).get(field_name, quick.cadence[unit])  # own entry wins
             assert cfg.hp[field_name] == expected, (name, field_name)
     assert get_method("gradual-regrow").cadence_fields  # the example plugin is scaled like a built-in
+
+
+def test_choices_are_offered_and_accepted_in_any_case() -> None:
+    train = _subparser("train")
+    assert "{uniform,er,erk,global}" in train.format_help() and "{none,first,mest}" in train.format_help()
+    args = train.parse_args(["--distribution", "ERK", "--dense-layers", "MEST"])
+    assert (args.distribution, args.dense_layers) == ("erk", "mest")
+    assert resolve_config("quick", None, {"distribution": "Uniform"}).distribution == "uniform"
+
+
+def test_each_field_is_declared_once_in_its_group() -> None:
+    from dstbench.config import GROUPS, MethodOptions
+    from dstbench.data import DataConfig
+
+    owners = [f.name for cls in (MethodOptions, *GROUPS.values()) for f in dataclasses.fields(cls)]
+    assert sorted(owners) == sorted(f.name for f in dataclasses.fields(TrainConfig))  # no field twice, none lost
+    cfg = resolve_config("quick", None, {"seed": 3, "batch_size": 16})
+    data = DataConfig.from_options(cfg.group("data"), seed=cfg.seed)
+    assert (data.dataset, data.batch_size, data.seed, data.shard_count) == ("synthetic", 16, 3, 1)
+    user_options = {f.name for f in dataclasses.fields(GROUPS["data"])}
+    added = {f.name for f in dataclasses.fields(DataConfig)} - user_options
+    assert added == {"seed", "channels_last", "synthetic_num_classes", "download", "shard_rank", "shard_count"}
+
+
+def test_the_methods_that_rank_globally_come_from_the_registry() -> None:
+    from dstbench.core.distributions import GLOBAL_POLICIES, check_distribution_policy
+
+    ranking = [name for name in list_methods() if get_method(name)().needs.density_policy in GLOBAL_POLICIES]
+    assert {"granet", "deep-r", "snip", "lt"} <= set(ranking)
+    with pytest.raises(Exception, match="ranks globally") as error:
+        check_distribution_policy("global", "exact", "rigl")
+    assert str(error.value).endswith(", ".join(ranking) + ")")

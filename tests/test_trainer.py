@@ -41,7 +41,7 @@ def test_config_precedence_defaults_preset_yaml_cli(tmp_path: Path) -> None:
     assert cfg.model == PRESETS["quick"].fields["model"]  # preset
     assert cfg.epochs == 7  # yaml over preset
     assert cfg.lr == 0.3  # CLI over yaml
-    assert cfg.hp == {"delta_t": 30, "t_end": "0.5"}  # yaml hp over preset hp, CLI hp added
+    assert cfg.hp == {"delta_t": 30, "t_end": 0.5}  # yaml hp over preset hp, CLI hp added, typed by the fields
     assert cfg.momentum == TrainConfig().momentum  # default
 
 

@@ -1,8 +1,8 @@
 """The analysis subcommands: ``flops``, ``sweep``, ``plot {iou,sparsity-curve,overhead}`` and ``report``.
 
-``dstbench.cli.app`` calls :func:`add_commands` while it builds its parser. ``sweep`` takes exactly
-``compare``'s training options (the CLI's exported ``add_train_options``, ``train_overrides`` and ``split_list``) and
-trains through ``compare``'s grid, so the two can never disagree on what an option means. Every error
+``dstbench.cli.app`` calls :func:`add_commands` while it builds its parser. ``sweep`` and ``reproduce``
+take exactly ``compare``'s training and grid options (:mod:`dstbench.cli.options`) and train through
+``compare``'s grid, so the three can never disagree on what an option means. Every error
 is a :class:`~dstbench.core.errors.DstbenchError`, which the CLI prints as one line with exit code 2.
 """
 
@@ -11,13 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from dstbench.cli.options import (
+    Choice,
+    GridFlags,
+    GridOptions,
+    add_execution_options,
+    add_grid_options,
+    add_train_options,
+    execution_from_args,
+    split_list,
+    train_overrides,
+)
+from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import parse_hp_assignments
 from dstbench.core.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
-
-
 from dstbench.grid.sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
 if TYPE_CHECKING:
@@ -50,8 +60,10 @@ def _add_flops(sub: Any) -> None:
     add("--input-size", type=POSITIVE_INT, required=True, help="input height = width, e.g. 224 or 32")
     add("--num-classes", type=POSITIVE_INT, help="classifier outputs (default: the model's own default head)")
     add("--sparsity", type=SPARSITY, default=0.0, help="target sparsity in [0, 1); 0 is dense")
-    add("--distribution", default="uniform", help="how sparsity is spread over layers: uniform, er, erk or global")
-    add("--dense-layers", default="none", help="layers kept dense: none, first or mest")
+    add("--distribution", type=Choice(get_args(Distribution)), choices=get_args(Distribution), default="uniform",
+        help="how sparsity is spread over layers")  # fmt: skip
+    add("--dense-layers", type=Choice(get_args(DenseProfile)), choices=get_args(DenseProfile), default="none",
+        help="layers kept dense")  # fmt: skip
     add("--min-active", type=NON_NEGATIVE_INT, default=1, help="minimum active weights per layer")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
     add("--epochs", type=POSITIVE_INT, help="training epochs (needed with --method)")
@@ -167,19 +179,16 @@ def _render_flops(result: dict[str, Any]) -> str:
 
 # -- sweep -----------------------------------------------------------------------------------------
 def _add_sweep(sub: Any) -> None:
-    from dstbench.cli.app import RERUN_HELP, add_train_options
-    from dstbench.grid.execution import add_execution_options
-
     sweep = sub.add_parser("sweep", help="extreme-sparsity sweep: every method at every sparsity (BiDST Figure 3)")
-    sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. rigl,set")
+    add_grid_options(sweep, GridFlags(
+        "comma-separated methods, e.g. rigl,set", "output folder (sweep.json, sweep.csv and one folder per run)",
+        out_default="runs/sweep", methods_required=True,
+    ))  # fmt: skip
     sweep.add_argument(
         "--sparsities",
         default=",".join(f"{s:g}" for s in DEFAULT_SPARSITIES),
         help="comma-separated sparsities",
     )
-    sweep.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (sweep.json, sweep.csv and one folder per run)")
-    sweep.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
     sweep.add_argument(
         "--hp-grid",
         action="append",
@@ -187,32 +196,29 @@ def _add_sweep(sub: Any) -> None:
         metavar="NAME=V1,V2,...",
         help="hyper-parameter values to sweep (repeatable; method.NAME for one method); every combination runs",
     )
-    sweep.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     add_train_options(sweep, single_run=False)
     add_execution_options(sweep)
     sweep.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from dstbench.cli.app import split_list, train_overrides
-    from dstbench.grid.execution import execution_from_args
-
     from dstbench.grid.sweep import TABLE_FILE, parse_hp_grid, run_sweep
 
+    grid = GridOptions.from_args(args)
     points = run_sweep(
-        split_list(args.methods, str, "methods") or [],
+        grid.methods or [],
         out=args.out,
         sparsities=split_list(args.sparsities, float, "sparsities") or [],
-        seeds=split_list(args.seeds, int, "seeds"),
+        seeds=grid.seeds,
         preset=args.preset,
         config_file=args.config,
         overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
         hp_grid=parse_hp_grid(args.hp_grid),
-        baseline=args.baseline,
+        baseline=grid.baseline,
         progress=not args.quiet,
         execution=execution_from_args(args),
-        rerun_mismatched=args.rerun_mismatched,
+        rerun_mismatched=grid.rerun_mismatched,
     )
     print((Path(args.out) / TABLE_FILE).read_text())
     print(f"sweep: {len(points)} points -> {Path(args.out) / SWEEP_FILE}")
@@ -221,9 +227,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 # -- reproduce -------------------------------------------------------------------------------------
 def _add_reproduce(sub: Any) -> None:
-    from dstbench.cli.app import add_train_options
-    from dstbench.grid.execution import add_execution_options
-
     from dstbench.grid.reproduce import SCALES, TARGETS
 
     reproduce = sub.add_parser("reproduce", help="run one of the BiDST paper's experiments at a scale, then report")
@@ -231,34 +234,34 @@ def _add_reproduce(sub: Any) -> None:
     reproduce.add_argument(
         "--scale", required=True, choices=list(SCALES), help="; ".join(f"{k}: {v.description}" for k, v in SCALES.items()).replace("%", "%%")
     )
-    reproduce.add_argument("--methods", help="comma-separated methods (default: every registered method)")
-    reproduce.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
-    reproduce.add_argument("--out", help="output folder (default: runs/reproduce/TARGET-SCALE-DATASET)")
+    add_grid_options(reproduce, GridFlags(
+        "comma-separated methods (default: every registered method)",
+        "output folder (default: runs/reproduce/TARGET-SCALE-DATASET)",
+        seeds_help="comma-separated seeds (default: the scale's)",
+    ))  # fmt: skip
     add_train_options(reproduce, single_run=False)
     add_execution_options(reproduce)
     reproduce.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from dstbench.cli.app import split_list, train_overrides
-    from dstbench.grid.execution import execution_from_args
-
     from dstbench.grid.reproduce import reproduce
 
     if args.preset or args.config:
         raise ConfigError("reproduce takes its recipe from the target and --scale; --preset and --config do not apply")
+    grid = GridOptions.from_args(args)
     overrides = train_overrides(args)
     dataset = overrides.pop("dataset", None)
-    grid_options: dict[str, Any] = {"execution": execution_from_args(args)}
-    seeds = split_list(args.seeds, int, "seeds")
-    if seeds:
-        grid_options["seeds"] = seeds
+    grid_options: dict[str, Any] = {"execution": execution_from_args(args), "rerun_mismatched": grid.rerun_mismatched}
+    if grid.seeds:
+        grid_options["seeds"] = grid.seeds
     text = reproduce(
         args.target,
         args.scale,
         dataset=dataset,
-        out=args.out,
-        methods=split_list(args.methods, str, "methods"),
+        out=grid.out,
+        methods=grid.methods,
+        baseline=grid.baseline,
         overrides=overrides,
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,

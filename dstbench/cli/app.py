@@ -18,18 +18,24 @@ import os
 import signal
 import sys
 import threading
-import types
-import typing
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from dstbench.config import PRESETS, TrainConfig
+from dstbench.cli.options import (
+    GridFlags,
+    GridOptions,
+    add_execution_options,
+    add_grid_options,
+    add_train_options,
+    execution_from_args,
+    split_list,
+    train_overrides,
+)
 from dstbench.core.errors import DstbenchError
-from dstbench.grid.execution import add_execution_options
 from dstbench.core.fielddocs import field_docs
 from dstbench.core.hparams import parse_hp_assignments
 
-__all__ = ["main", "build_parser", "add_train_options", "train_overrides", "split_list", "describe_method"]
+__all__ = ["main", "build_parser", "describe_method"]
 
 
 DESCRIPTION = (
@@ -66,60 +72,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dstbench: error: {message}\n")
 
 
-# Options of one run only; compare and sweep take the plural forms (--methods, --sparsities, --seeds).
-_SINGLE_RUN_FIELDS = ("method", "sparsity", "seed", "out")
-_NOT_FLAGS = ("hp",)  # set with --hp NAME=VALUE
-
-
-def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], annotation: Any, doc: str) -> None:
-    """One ``--field-name`` option from a TrainConfig field: its type, choices, meaning and default."""
-    flag = "--" + f.name.replace("_", "-")
-    options = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
-        annotation = options[0]
-    default = f.default if f.default is not dataclasses.MISSING else None
-    shown = "unset" if default is None else str(default).lower() if isinstance(default, bool) else default
-    help_text = f"{doc} (default: {shown})".replace("%", "%%")
-    # Defaults stay None, so an explicit flag can be told apart from a preset's or a config file's value.
-    if annotation is bool:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-    elif typing.get_origin(annotation) is typing.Literal:
-        parser.add_argument(flag, choices=typing.get_args(annotation), help=help_text)
-    else:
-        metavar = {int: "N", float: "X"}.get(annotation, "TEXT")
-        parser.add_argument(flag, type=annotation if annotation in (int, float) else str, metavar=metavar, help=help_text)
-
-
-def add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> None:
-    """Options shared by ``train``, ``compare`` and ``sweep``: one per TrainConfig field, generated, so
-    an option is written once (the field, its type and its docstring)."""
-    docs = field_docs(TrainConfig)
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in _NOT_FLAGS or (not single_run and f.name in _SINGLE_RUN_FIELDS):
-            continue
-        _field_option(parser, f, hints[f.name], docs.get(f.name, ""))
-    if single_run:
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, or quick)")
-    parser.add_argument("--config", help="YAML file of options (and an `hp:` mapping)")
-    parser.add_argument(
-        "--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-_NOT_CONFIG = {"command", "preset", "config", "hp", "resume", "quiet", "func", "methods", "sparsities", "seeds", "run_dir", "json"}
-
-
-def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    fields = set(TrainConfig.__dataclass_fields__)
-    return {k: v for k, v in vars(args).items() if k in fields and k not in _NOT_CONFIG and v is not None}
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from dstbench.config import resolve_config
-    from dstbench.core.hparams import parse_hp_assignments
     from dstbench.train.loop import train
 
     cfg = resolve_config(args.preset, args.config, train_overrides(args), parse_hp_assignments(args.hp))
@@ -133,40 +87,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_list(text: str | None, kind: type, what: str) -> list[Any] | None:
-    if text is None:
-        return None
-    from dstbench.core.errors import ConfigError
-
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"--{what} is empty")
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise ConfigError(f"--{what} expects comma-separated {kind.__name__} values, got {text!r}") from None
-
-
 def _cmd_compare(args: argparse.Namespace) -> int:
     from dstbench.grid.compare import format_table, run_grid
-    from dstbench.grid.execution import execution_from_args
 
-    methods = split_list(args.methods, str, "methods") or ["set", "rigl"]
+    grid = GridOptions.from_args(args)
     summaries = run_grid(
-        methods,
+        grid.methods or ["set", "rigl"],
         sparsities=split_list(args.sparsities, float, "sparsities"),
-        seeds=split_list(args.seeds, int, "seeds"),
-        out=args.out,
+        seeds=grid.seeds,
+        out=grid.out,
         preset=args.preset,
         config_file=args.config,
         overrides=train_overrides(args),
         hp=parse_hp_assignments(args.hp),
         progress=not args.quiet,
         execution=execution_from_args(args),
-        rerun_mismatched=args.rerun_mismatched,
-        baseline=args.baseline,
+        rerun_mismatched=grid.rerun_mismatched,
+        baseline=grid.baseline,
     )
-    print(format_table(summaries, args.baseline))
+    print(format_table(summaries, grid.baseline))
     return 0
 
 
@@ -261,15 +200,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-RERUN_HELP = "retrain (replacing) runs in --out made with other settings or code, instead of refusing"
-
-
-RERUN_HELP = "retrain (replacing) runs in --out made with other settings or code, instead of refusing"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from dstbench.core.validation import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, SEED, SPARSITY
-
     parser = _Parser(prog="dstbench", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -279,30 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     compare = sub.add_parser("compare", help="train every (method, sparsity, seed) and tabulate")
-    compare.add_argument("--methods", help="comma-separated methods (default: set,rigl)")
+    add_grid_options(compare, GridFlags("comma-separated methods (default: set,rigl)", "output folder (default: runs/compare)"))
     compare.add_argument("--sparsities", help="comma-separated sparsities (default: the preset's, 0.9 for quick)")
-    compare.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    compare.add_argument("--out", help="output folder (default: runs/compare)")
-    compare.add_argument("--rerun-mismatched", action="store_true", help=RERUN_HELP)
-    compare.add_argument("--baseline", help="method every other is tested against (default: the first of --methods)")
     add_train_options(compare, single_run=False)
     add_execution_options(compare)
     compare.set_defaults(func=_cmd_compare)
 
-    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
-    lottery.add_argument("--sparsity", type=SPARSITY, required=True, help="final sparsity, e.g. 0.9")
-    lottery.add_argument("--rounds", type=POSITIVE_INT, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
-    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
-    lottery.add_argument(
-        "--prune-per-round", type=FRACTION, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
-    )
-    lottery.add_argument(
-        "--rewind-step", type=NON_NEGATIVE_INT, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
-    )
-    lottery.add_argument("--seed", type=SEED, help="seed of every run in the pipeline (default: 0)")
-    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
-    add_train_options(lottery, single_run=False)
-    lottery.set_defaults(func=_cmd_lt)
+    _add_lottery(sub)
 
     inspect = sub.add_parser("inspect", help="per-layer counts, realised sparsity and topology of a run")
     inspect.add_argument("run_dir", help="a run directory (from train, compare or sweep)")
@@ -321,6 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(func=_cmd_models)
 
+    _add_data(sub)
+
+    from dstbench.cli.analysis import add_commands
+
+    add_commands(sub)
+    return parser
+
+
+def _add_lottery(sub: Any) -> None:
+    from dstbench.core.validation import FRACTION, NON_NEGATIVE_INT, POSITIVE_INT, SEED, SPARSITY
+
+    lottery = sub.add_parser("lt", help="lottery ticket: a dense run, then rounds of global magnitude pruning with rewinding")
+    lottery.add_argument("--sparsity", type=SPARSITY, required=True, help="final sparsity, e.g. 0.9")
+    lottery.add_argument("--rounds", type=POSITIVE_INT, help="pruning rounds (default: enough 20 %% rounds to reach --sparsity)")
+    lottery.add_argument("--one-shot", action="store_true", help="one round straight to --sparsity")
+    lottery.add_argument(
+        "--prune-per-round", type=FRACTION, default=0.2, help="fraction of the remaining weights pruned per round (default: 0.2)"
+    )
+    lottery.add_argument(
+        "--rewind-step", type=NON_NEGATIVE_INT, default=0, help="rewind to the dense run's weights after this many steps (0: init; default: 0)"
+    )
+    lottery.add_argument("--seed", type=SEED, help="seed of every run in the pipeline (default: 0)")
+    lottery.add_argument("--out", default="runs/lt", help="pipeline folder: dense/, round01/, ... (default: runs/lt)")
+    add_train_options(lottery, single_run=False)
+    lottery.set_defaults(func=_cmd_lt)
+
+
+def _add_data(sub: Any) -> None:
+    from dstbench.core.validation import POSITIVE_INT, SEED
+
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     prepare = data_sub.add_parser("prepare", help="write train.beton and test.beton for the FFCV loader")
@@ -331,11 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--max-test-samples", type=POSITIVE_INT, help="class-balanced test subset (default: all)")
     prepare.add_argument("--seed", type=SEED, default=0, help="seed of the subset draw (and of synthetic data)")
     prepare.set_defaults(func=_cmd_data_prepare)
-
-    from dstbench.cli.analysis import add_commands
-
-    add_commands(sub)
-    return parser
 
 
 class Interrupted(KeyboardInterrupt):

@@ -8,7 +8,8 @@ Two independent choices, because the literature mixes them:
   fixes only the total and lets a method's global ranking decide the layers (``global``: SNIP, GraSP,
   SynFlow, LT, DSR; see :func:`global_counts` and :mod:`dstbench.core.global_select`).
 
-Counts use RigL's convention ``k = n - floor(s*n)`` (google-research/rigl, ``rigl/sparse_utils.py``), which keeps at least one weight per layer
+Counts use RigL's convention ``k = n - floor(s*n)`` (Evci et al. 2020; google-research/rigl,
+rigl/sparse_utils.py), which keeps at least one weight per layer
 whenever ``s < 1``; ``min_active`` raises that floor. At 99.9999 % the global budget is smaller than the
 number of layers, so the realised sparsity is reported beside the nominal one rather than pretending.
 """
@@ -16,11 +17,12 @@ number of layers, so the realised sparsity is reported beside the nominal one ra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
 from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Sparsity, check_value
 
 if TYPE_CHECKING:  # only annotations: planning must not import torch (the CLI's help imports this)
     from dstbench.core.layers import PrunableLayer
@@ -38,6 +40,9 @@ __all__ = [
     "global_counts",
     "GLOBAL_POLICIES",
     "check_distribution_policy",
+    "ranking_methods",
+    "Distribution",
+    "DenseProfile",
 ]
 
 Distribution = Literal["uniform", "er", "erk", "global"]
@@ -47,14 +52,13 @@ DENSE_PROFILES: tuple[str, ...] = get_args(DenseProfile)
 
 
 def validate_sparsity(sparsity: float) -> float:
-    """Return ``sparsity`` as a float in [0, 1), or raise a :class:`ConfigError` saying why not."""
+    """``sparsity`` as a float inside :data:`~dstbench.core.hparams.Sparsity`, the one range of a
+    sparsity (config fields and CLI options check the same alias), or a one-line :class:`ConfigError`."""
     try:
         value = float(sparsity)
     except (TypeError, ValueError):
         raise ConfigError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
-    if math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"sparsity must be in [0, 1) (e.g. 0.9 or 0.999999), got {sparsity!r}")
-    return value
+    return float(check_value("sparsity", value, Sparsity))
 
 
 def _floor_product(s: float, n: int) -> int:
@@ -75,7 +79,7 @@ def active_count(numel: int, density: float, min_active: int = 1) -> int:
 def dense_layer_names(layers: Sequence[PrunableLayer], profile: str) -> set[str]:
     """Names of the layers a profile keeps dense.
 
-    ``mest`` follows the MEST/first-author CIFAR profiles (``prune_utils``'s layer lists): the first conv, every fully
+    ``mest`` follows the MEST (Yuan et al. 2021) and BiDST CIFAR profiles: the first conv, every fully
     connected layer, and the 1x1 projection shortcuts (modules named ``shortcut``/``downsample``).
     Those layers hold 0.67 % of the GraSP ResNet-32's weights but keep the residual path alive at
     extreme sparsity.
@@ -109,7 +113,7 @@ def _erk_densities(
         rhs = 0.0
         divisor = 0.0
         for layer in layers:
-            # Unrounded budgets; RigL's code floors the zero count,
+            # Unrounded budgets (ERK as Evci et al. 2020 define it); RigL's code floors the zero count,
             # which moves densities by < 1e-3 relative.
             if layer.name in dense:
                 rhs -= sparsity * layer.numel
@@ -262,6 +266,11 @@ def global_counts(numels: Sequence[int], sparsity: float, min_active: int = 1, *
 GLOBAL_POLICIES = ("global", "scheduled_global")
 """Density policies that fix only the total: the methods ``--distribution global`` can serve."""
 
+ranking_methods: Callable[[], Sequence[str]] = lambda: ()
+"""The registered methods that rank globally (their density policy is in :data:`GLOBAL_POLICIES`), for
+the error below. :mod:`dstbench.core.registry` sets it when it loads, since it knows the methods (it
+imports this module, never the reverse); no list of names is kept here by hand."""
+
 
 def check_distribution_policy(distribution: str, policy: str, method: str) -> None:
     """``global`` fixes only the total, so it needs a method whose layer counts are free.
@@ -270,8 +279,9 @@ def check_distribution_policy(distribution: str, policy: str, method: str) -> No
     has no global score to decide them with; it gets one clear error instead of a silent stand-in.
     """
     if distribution == "global" and policy not in GLOBAL_POLICIES:
+        names = ", ".join(ranking_methods()) or "see `dstbench methods --details`"
         raise ConfigError(
             f"--distribution global fixes only the total, and {method!r} keeps per-layer counts "
             f"(density policy {policy!r}); use uniform, er or erk, or a method that ranks globally "
-            "(density policy 'global': snip, grasp, synflow, lt, dsr, deep-r, snfs)"
+            f"(density policy {' or '.join(map(repr, GLOBAL_POLICIES))}: {names})"
         )

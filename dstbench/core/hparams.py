@@ -1,11 +1,13 @@
-"""Setting method hyper-parameters by name, from ``--hp name=value`` or a YAML mapping.
+"""Ranges and types of every setting: method hyper-parameters, config fields and CLI options.
 
 The dataclass field annotations are the schema: a value is parsed (strings) or checked (YAML scalars)
 against its field's type, so ``--hp drop_fraction=abc`` or an unknown name fails with one clear line
 instead of deep inside training. Ranges ride on the annotation too
 (``delta_t: PositiveInt = 100``, ``zeta: Fraction = 0.3``, or ``Annotated[float, Range(gt=0)]``), and
 every float must be finite, so ``--hp delta_t=0`` or ``--hp lam=inf`` is refused when the method is
-built, before any data is read.
+built, before any data is read. :class:`Range` and :func:`check_value` are the one vocabulary and the
+one checker: ``TrainConfig``'s fields carry the same aliases, and the CLI's argparse types
+(:mod:`dstbench.core.validation`) are built from them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -25,12 +27,20 @@ __all__ = [
     "build_hyperparameters",
     "coerce_value",
     "check_hyperparameters",
+    "check_value",
+    "check_fields",
+    "describe_range",
+    "field_annotations",
     "Range",
     "Fraction",
     "PositiveInt",
     "NonNegativeInt",
     "Positive",
     "NonNegative",
+    "Sparsity",
+    "Momentum",
+    "Seed",
+    "MAX_SEED",
 ]
 
 
@@ -76,6 +86,14 @@ Positive = Annotated[float, Range(gt=0.0)]
 """A strictly positive real (BiDST's lambda, temperatures)."""
 NonNegative = Annotated[float, Range(ge=0.0)]
 """A real >= 0 (noise scales, penalty weights)."""
+Sparsity = Annotated[float, Range(ge=0.0, lt=1.0)]
+"""A target sparsity: 0 is dense, 1 would leave no weight (RigL's count k = n - floor(s*n) needs s < 1)."""
+Momentum = Annotated[float, Range(ge=0.0, lt=1.0)]
+"""An SGD momentum: 1 would never forget a gradient."""
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit, the range every RNG in the stack (numpy, torch, Python) accepts as is."""
+Seed = Annotated[int, Range(ge=0, le=MAX_SEED)]
+"""A seed of every RNG in the stack."""
 
 
 def _split_annotated(annotation: Any) -> tuple[Any, list[Range]]:
@@ -85,24 +103,44 @@ def _split_annotated(annotation: Any) -> tuple[Any, list[Range]]:
     return annotation, []
 
 
-def _check_value(owner: str, name: str, value: Any, annotation: Any) -> None:
-    """Finite floats, values inside any declared Range; recurses into tuples, lists and unions."""
+def describe_range(kind: type, bounds: Range) -> str:
+    """What a number of ``kind`` within ``bounds`` is, as an error line says it: ``in [0, 1)``,
+    ``>= 1`` (an int), ``finite and >= 0`` (a float, which must also be finite)."""
+    if bounds == Range():
+        return "an integer" if kind is int else "finite"
+    text = bounds.describe()
+    return text if text.startswith("in ") or kind is int else f"finite and {text}"
+
+
+def check_value(label: str, value: Any, annotation: Any) -> Any:
+    """The one range check, for config fields, CLI options and method hyper-parameters alike.
+
+    ``value`` (already of its type) must be a finite number inside every :class:`Range` its annotation
+    carries, or one of a ``Literal``'s choices; Optional, tuple and list annotations are checked item
+    by item, and None (unset) passes. Returns ``value``; anything else is a one-line ConfigError
+    ``"{label} must be ..., got ..."``.
+    """
     base, ranges = _split_annotated(annotation)
     origin = get_origin(base)
+    if value is None:
+        return value
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(base) if a is not type(None)]
-        if value is not None and len(options) == 1:
-            _check_value(owner, name, value, options[0])
+        if len(options) == 1:
+            check_value(label, value, options[0])
     elif origin in (tuple, list) and isinstance(value, (tuple, list)):
         item_type = (get_args(base) or (Any,))[0]
         for item in value:
-            _check_value(owner, name, item, item_type)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{owner}: {name} must be a finite number, got {value}")
+            check_value(label, item, item_type)
+    elif origin is Literal and value not in get_args(base):
+        raise ConfigError(f"{label} must be one of {', '.join(map(str, get_args(base)))}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for bound in ranges:
-            if not bound.contains(value):
-                raise ConfigError(f"{owner}: {name} must be {bound.describe()}, got {value:g}")
+        kind = int if base is int or (base is not float and isinstance(value, int)) else float
+        finite = not isinstance(value, float) or math.isfinite(value)
+        for bound in ranges or ([Range()] if not finite else []):
+            if not finite or not bound.contains(value):
+                raise ConfigError(f"{label} must be {describe_range(kind, bound)}, got {value!r}")
+    return value
 
 
 def field_annotations(cls: type) -> dict[str, Any]:
@@ -110,12 +148,17 @@ def field_annotations(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
+def check_fields(obj: Any, label: Callable[[str], str]) -> None:
+    """Every field of the dataclass ``obj`` against its annotation, named in errors by ``label(name)``."""
+    hints = field_annotations(type(obj))
+    for f in dataclasses.fields(obj):
+        check_value(label(f.name), getattr(obj, f.name), hints.get(f.name, Any))
+
+
 def check_hyperparameters(updater: Any) -> None:
     """Every field of a method against its annotation, then the method's own cross-field rules."""
-    hints = field_annotations(type(updater))
     owner = getattr(updater, "name", "") or type(updater).__name__
-    for f in dataclasses.fields(updater):
-        _check_value(owner, f.name, getattr(updater, f.name), hints.get(f.name, Any))
+    check_fields(updater, lambda name: f"{owner}: {name}")
     validate = getattr(updater, "validate", None)
     if callable(validate):
         validate()
@@ -158,6 +201,9 @@ def coerce_value(value: Any, annotation: Any, name: str) -> Any:
         choices = get_args(annotation)
         for choice in choices:
             if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        for choice in choices:  # then regardless of case: --distribution ERK is erk
+            if isinstance(value, str) and str(choice).casefold() == value.casefold():
                 return choice
         raise ConfigError(
             f"hyper-parameter {name}: {value!r} is not one of {', '.join(map(str, choices))}"

@@ -16,11 +16,12 @@ import logging
 from importlib import metadata
 from typing import Any, TypeVar
 
+from dstbench.core import distributions
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import build_hyperparameters, check_hyperparameters
 from dstbench.core.updater import MaskUpdater
 
-__all__ = ["register_method", "get_method", "list_methods", "create_updater", "ENTRY_POINT_GROUP"]
+__all__ = ["register_method", "get_method", "list_methods", "create_updater", "methods_with_policy", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "dstbench.methods"
 _REGISTRY: dict[str, type[MaskUpdater]] = {}
@@ -85,3 +86,20 @@ def create_updater(name: str, hyperparameters: dict[str, Any] | None = None) -> 
     # Again here, for plugins whose own ``__post_init__`` does not call the base class's.
     check_hyperparameters(updater)
     return updater
+
+
+def methods_with_policy(*policies: str) -> list[str]:
+    """Registered methods whose ``needs.density_policy`` (with default hyper-parameters) is one of
+    ``policies``: lists of methods come from what each declares, never from a list kept by hand."""
+    names = []
+    for name in list_methods():
+        try:
+            policy = get_method(name)().needs.density_policy
+        except Exception:  # a plugin that cannot be built with its defaults declares nothing here
+            continue
+        if policy in policies:
+            names.append(name)
+    return names
+
+
+distributions.ranking_methods = lambda: methods_with_policy(*distributions.GLOBAL_POLICIES)

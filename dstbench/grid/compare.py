@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dstbench.analysis.report import format_tables, report_rows
+from dstbench.analysis.report import report_rows
+from dstbench.analysis.tables import format_tables
 from dstbench.runs.atomic import atomic_write_json, atomic_write_text
 from dstbench.config import TrainConfig, resolve_config
-from dstbench.core.distributions import validate_sparsity
 from dstbench.core.errors import ConfigError
 from dstbench.grid.execution import Execution
 from dstbench.grid.launch import execute
@@ -25,7 +25,7 @@ from dstbench.core.registry import create_updater, get_method
 from dstbench.runs.reuse import reusable_summary
 from dstbench.runs.rundir import check_output_dir
 
-__all__ = ["run_grid", "run_name", "grid_configs", "format_table", "summarise"]
+__all__ = ["run_grid", "run_name", "grid_configs", "format_table"]
 
 _NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
@@ -78,8 +78,8 @@ def grid_configs(
             point = dict(zip(grid, values))
             for sparsity in sparsities or [base.sparsity]:
                 for seed in seeds or [base.seed]:
-                    fields = {**overrides, "method": method, "sparsity": validate_sparsity(sparsity), "seed": seed}
-                    fields["out"] = str(folder / run_name(method, fields["sparsity"], seed, point))
+                    fields = {**overrides, "method": method, "sparsity": sparsity, "seed": seed}
+                    fields["out"] = str(folder / run_name(method, float(sparsity), seed, point))
                     cfg = resolve_config(preset, config_file, fields, {**_method_hp(hp, method), **point})
                     create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
                     configs.append(cfg)
@@ -117,11 +117,6 @@ def run_grid(
     atomic_write_json(folder / "compare.json", rows)
     atomic_write_text(folder / "compare.md", format_tables(rows))
     return summaries
-
-
-def summarise(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per setting (method, sparsity, ...): means and stds over seeds (see ``dstbench report``)."""
-    return report_rows(summaries)
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]], baseline: str | None = None) -> str:

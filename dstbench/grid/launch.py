@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from dstbench.config import TrainConfig
 from dstbench.core.errors import ConfigError, DstbenchError
-from dstbench.grid.execution import LAUNCHERS, Execution, SlurmOptions, add_execution_options, execution_from_args  # noqa: F401
+from dstbench.grid.execution import LAUNCHERS, Execution, SlurmOptions
 from dstbench.grid.progress import RunState, announce_run
 from dstbench.runs.rundir import RunDir
 
-__all__ = ["Execution", "SlurmOptions", "TrainJob", "add_execution_options", "execution_from_args", "execute", "run_one"]
+__all__ = ["Execution", "SlurmOptions", "TrainJob", "execute", "run_one"]
 
 def run_one(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume, or reuse) one run without per-step output; return its summary."""

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dstbench.runs.atomic import atomic_write_text
 from dstbench.core.errors import ConfigError
+from dstbench.runs.atomic import atomic_write_text
 
 __all__ = ["TARGETS", "SCALES", "Scale", "Target", "reproduce"]
 log = logging.getLogger(__name__)
@@ -115,6 +115,17 @@ def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
     return [part for part in parts if part[1]]
 
 
+def _check_request(target_name: str, scale_name: str, dataset: str | None) -> tuple[Target, Scale]:
+    """The target and scale named, or one line saying what exists (before anything trains)."""
+    if target_name not in TARGETS:
+        raise ConfigError(f"unknown target {target_name!r}; choose from {', '.join(TARGETS)}")
+    if scale_name not in SCALES:
+        raise ConfigError(f"unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
+    if dataset not in (None, "cifar10", "cifar100"):
+        raise ConfigError(f"--dataset must be cifar10 or cifar100, got {dataset!r}")
+    return TARGETS[target_name], SCALES[scale_name]
+
+
 def reproduce(
     target_name: str,
     scale_name: str,
@@ -122,25 +133,24 @@ def reproduce(
     dataset: str | None = None,
     out: str | None = None,
     methods: Sequence[str] | None = None,
+    baseline: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     hp: Mapping[str, Any] | None = None,
     progress: bool = True,
     **grid_options: Any,
 ) -> str:
-    """Run (or resume) one target at one scale into ``out`` and return its report (Markdown)."""
-    from dstbench.grid.compare import run_grid
+    """Run (or resume) one target at one scale into ``out`` and return its report (Markdown).
 
-    from dstbench.analysis.report import csv_table, format_tables, report_rows
+    ``baseline`` is the method the report tests every other against (default: ``rigl`` where it ran)."""
+    from dstbench.analysis.report import report_rows
+    from dstbench.analysis.tables import csv_table, format_tables
+    from dstbench.grid.compare import run_grid
     from dstbench.grid.sweep import run_sweep
 
-    if target_name not in TARGETS:
-        raise ConfigError(f"unknown target {target_name!r}; choose from {', '.join(TARGETS)}")
-    if scale_name not in SCALES:
-        raise ConfigError(f"unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
-    if dataset not in (None, "cifar10", "cifar100"):
-        raise ConfigError(f"--dataset must be cifar10 or cifar100, got {dataset!r}")
-    target, scale = TARGETS[target_name], SCALES[scale_name]
+    target, scale = _check_request(target_name, scale_name, dataset)
     sparse, dense = _methods(methods)
+    if baseline is not None and baseline not in sparse + ["dense"] * dense:
+        raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(sparse + ['dense'] * dense)})")
     folder = Path(out or f"runs/reproduce/{target_name}-{scale_name}-{dataset or 'cifar10'}")
     options: dict[str, Any] = {**scale.overrides, **(overrides or {})}
     if scale.real_data:
@@ -168,7 +178,7 @@ def reproduce(
         else:
             summaries += run_grid(names, **common)
 
-    baseline = "rigl" if "rigl" in sparse else None
+    baseline = baseline or ("rigl" if "rigl" in sparse else None)
     rows = report_rows(summaries, baseline=baseline, paper=True)
     title = f"dstbench reproduce {target_name} --scale {scale_name}: {target.description}; {scale.description}"
     text = format_tables(rows, paper=True, title=title)
@@ -190,7 +200,7 @@ def _figure(target: Target, folder: Path, summaries: Sequence[Mapping[str, Any]]
         from dstbench.analysis.plots import plot_iou
         from dstbench.analysis.runs import load_run
 
-        runs = [load_run(s["run_dir"]) for s in summaries if s.get("config", {}).get("seed") == 0]
+        runs = [run for run in (load_run(s["run_dir"]) for s in summaries) if run.seed == 0]
         paths = plot_iou(runs, folder / "figure4.png")
     elif target.kind == "extreme":
         from dstbench.analysis.plots import plot_sparsity_curve

@@ -92,7 +92,8 @@ def run_sweep(
     model/data options means the quick preset.
     """
     from dstbench.grid.compare import run_grid  # imports torch: only when a sweep runs
-    from dstbench.analysis.report import format_tables, report_rows
+    from dstbench.analysis.report import report_rows
+    from dstbench.analysis.tables import format_tables
 
     summaries = run_grid(methods, sparsities=sparsities, out=out, progress=progress, **grid_options)
     points = [sweep_point(summary) for summary in summaries]

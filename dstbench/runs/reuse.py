@@ -8,7 +8,6 @@ Runs from before code versions were recorded are accepted with a warning (they c
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Mapping
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.config import RESUME_IGNORED_FIELDS, TrainConfig
-from dstbench.core.errors import CheckpointError, DstbenchError
+from dstbench.core.errors import CheckpointError
+from dstbench.runs.configs import typed_config
 from dstbench.runs.integrity import code_version
 from dstbench.runs.rundir import RunDir
 
@@ -32,32 +32,18 @@ class Mismatch(CheckpointError):
         self.field = field
 
 
-def _as_written(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config as ``config.json`` holds it (tuples become lists), with its method's hyper-parameters
-    typed by their fields, so ``--hp zeta=0.5`` and ``zeta=0.50`` (or a YAML 0.5) are the same run."""
-    from dstbench.core.hparams import build_hyperparameters
-    from dstbench.core.registry import get_method
-
-    written: dict[str, Any] = json.loads(json.dumps(dict(config)))
-    try:
-        typed = build_hyperparameters(get_method(str(written.get("method"))), dict(written.get("hp") or {}))
-    except DstbenchError:  # an unknown method or a bad value: compare what was written
-        return written
-    written["hp"] = json.loads(json.dumps(typed))
-    return written
-
-
 def find_mismatch(
     saved_config: Mapping[str, Any], saved_version: Mapping[str, Any] | None, cfg: TrainConfig
 ) -> tuple[str, Any, Any] | None:
-    """(field, saved value, requested value) of the first difference, or None."""
-    current = _as_written(cfg.to_json())
-    defaults = TrainConfig().to_json()  # a field newer than the run: the run used its default
-    saved_config = _as_written({**defaults, **saved_config})
+    """(field, saved value, requested value) of the first difference, or None.
+
+    Both sides are typed first (:func:`dstbench.runs.configs.typed_config`), so a folder written by
+    0.1/0.2 (flat, hyper-parameters as strings) matches the same request made today."""
+    current = typed_config(cfg.to_json())
+    saved = typed_config(saved_config)
     for key in sorted(current):
-        saved = saved_config.get(key)
-        if key not in RESUME_IGNORED_FIELDS and saved != current[key]:
-            return key, saved, current[key]
+        if key not in RESUME_IGNORED_FIELDS and saved.get(key) != current[key]:
+            return key, saved.get(key), current[key]
     if saved_version is not None:
         now = code_version()
         for key in ("package", "commit"):
