@@ -108,6 +108,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     from dstbench.core.registry import create_updater
 
     from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, predict_flops
+    from dstbench.runs.tickets import method_inputs
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
@@ -140,6 +141,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
                 train_samples=args.train_samples,
                 batch_size=args.batch_size,
                 input_size=args.input_size,
+                inputs=method_inputs(updater),
             )
         )
     print(json.dumps(result, indent=2) if args.json else _render_flops(result))
