@@ -179,9 +179,32 @@ class SparseEngine:
         it on a mask step, re-masking, and the scheduled topology update. ``batch`` is the step's
         (inputs, targets), for per-step hooks that evaluate the loss again (BiDST's eq. 11).
         """
+        if self.is_plain_step(step):
+            self.previous_step_skipped = False
+            self.masked_step()
+            return
         if self.after_backward(step, batch) and self.optimizer is not None:
             self.optimizer.step()
         self.after_optimizer_step(step)
+
+    def is_plain_step(self, step: int) -> bool:
+        """A step on which the method decides nothing (no update, no per-step hook, no backward set):
+        its whole work is :meth:`masked_step`."""
+        needs = self.updater.needs
+        return not (needs.per_step_hook or needs.backward_set or self.updater.is_update_step(self.info(step)))
+
+    @torch.no_grad()
+    def masked_step(self) -> None:
+        """A plain step's tensor work: mask the gradients, ``optimizer.step()``, re-mask. Tensors only,
+        changed in place, so the compiled stepper compiles it and the CUDA-graph stepper captures it."""
+        if self.updater.needs.masked_optimizer:
+            grads = [layer.weight.grad for layer in self.sparse_layers if layer.weight.grad is not None]
+            masks = [self._backward(layer) for layer in self.sparse_layers if layer.weight.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, masks)
+        if self.optimizer is not None:
+            self.optimizer.step()
+        self.apply_masks()
 
     def after_backward(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step.
@@ -230,10 +253,6 @@ class SparseEngine:
         self._stash = {}
         self._batch = None
 
-    def note_plain_step(self) -> None:
-        """A step with no method decision taken outside :meth:`after_backward` (the compiled fast
-        path): the step counters advance as for any step whose optimizer step ran."""
-        self.previous_step_skipped = False
     def _count_step_hook(self, start: float) -> None:
         if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
             torch.cuda.synchronize()
