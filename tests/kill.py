@@ -2,14 +2,20 @@
 
 A ``KeyboardInterrupt`` is what SIGINT (and, through the CLI's handler, SIGTERM) raises in the
 process, so the run ends exactly as a user's Ctrl-C would: ``train`` raises it, ``main`` prints one
-line and returns 130. Real signals to real processes (SIGKILL at random times and at every file
-write) are tested by ``tests/fault_trials.py`` and ``tests/test_resume.py``.
+line and returns 130. A test of a run in another process kills it with a real SIGKILL at its first
+checkpoint (:func:`sigkill_at_first_checkpoint`); ``tests/fault_trials.py`` kills forked runs at
+random times and at every file write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +61,18 @@ def train_until_interrupted(cfg: Any, *, after_checkpoint: int | None = None, in
 
     with interrupted(after_checkpoint=after_checkpoint, in_epoch=in_epoch), pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
+
+
+def sigkill_at_first_checkpoint(proc: subprocess.Popen[Any], run: Path, *, group: bool = False, timeout: float = 240) -> None:
+    """SIGKILL a training process (``group``: its whole process group, e.g. torchrun and its ranks) as
+    soon as the first checkpoint of ``run`` is on disk; fails if it finished first."""
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoint.pt").exists():
+        assert proc.poll() is None, "run finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
