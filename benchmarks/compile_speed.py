@@ -87,7 +87,8 @@ def main() -> None:
         eager_step(step)
     _sync(device)
     compile_seconds = time.perf_counter() - start
-    eager_times, fast_times = [], []
+    eager_times: list[float] = []
+    fast_times: list[float] = []
     for step in range(3, 3 + args.repeats):
         for fn, times in ((eager_step, eager_times), (fast_step, fast_times)):
             _sync(device)

@@ -9,6 +9,10 @@ method's state (``updater.state_dict()``, e.g. BiDST's scores), and one all-redu
 naming the first layer (or state entry) that differs; agreement is recorded per update in
 ``distributed.jsonl`` of the run folder.
 
+The loop never asks whether it runs under torchrun: it asks its :class:`Platform` (one process) or
+:class:`DistributedPlatform` (one rank) who writes, what is summed over ranks, and what the
+checkpoint and the summary add.
+
 Rules of a DDP run:
 
 * each rank reads its contiguous piece of every global batch (``TensorLoader(shard=...)``), so
