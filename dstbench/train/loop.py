@@ -27,6 +27,7 @@ from dstbench.train.summary import finish
 
 __all__ = ["train", "data_config", "build_model", "build_optimizer", "evaluate", "lr_at", "resolve_device"]
 
+
 def train(cfg: TrainConfig, *, resume: bool | Literal["auto"] = False, progress: bool = True) -> dict[str, Any]:
     """Train one run into ``cfg.out`` and return its summary (one rank of it under torchrun).
 
