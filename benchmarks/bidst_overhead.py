@@ -150,7 +150,7 @@ def bidst_flop_ratio(model_name: str, sparsity: float, distribution: str) -> tup
     forward = count_forward_flops(model, 32)
     plan = plan_sparsity(describe_layers(model), sparsity, distribution)
     updater = create_updater("bidst")
-    engine = SparseEngine(model, plan, updater, None)
+    SparseEngine(model, plan, updater, None)  # setup(): the method sizes its search space per layer
     active = forward.at({t.name: t.active / t.numel for t in plan.targets})
     searched = forward.at(updater.needs.gradient_density or {})
     return active / forward.dense, searched / forward.dense, (2 * active + searched) / (3 * active)

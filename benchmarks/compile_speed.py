@@ -2,9 +2,10 @@
 
 Two copies of He's ResNet-32 (``cifar_resnet32``) with identical weights and RigL masks train on the
 same batches; steps alternate eager / compiled so machine noise hits both alike; the ratio is of
-medians. The compiled copy runs exactly what ``dstbench train --compile`` runs (:class:`FastStep`:
-``torch.compile`` of the model and of the sparse optimizer step); the one-off compile time is
-reported separately.
+medians. Both copies run the trainer's own steppers: the eager copy :class:`EagerStepper`, the
+compiled copy exactly what ``dstbench train --compile --no-cuda-graph`` runs (:class:`CompiledStepper`:
+``torch.compile`` of the model and of the engine's plain step); the one-off compile time is reported
+separately.
 
     python benchmarks/compile_speed.py [--batch-size 64] [--repeats 20] [--threads N] [--device cpu]
 """
@@ -21,20 +22,31 @@ import torch
 from torch import nn
 
 import dstbench.models  # noqa: F401
-from dstbench.train.compiled import FastStep, dynamo_counts
+from dstbench.config import TrainConfig
 from dstbench.core.distributions import plan_sparsity
-from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.core.layers import describe_layers
 from dstbench.core.registry import create_updater
+from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.runs.rundir import RunDir
+from dstbench.train.compiled import CompiledStepper, dynamo_counts
+from dstbench.train.distributed import Platform
+from dstbench.train.setup import Training
+from dstbench.train.steppers import EagerStepper
 
 
-def _setup(model: nn.Module, sparsity: float) -> tuple[torch.optim.Optimizer, SparseEngine]:
+def _training(model: nn.Module, args: argparse.Namespace, device: torch.device) -> Training:
+    """The parts a stepper uses (no data, no run folder: nothing is read or written)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     rigl = create_updater("rigl", {"delta_t": 1_000_000_000, "t_end": 1.0})  # no update during timing
-    plan = plan_sparsity(describe_layers(model), sparsity, "erk")
+    plan = plan_sparsity(describe_layers(model), args.sparsity, "erk")
     engine = SparseEngine(model, plan, rigl, optimizer, steps_per_epoch=10**9, total_epochs=1)
     engine.initialize()
-    return optimizer, engine
+    cfg = TrainConfig(model=args.model, batch_size=args.batch_size, device=str(device), compile=True, cuda_graph=False)
+    return Training(
+        cfg=cfg, platform=Platform(device), run=RunDir("unused"), data=None, model=model, forward_model=model,
+        plan=plan, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), engine=engine, steps_per_epoch=10**9,
+        total_steps=10**9, warmup_steps=0,
+    )  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -58,26 +70,16 @@ def main() -> None:
     torch.manual_seed(0)
     eager_model = timm.create_model(args.model, num_classes=10).to(device)
     fast_model = copy.deepcopy(eager_model)
-    eager_opt, eager_engine = _setup(eager_model, args.sparsity)
-    fast_opt, fast_engine = _setup(fast_model, args.sparsity)
-    loss_fn = nn.CrossEntropyLoss()
-    fast = FastStep(fast_model, fast_engine, fast_opt, loss_fn, device, amp=False, cuda_graph=False,
-                    grad_accum=1, batch_size=args.batch_size)
+    eager = EagerStepper(_training(eager_model, args, device))
+    fast = CompiledStepper(_training(fast_model, args, device))  # its first step runs eagerly, as in training
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
 
     def eager_step(step: int) -> None:
-        loss_fn(eager_model(x), y).backward()
-        eager_engine.step(step, (x, y))
-        eager_opt.zero_grad(set_to_none=True)
+        eager.step(x, y, step, True)
 
     def fast_step(step: int) -> None:
-        loss_fn(fast.forward_model(x), y).backward()
-        if step == 0:  # the trainer's first step is eager too: it creates the momentum buffers
-            fast_engine.step(step, (x, y))
-        else:
-            fast.optimizer_step()
-        fast.zero_grad()
+        fast.step(x, y, step, True)
 
     start = time.perf_counter()
     for step in range(3):
@@ -85,7 +87,8 @@ def main() -> None:
         eager_step(step)
     _sync(device)
     compile_seconds = time.perf_counter() - start
-    eager_times, fast_times = [], []
+    eager_times: list[float] = []
+    fast_times: list[float] = []
     for step in range(3, 3 + args.repeats):
         for fn, times in ((eager_step, eager_times), (fast_step, fast_times)):
             _sync(device)
@@ -100,7 +103,7 @@ def main() -> None:
     print(f"eager step    median {eager_med * 1e3:8.1f} ms")
     print(f"compiled step median {fast_med * 1e3:8.1f} ms")
     print(f"compiled / eager: {fast_med / eager_med:.3f}")
-    problems = fast_engine.violations()
+    problems = fast.engine.violations()
     print("engine invariants after compiled steps:", "ok" if not problems else "; ".join(problems))
 
 

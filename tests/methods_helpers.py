@@ -1,18 +1,18 @@
-"""Shared by the DSR / Deep-R / LT tests: a two-layer crafted engine and an in-process kill-and-resume."""
+"""Shared by the DSR / Deep-R / LT tests: a two-layer crafted engine and a quick run config.
+
+(Resume is checked for every registered method by tests/test_methods_contract.py.)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
 from dstbench.config import resolve_config
 from dstbench.engine.sparse_engine import SparseEngine
-from dstbench.runs.rundir import RunDir
-from dstbench.train.loop import train
 from tests.helpers import build_engine
 
 
@@ -50,29 +50,3 @@ SMALL = {"synthetic_train_samples": 256, "synthetic_test_samples": 64}
 
 def quick_config(method: str, out: Path, epochs: int = 1, hp: dict[str, Any] | None = None, **fields: Any) -> Any:
     return resolve_config("quick", overrides={"method": method, "epochs": epochs, "out": str(out), **SMALL, **fields}, hp=hp)
-
-
-class _Killed(Exception):
-    pass
-
-
-def assert_resume_is_bit_identical(method: str, tmp_path: Path, hp: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two epochs straight vs. killed after the first epoch's checkpoint and resumed: same numbers."""
-    reference = train(quick_config(method, tmp_path / "reference", 2, hp), progress=False)
-    original = RunDir.save_checkpoint
-
-    def save_then_die(self: RunDir, state: dict[str, Any]) -> None:
-        original(self, state)
-        raise _Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "save_checkpoint", save_then_die)
-        with pytest.raises(_Killed):
-            train(quick_config(method, tmp_path / "killed", 2, hp), progress=False)
-    resumed = train(quick_config(method, tmp_path / "killed", 2, hp), resume=True, progress=False)
-    for key in ("test_acc", "train_loss", "test_loss", "topology_updates", "itop_rate", "method_report"):
-        assert resumed[key] == reference[key], key
-    ref = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=False)["model"]
-    new = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
-    for key in ref:
-        assert torch.equal(ref[key], new[key]), key

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from dstbench.train.compiled import FastStep
+from dstbench.train.compiled import CompiledStepper, CudaGraphStepper
 from dstbench.config import resolve_config
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.train.loop import train
@@ -44,19 +44,19 @@ class _Recorder:
                 return loss
 
         monkeypatch.setattr(torch.nn, "CrossEntropyLoss", RecordingLoss)
-        eager_step = SparseEngine.step
-        fast_after = FastStep.optimizer_step
+        engine_step = SparseEngine.step
+        fast_step = CompiledStepper.fast_optimizer_step
 
         def checked_eager(engine: SparseEngine, step: int, batch: Any = None) -> None:
-            eager_step(engine, step, batch)
+            engine_step(engine, step, batch)
             recorder.check(engine)
 
-        def checked_fast(fast: FastStep) -> None:
-            fast_after(fast)
-            recorder.check(fast.engine)
+        def checked_fast(stepper: CompiledStepper) -> None:
+            fast_step(stepper)
+            recorder.check(stepper.engine)
 
         monkeypatch.setattr(SparseEngine, "step", checked_eager)
-        monkeypatch.setattr(FastStep, "optimizer_step", checked_fast)
+        monkeypatch.setattr(CompiledStepper, "fast_optimizer_step", checked_fast)
 
     def check(self, engine: SparseEngine) -> None:
         self.checked += 1
@@ -137,18 +137,13 @@ class _EmulatedGraph:
 def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CUDA-graph path's control flow, on the CPU: warm-up steps, one capture on a full batch,
     replays, eager update steps between replays writing into the captured buffers."""
-    import dstbench.train.loop
-
-    class CpuGraphStep(FastStep):
-        graph_device_types = ("cuda", "cpu")
-        graph_recorder = _EmulatedGraph
-
     hp = {"delta_t": 3}
     with monkeypatch.context() as patch:
         eager = _Recorder(patch)
         _run(tmp_path / "eager", "rigl", False, hp)
     with monkeypatch.context() as patch:
-        patch.setattr(dstbench.train.loop, "FastStep", CpuGraphStep)
+        patch.setattr(CudaGraphStepper, "device_types", ("cuda", "cpu"))
+        patch.setattr(CudaGraphStepper, "recorder", _EmulatedGraph)
         patch.setattr(torch, "compile", lambda *a, **k: pytest.fail("graph mode must not call torch.compile"))
         graph = _Recorder(patch)
         summary = _run(tmp_path / "graph", "rigl", True, hp)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from hypothesis import strategies as st
 from dstbench.data.arrays import ArrayDataset
 from dstbench.data.tensor_loader import TensorLoader
 from dstbench.train.distributed import AGREEMENT_FILE, DESYNC_ENV
+from tests.kill import sigkill_at_first_checkpoint
 
 COMMON = [
     "train", "--device", "cpu", "--preset", "quick", "--method", "rigl", "--epochs", "3", "--hp", "delta_t=4",
@@ -88,7 +87,8 @@ def test_two_ranks_agree_at_every_update_and_match_one_process(ddp_run: Path, tm
 def _assert_sharded_evaluation_is_exact(run: Path, last: dict[str, object]) -> None:
     from dstbench.data import build_data
     from dstbench.runs.configs import train_config
-    from dstbench.train.loop import build_model, data_config, evaluate
+    from dstbench.train.epoch import evaluate
+    from dstbench.train.setup import build_model, data_config
 
     cfg = train_config(json.loads((run / "config.json").read_text()))
     data = build_data(data_config(cfg), torch.device("cpu"))
@@ -121,13 +121,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_numbers(ddp_run: Path, tmp_path: P
     args = _torchrun(*COMMON, "--batch-size", "64", "--out", str(killed))
     proc = subprocess.Popen(args, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoint.pt").exists():
-        assert proc.poll() is None, "run finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
-    proc.wait()
+    sigkill_at_first_checkpoint(proc, killed, group=True)  # torchrun and both ranks
     assert not (killed / "summary.json").exists()
     subprocess.run([*args, "--resume"], check=True, timeout=300, env=_env(), capture_output=True)
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731

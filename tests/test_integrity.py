@@ -25,6 +25,7 @@ from dstbench.cli.app import main
 from dstbench.runs.atomic import finite_json
 from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, is_sealed, read_jsonl, seal, unseal
 from dstbench.runs.rundir import RunDir
+from tests.kill import interrupted
 
 TINY = ["--preset", "quick", "--epochs", "2", "--max-train-samples", "64", "--max-test-samples", "32",
         "--batch-size", "32", "--hp", "delta_t=1", "--quiet"]  # fmt: skip
@@ -228,22 +229,11 @@ def _legacy(run: Path) -> None:
 
 
 def test_a_legacy_folder_is_read_and_resumed_with_one_warning(
-    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:  # fmt: skip
-    import dstbench.train.loop
-
-    real = dstbench.train.loop._DivergenceGuard.record
-
-    def stop_in_epoch_2(self: dstbench.train.loop._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
-        if epoch == 1:
-            raise KeyboardInterrupt  # as if killed during the second epoch
-        real(self, loss, epoch, step)
-
     run = tmp_path / "run"
-    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", stop_in_epoch_2)
-    assert main(["train", *TINY, "--out", str(run)]) == 130
-    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", real)
+    with interrupted(in_epoch=2):
+        assert main(["train", *TINY, "--out", str(run)]) == 130
     _legacy(run)
     complete = _copy(finished, tmp_path, "complete")
     _legacy(complete)
@@ -290,19 +280,19 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
 
 def test_the_divergence_record_names_the_first_bad_step_however_rarely_it_is_read(tmp_path: Path) -> None:
     from dstbench.core.errors import TrainingDiverged
-    from dstbench.train.loop import _DivergenceGuard
+    from dstbench.train.guard import DivergenceGuard
 
     losses = [2.0, 1.5, math.nan, 3.0, math.inf, 1.0]
-    rare = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=50)
+    rare = DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=50)
     for step, loss in enumerate(losses):
         rare.record(torch.tensor(loss), 0, step)  # never read inside the window: no error yet
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 2 \(last finite loss 1\.5\); no checkpoint"):
         rare.check(0)
-    every_step = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
+    every_step = DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
     every_step.record(torch.tensor(1.25), 3, 40)
     with pytest.raises(TrainingDiverged, match=r"loss is inf at epoch 4, step 41 \(last finite loss 1\.25\); the checkpoint of epoch 3"):
         every_step.record(torch.tensor(math.inf), 3, 41)
-    first = _DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
+    first = DivergenceGuard(RunDir(tmp_path), torch.device("cpu"), every=1)
     with pytest.raises(TrainingDiverged, match=r"step 0 \(last finite loss none yet\)"):
         first.record(torch.tensor(-math.inf), 0, 0)
 
@@ -455,7 +445,6 @@ def test_a_config_is_written_nested_by_group_with_typed_hyperparameters(finished
 def test_an_old_format_folder_is_read_reused_and_resumed(
     finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dstbench.train.loop
     from dstbench.config import resolve_config
     from dstbench.runs.configs import read_config
     from dstbench.runs.reuse import reusable_summary
@@ -470,17 +459,9 @@ def test_an_old_format_folder_is_read_reused_and_resumed(
     for argv in (["inspect", str(complete)], ["report", str(complete)]):
         assert main(argv) == 0, capsys.readouterr().err
 
-    real = dstbench.train.loop._DivergenceGuard.record
-
-    def stop_in_epoch_2(self: dstbench.train.loop._DivergenceGuard, loss: torch.Tensor, epoch: int, step: int) -> None:
-        if epoch == 1:
-            raise KeyboardInterrupt  # as if killed during the second epoch
-        real(self, loss, epoch, step)
-
     run = tmp_path / "run"
-    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", stop_in_epoch_2)
-    assert main(["train", *TINY, "--out", str(run)]) == 130
-    monkeypatch.setattr(dstbench.train.loop._DivergenceGuard, "record", real)
+    with interrupted(in_epoch=2):
+        assert main(["train", *TINY, "--out", str(run)]) == 130
     _old_format(run)
     assert main(["train", *TINY, "--out", str(run), "--resume"]) == 0, capsys.readouterr().err
     assert _metrics(run) == _metrics(finished)

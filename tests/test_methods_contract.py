@@ -30,6 +30,7 @@ from dstbench.runs.rundir import RunDir
 from dstbench.runs.snapshots import load_mask_snapshot
 from dstbench.train.loop import train
 from tests.helpers import SmallNet
+from tests.kill import train_until_interrupted
 
 METHODS = list_methods()
 
@@ -89,10 +90,6 @@ def test_engine_invariants_hold_after_init_and_every_step(
         assert int((layer.weight != 0).sum()) <= int(layer.mask.sum())
 
 
-class _Killed(Exception):
-    """Stands in for SIGKILL right after the first checkpoint reached the disk."""
-
-
 _TIME_KEYS = ("seconds", "time_fraction", "update_time")
 
 
@@ -119,7 +116,7 @@ def _run_files(run: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_resume_after_an_interruption_is_bit_identical(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_an_interruption_is_bit_identical(method: str, tmp_path: Path) -> None:
     small = {"synthetic_train_samples": 96, "synthetic_test_samples": 32, "batch_size": 16, "epochs": 3}
 
     hp = fast_hp(method, 4)
@@ -133,16 +130,7 @@ def test_resume_after_an_interruption_is_bit_identical(method: str, tmp_path: Pa
 
     train(config("reference"), progress=False)
 
-    original = RunDir.save_checkpoint
-
-    def save_then_die(self: RunDir, state: dict[str, Any]) -> None:
-        original(self, state)
-        raise _Killed
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        train(config("killed"), progress=False)
-    monkeypatch.setattr(RunDir, "save_checkpoint", original)
+    train_until_interrupted(config("killed"), after_checkpoint=1)
     assert not (tmp_path / "killed" / "summary.json").exists()
     train(config("killed"), resume=True, progress=False)
 

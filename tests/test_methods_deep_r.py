@@ -16,7 +16,7 @@ from dstbench.core.registry import create_updater
 from dstbench.train.loop import train
 
 from .helpers import SmallNet, make_harness, step_engine
-from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config
+from .methods_helpers import active_positions, crafted_engine, quick_config
 
 
 def crafted(**hp: float) -> SparseEngine:
@@ -125,7 +125,3 @@ def test_one_epoch_quick_smoke_run(tmp_path: Path) -> None:
     assert summary["topology_updates"] == 3  # after every step but the last of 4
     assert summary["method_report"]["rewirings"] == 3
     assert summary["realised_sparsity"]["sparsified"] == pytest.approx(0.9, abs=1e-3)
-
-
-def test_resume_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert_resume_is_bit_identical("deep-r", tmp_path, {"temperature": 1e-5, "alpha": 1e-3}, monkeypatch)

@@ -16,7 +16,7 @@ from dstbench.train.loop import train
 from dstbench.core.updater import StepInfo
 
 from .helpers import SmallNet, make_harness, step_engine
-from .methods_helpers import active_positions, assert_resume_is_bit_identical, crafted_engine, quick_config
+from .methods_helpers import active_positions, crafted_engine, quick_config
 
 
 # -- threshold adaptation -----------------------------------------------------------------------------
@@ -164,8 +164,3 @@ def test_one_epoch_quick_smoke_run(tmp_path: Path) -> None:
     assert summary["topology_updates"] == 1  # steps 1 and 3 of 4 (256 samples / 64), not after the last
     assert summary["method_report"]["reparameterizations"] == 1
     assert summary["needs"]["density_policy"] == "global"
-
-
-def test_resume_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hp = {"period": 1, "target_fraction_to_prune": 0.05, "doubling_at": (), "stop_at": 1.0}
-    assert_resume_is_bit_identical("dsr", tmp_path, hp, monkeypatch)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import timm
@@ -28,6 +27,7 @@ from dstbench.core.layers import describe_layers
 from dstbench.methods.pruning_at_init import grasp_samples, synflow_keep
 from dstbench.core.registry import create_updater, list_methods
 from dstbench.train.loop import train
+from tests.kill import train_until_interrupted
 
 
 # -- independent reference selections ---------------------------------------------------------------
@@ -323,27 +323,14 @@ def test_inspect_marks_clamped_layers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["grasp", "synflow"])
-def test_resume_after_an_interruption_is_bit_identical(tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dstbench.train.loop as trainer
-
+def test_resume_after_an_interruption_is_bit_identical(tmp_path: Path, method: str) -> None:
     def config(name: str) -> TrainConfig:
         overrides = {"method": method, "epochs": 2, "distribution": "global", "sparsity": 0.99, "out": str(tmp_path / name),
                      "synthetic_train_samples": 128, "synthetic_test_samples": 32, "batch_size": 32}
         return resolve_config("quick", overrides=overrides, hp={"rounds": 10} if method == "synflow" else None)
 
     reference = train(config("reference"), progress=False)
-    real_evaluate, calls = trainer.evaluate, []
-
-    def interrupted(*args: Any, **kwargs: Any) -> tuple[float, float]:
-        calls.append(1)
-        if len(calls) == 2:  # the second epoch's evaluation: the checkpoint holds epoch 1 only
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(config("killed"), progress=False)
-    monkeypatch.setattr(trainer, "evaluate", real_evaluate)
+    train_until_interrupted(config("killed"), in_epoch=2)  # the checkpoint holds epoch 1 only
     resumed = train(config("killed"), resume=True, progress=False)
     assert resumed["method_report"] == reference["method_report"]
     assert resumed["test_acc"] == reference["test_acc"] and resumed["train_loss"] == reference["train_loss"]

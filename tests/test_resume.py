@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from dstbench.runs.rundir import RunDir
+from tests.kill import sigkill_at_first_checkpoint
 
 ARGS = [
     "train", "--preset", "quick", "--method", "rigl", "--epochs", "4", "--seed", "3",
@@ -35,14 +34,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_cli(*ARGS, *small, "--out", str(reference)), check=True, timeout=300)
 
-    proc = subprocess.Popen(_cli(*ARGS, *small, "--out", str(killed)))
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoint.pt").exists():
-        assert proc.poll() is None, "run finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_at_first_checkpoint(subprocess.Popen(_cli(*ARGS, *small, "--out", str(killed))), killed)
     assert not (killed / "summary.json").exists()
     epochs_done = int(RunDir(killed).load_checkpoint()["epoch"]) + 1  # metrics.jsonl may be one epoch behind
     assert 1 <= epochs_done < 4

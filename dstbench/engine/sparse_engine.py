@@ -192,9 +192,31 @@ class SparseEngine:
         it on a mask step, re-masking, and the scheduled topology update. ``batch`` is the step's
         (inputs, targets), for per-step hooks that evaluate the loss again (BiDST's eq. 11).
         """
+        if self.is_plain_step(step):
+            self.previous_step_skipped = False
+            self.masked_step()
+            return
         if self._before_optimizer(step, batch) and self.optimizer is not None:
             self.optimizer.step()
         self._after_optimizer(step)
+
+    def is_plain_step(self, step: int) -> bool:
+        """A step on which the method decides nothing (no update, no per-step hook, no backward set):
+        its whole work is :meth:`masked_step`."""
+        needs = self.updater.needs
+        return not (needs.per_step_hook or needs.backward_set or self.update_due(step))
+
+    @torch.no_grad()
+    def masked_step(self) -> None:
+        """A plain step's tensor work: mask the gradients, ``optimizer.step()``, re-mask. Tensors only,
+        changed in place, so the compiled stepper compiles it and the CUDA-graph stepper captures it."""
+        if self.updater.needs.masked_optimizer:
+            with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
+            if with_grad:
+                torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
+        if self.optimizer is not None:
+            self.optimizer.step()
+        self.apply_masks()
 
     def _before_optimizer(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step."""
@@ -240,11 +262,6 @@ class SparseEngine:
         self._pending_update = False
         self._stash = {}
         self._batch = None
-
-    def note_plain_step(self) -> None:
-        """A step with no method decision taken outside :meth:`step` (the compiled fast path): the
-        step counters advance as for any step whose optimizer step ran."""
-        self.previous_step_skipped = False
 
     def _count_step_hook(self, start: float) -> None:
         if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:

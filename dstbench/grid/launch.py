@@ -43,7 +43,7 @@ def run_one(cfg: TrainConfig) -> dict[str, Any]:
     if run.is_complete():
         summary: dict[str, Any] = run.read_json(run.summary)
         return summary
-    return train(cfg, resume=run.checkpoint.exists(), progress=False)
+    return train(cfg, resume="auto", progress=False)
 
 
 def _worker_init(threads: int) -> None:
@@ -131,11 +131,11 @@ def execute(
 def _in_process(cfg: TrainConfig, progress: bool, index: int, total: int) -> dict[str, Any]:
     """One run in this process, announced just before it starts (the trainer prints its epochs)."""
     from dstbench.train.loop import train
+    from dstbench.train.resume import started
 
-    resume = RunDir(cfg.out).checkpoint.exists()
     if progress:
-        announce_run(index, total, cfg.method, cfg.sparsity, cfg.seed, "resuming" if resume else "training", cfg.out)
-    return train(cfg, resume=resume, progress=progress)
+        announce_run(index, total, cfg.method, cfg.sparsity, cfg.seed, "resuming" if started(cfg.out) else "training", cfg.out)
+    return train(cfg, resume="auto", progress=progress)
 
 
 def _pool(configs: Sequence[TrainConfig], pending: Sequence[int], jobs: int) -> Iterator[tuple[int, dict[str, Any]]]:

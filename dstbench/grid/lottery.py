@@ -29,7 +29,6 @@ from typing import Any
 
 from dstbench.runs.atomic import atomic_write_json, atomic_write_text
 from dstbench.core.errors import ConfigError
-from dstbench.runs.rundir import RunDir
 
 __all__ = [
     "PRUNE_PER_ROUND",
@@ -99,7 +98,7 @@ def run_lottery(
     summaries = []
     for cfg, summary in zip(configs, finished):
         if summary is None:
-            summary = train(cfg, resume=RunDir(cfg.out).checkpoint.exists(), progress=progress)
+            summary = train(cfg, resume="auto", progress=progress)
         summary["run_dir"] = cfg.out
         summaries.append(summary)
     atomic_write_json(folder / "lt.json", _rows(summaries))

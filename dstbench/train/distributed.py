@@ -9,6 +9,10 @@ method's state (``updater.state_dict()``, e.g. BiDST's scores), and one all-redu
 naming the first layer (or state entry) that differs; agreement is recorded per update in
 ``distributed.jsonl`` of the run folder.
 
+The loop never asks whether it runs under torchrun: it asks its :class:`Platform` (one process) or
+:class:`DistributedPlatform` (one rank) who writes, what is summed over ranks, and what the
+checkpoint and the summary add.
+
 Rules of a DDP run:
 
 * each rank reads its contiguous piece of every global batch (``TensorLoader(shard=...)``), so
@@ -27,8 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,23 +39,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dstbench.runs.atomic import atomic_write_jsonl
-from dstbench.engine.sparse_engine import MaskCallback
+from dstbench.config import TrainConfig
 from dstbench.core.errors import ConfigError, DstbenchError
-from dstbench.runs.rundir import RunDir
-from dstbench.engine.topology import TopologyRecord
 from dstbench.core.updater import MaskUpdater
+from dstbench.engine.sparse_engine import MaskCallback
+from dstbench.engine.topology import TopologyRecord
+from dstbench.runs.atomic import atomic_write_jsonl
+from dstbench.runs.rundir import RunDir
 
 __all__ = [
     "AGREEMENT_FILE",
     "DESYNC_ENV",
-    "DistContext",
+    "DistributedPlatform",
     "MaskAgreement",
     "MaskDesyncError",
+    "Platform",
     "ReplicaRunDir",
-    "average_buffers",
-    "init_from_env",
-    "reduce_sum",
+    "platform_from_env",
+    "resolve_device",
 ]
 log = logging.getLogger(__name__)
 
@@ -65,33 +69,145 @@ class MaskDesyncError(DstbenchError):
     """Ranks hold different masks or method state: the run cannot continue meaningfully."""
 
 
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a torchrun job."""
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
 
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+
+class Platform:
+    """Where one run trains: a single process (this class) or one rank of a torchrun job
+    (:class:`DistributedPlatform`). Every rank question of the loop (who writes the folder, what is
+    summed over ranks, what goes into the checkpoint and the summary) is asked here, so the loop
+    reads the same either way (the role of open_lth's ``Platform``, facebookresearch/open_lth,
+    platforms/base.py)."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
 
     @property
     def is_main(self) -> bool:
+        """The process that writes the run folder and prints progress."""
         return self.rank == 0
 
+    def check(self, cfg: TrainConfig, updater: MaskUpdater) -> None:
+        """Refuse, in one line, what this platform cannot run."""
 
-def init_from_env(device_name: str) -> DistContext | None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); None for a single process.
+    def run_dir(self, out: str) -> RunDir:
+        return RunDir(out)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls (the model itself on one process)."""
+        return model
+
+    def mask_callback(self, updater: MaskUpdater, run: RunDir) -> MaskCallback:
+        """The engine's ``on_masks``: what happens with every new set of masks."""
+        return run.save_masks
+
+    def average_buffers(self, model: nn.Module) -> None:
+        """Make every rank hold the same BatchNorm statistics (nothing to do on one process)."""
+
+    def means(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> tuple[float, float]:
+        """(mean loss, accuracy) from running sums, over every rank's share of the data."""
+        return float(loss_sum) / max(count, 1), int(correct) / max(count, 1)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Entries this platform adds to the checkpoint."""
+        return {}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        """Read back what :meth:`checkpoint_state` wrote."""
+
+    def summary(self) -> dict[str, Any]:
+        """Entries this platform adds to ``summary.json``."""
+        return {}
+
+    def shutdown(self) -> None:
+        """Leave the process group (nothing to leave on one process)."""
+
+
+class DistributedPlatform(Platform):
+    """One rank of a torchrun job: only rank 0 writes; masks are checked for agreement at every change."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device) -> None:
+        super().__init__(device)
+        self.rank = rank
+        self.world_size = world_size
+        self.agreement: MaskAgreement | None = None
+
+    def check(self, cfg: TrainConfig, updater: MaskUpdater) -> None:
+        if cfg.compile:
+            raise ConfigError("--compile is not supported with torchrun (DDP) yet; drop one of them")
+        if updater.needs.init_batch:
+            raise ConfigError(f"{cfg.method} scores a batch before training, which DDP runs do not support yet")
+
+    def run_dir(self, out: str) -> RunDir:
+        return RunDir(out) if self.is_main else ReplicaRunDir(out)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP around the model: gradients are averaged inside ``backward()``. Buffers are not broadcast
+        each step (each rank keeps its own BatchNorm statistics, averaged per epoch)."""
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        ddp: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+        return ddp
+
+    def mask_callback(self, updater: MaskUpdater, run: RunDir) -> MaskCallback:
+        self.agreement = MaskAgreement(self, updater, run, run.save_masks)
+        return self.agreement
+
+    def average_buffers(self, model: nn.Module) -> None:
+        """Average floating-point buffers (BatchNorm running statistics) over ranks, in place."""
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                buffer.div_(self.world_size)
+
+    def means(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> tuple[float, float]:
+        flat = torch.stack([v.detach().to(torch.float64) for v in (loss_sum, correct, torch.tensor(count, device=self.device))])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)  # one collective for the three sums
+        total = int(flat[2])
+        return float(flat[0]) / max(total, 1), int(flat[1]) / max(total, 1)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"distributed": self.agreement.state_dict()} if self.agreement is not None else {}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        if self.agreement is not None:
+            self.agreement.load_state_dict(state.get("distributed", []))
+
+    def summary(self) -> dict[str, Any]:
+        if self.agreement is None:
+            return {}
+        records = self.agreement.records
+        return {
+            "distributed": {
+                "world_size": self.world_size,
+                "backend": "nccl" if self.device.type == "cuda" else "gloo",
+                "mask_checks": len(records),
+                "all_agreed": all(r["agreed"] for r in records),
+            }
+        }
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def platform_from_env(device_name: str) -> Platform:
+    """The platform torchrun describes (``WORLD_SIZE`` > 1: join its process group), else one process.
 
     CUDA ranks use NCCL on ``cuda:LOCAL_RANK``; CPU ranks use gloo.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return None
+        return Platform(resolve_device(device_name))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if device_name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device_name!r} requested but CUDA is not available; use --device cpu")
+        resolve_device(device_name)  # one line if there is no CUDA
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
@@ -100,35 +216,7 @@ def init_from_env(device_name: str) -> DistContext | None:
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
-
-
-def shutdown(ctx: DistContext | None) -> None:
-    if ctx is not None and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
-    """DDP around the model. Buffers are not broadcast each step (each rank keeps its own BatchNorm
-    statistics, averaged per epoch by :func:`average_buffers`)."""
-    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    ddp: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
-    return ddp
-
-
-def average_buffers(model: nn.Module, ctx: DistContext) -> None:
-    """Average floating-point buffers (BatchNorm running statistics) over ranks, in place."""
-    for buffer in model.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-            buffer.div_(ctx.world_size)
-
-
-def reduce_sum(*values: torch.Tensor) -> list[torch.Tensor]:
-    """Sums over ranks of scalar tensors (one collective)."""
-    flat = torch.stack([v.detach().to(torch.float64) for v in values])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    return list(flat.unbind())
+    return DistributedPlatform(rank, world, device)
 
 
 def _digest(value: Any) -> int:
@@ -154,14 +242,14 @@ def _digest(value: Any) -> int:
 class MaskAgreement:
     """The engine's ``on_masks`` callback in a DDP run: check agreement, record it, then pass on."""
 
-    def __init__(self, ctx: DistContext, updater: MaskUpdater, run: RunDir, inner: MaskCallback | None) -> None:
-        self.ctx = ctx
+    def __init__(self, platform: Platform, updater: MaskUpdater, run: RunDir, inner: MaskCallback | None) -> None:
+        self.platform = platform
         self.updater = updater
         self.run = run
         self.inner = inner
         self.records: list[dict[str, Any]] = []
         desync = os.environ.get(DESYNC_ENV)
-        self._desync_pending = desync is not None and int(desync) == ctx.rank
+        self._desync_pending = desync is not None and int(desync) == platform.rank
 
     def __call__(self, step: int, epoch: int, masks: dict[str, torch.Tensor], record: TopologyRecord | None) -> None:
         if record is not None and self._desync_pending:
@@ -183,7 +271,7 @@ class MaskAgreement:
             {
                 "step": step,
                 "epoch": epoch,
-                "world_size": self.ctx.world_size,
+                "world_size": self.platform.world_size,
                 "masks_checked": len(masks),
                 "state_entries_checked": len(values) - len(masks),
                 "agreed": not differ,
@@ -191,11 +279,11 @@ class MaskAgreement:
                 **({"first_difference": names[differ[0]]} if differ else {}),
             }
         )
-        if self.ctx.is_main:
+        if self.platform.is_main:
             atomic_write_jsonl(self.run.path / AGREEMENT_FILE, self.records)
         if differ:
             raise MaskDesyncError(
-                f"ranks disagree at step {step}: {names[differ[0]]} differs across the {self.ctx.world_size} ranks"
+                f"ranks disagree at step {step}: {names[differ[0]]} differs across the {self.platform.world_size} ranks"
                 + (f" (and {len(differ) - 1} more)" if len(differ) > 1 else "")
             )
         if self.inner is not None:

@@ -1,0 +1,64 @@
+"""``summary.json``: one run's results, its method's report and its cost, written when it finishes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from dstbench.engine.cost import run_flops
+from dstbench.runs.integrity import code_version
+from dstbench.runs.tickets import pipeline_flops
+from dstbench.train.checkpoint import History
+from dstbench.train.setup import Training
+
+__all__ = ["finish"]
+
+
+def finish(t: Training, history: History, stepper_report: dict[str, Any] | None) -> dict[str, Any]:
+    """Check the sparse invariants one last time, then write and return the summary."""
+    problems = t.engine.violations(final=True)
+    if problems:
+        raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
+    summary = _results(t, history)
+    if stepper_report is not None:
+        summary["compile"] = stepper_report
+    summary.update(t.platform.summary())
+    summary["code_version"] = code_version()
+    t.run.write_summary(summary)
+    return summary
+
+
+def _results(t: Training, history: History) -> dict[str, Any]:
+    cfg, engine, metrics, seconds = t.cfg, t.engine, history.metrics, history.train_seconds
+    last = metrics[-1] if metrics else {}
+    records = engine.records
+    own_flops = run_flops(engine, t.data.input_size, t.data.num_train_samples)
+    return {
+        "method": cfg.method,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "sparsity": cfg.sparsity,
+        "distribution": cfg.distribution,
+        "dense_layers": cfg.dense_layers,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "steps_per_epoch": t.steps_per_epoch,
+        "test_acc": last.get("test_acc"),
+        "best_test_acc": max((m["test_acc"] for m in metrics), default=None),
+        "test_loss": last.get("test_loss"),
+        "train_loss": last.get("train_loss"),
+        "topology_updates": len(records),
+        "final_iou": records[-1].iou if records else None,
+        "itop_rate": engine.itop_rate(),
+        "realised_sparsity": engine.realised_sparsity(),
+        "train_seconds": seconds,
+        "update_seconds": engine.update_seconds,
+        "update_time_fraction": engine.update_seconds / seconds if seconds else 0.0,
+        "step_hook_seconds": engine.step_hook_seconds,
+        "step_hook_time_fraction": engine.step_hook_seconds / seconds if seconds else 0.0,
+        "hyperparameters": engine.updater.hyperparameters(),
+        "needs": dataclasses.asdict(engine.updater.needs),
+        "method_report": engine.updater.report(),
+        # This run's own, from its masks and updates; a lottery ticket adds its ticket's training.
+        "flops": pipeline_flops(cfg.hp, own_flops),
+    }
