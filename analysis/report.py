@@ -172,6 +172,43 @@ def _attach_paper(rows: list[dict[str, Any]]) -> None:
             row.update(our_gap=gap.difference, our_gap_ci_low=gap.ci_low, our_gap_ci_high=gap.ci_high)
 
 
+def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The row of one cell (the runs of one setting, one per seed): its accuracies, statistics and costs."""
+    first = runs[0]
+    accuracies = [float(r["test_acc"]) for r in runs]
+    cell = describe(accuracies)
+    hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
+    return {
+        "method": first["method"],
+        "label": _label(first["method"], hps, method_hps),
+        "settings": _settings(first),
+        "hyperparameters": hps,
+        "model": first.get("model"),
+        "dataset": first.get("dataset"),
+        "distribution": first["distribution"],
+        "dense_layers": first.get("dense_layers"),
+        "sparsity": _sparsity(first),
+        "epochs": first.get("epochs"),
+        "n": cell.n,
+        "accuracies": accuracies,
+        "test_acc_mean": cell.mean,
+        "test_acc_std": cell.std,
+        "test_acc_ci_low": cell.ci_low,
+        "test_acc_ci_high": cell.ci_high,
+        "train_flops": _mean([_flops(r, "train_flops") for r in runs]),
+        "dense_train_flops": _mean([_flops(r, "dense_train_flops") for r in runs]),
+        "train_flops_relative": _mean([_flops(r, "train_flops_relative") for r in runs]),
+        "inference_flops": _mean([_flops(r, "inference_flops") for r in runs]),
+        "topology_updates": statistics.fmean(r["topology_updates"] for r in runs),
+        "update_time_fraction": statistics.fmean(r["update_time_fraction"] for r in runs),
+        "step_hook_time_fraction": _mean([r.get("step_hook_time_fraction") for r in runs]),
+        "train_seconds": _mean([r.get("train_seconds") for r in runs]),
+        "itop_rate": statistics.fmean(r["itop_rate"] for r in runs),
+        "final_iou": _mean([r.get("final_iou") for r in runs]),
+        "run_dirs": [r.get("run_dir") for r in runs],
+    }
+
+
 def report_rows(
     summaries: Sequence[Summary], *, baseline: str | None = None, paper: bool = False
 ) -> list[dict[str, Any]]:
@@ -187,43 +224,7 @@ def report_rows(
         hps_by_method.setdefault(runs[0]["method"], []).append(
             json.loads(json.dumps(runs[0].get("hyperparameters", {}), default=str))
         )
-    rows = []
-    for runs in groups.values():
-        first = runs[0]
-        accuracies = [float(r["test_acc"]) for r in runs]
-        cell = describe(accuracies)
-        hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
-        rows.append(
-            {
-                "method": first["method"],
-                "label": _label(first["method"], hps, hps_by_method[first["method"]]),
-                "settings": _settings(first),
-                "hyperparameters": hps,
-                "model": first.get("model"),
-                "dataset": first.get("dataset"),
-                "distribution": first["distribution"],
-                "dense_layers": first.get("dense_layers"),
-                "sparsity": _sparsity(first),
-                "epochs": first.get("epochs"),
-                "n": cell.n,
-                "accuracies": accuracies,
-                "test_acc_mean": cell.mean,
-                "test_acc_std": cell.std,
-                "test_acc_ci_low": cell.ci_low,
-                "test_acc_ci_high": cell.ci_high,
-                "train_flops": _mean([_flops(r, "train_flops") for r in runs]),
-                "dense_train_flops": _mean([_flops(r, "dense_train_flops") for r in runs]),
-                "train_flops_relative": _mean([_flops(r, "train_flops_relative") for r in runs]),
-                "inference_flops": _mean([_flops(r, "inference_flops") for r in runs]),
-                "topology_updates": statistics.fmean(r["topology_updates"] for r in runs),
-                "update_time_fraction": statistics.fmean(r["update_time_fraction"] for r in runs),
-                "step_hook_time_fraction": _mean([r.get("step_hook_time_fraction") for r in runs]),
-                "train_seconds": _mean([r.get("train_seconds") for r in runs]),
-                "itop_rate": statistics.fmean(r["itop_rate"] for r in runs),
-                "final_iou": _mean([r.get("final_iou") for r in runs]),
-                "run_dirs": [r.get("run_dir") for r in runs],
-            }
-        )
+    rows = [_cell_row(runs, hps_by_method[runs[0]["method"]]) for runs in groups.values()]
     method_order = {method: i for i, method in enumerate(dict.fromkeys(row["method"] for row in rows))}
     rows.sort(key=lambda row: (method_order[row["method"]], row["sparsity"]))
     if baseline is not None and baseline not in method_order:

@@ -215,7 +215,7 @@ def prepare(
     decoding 32x32 JPEGs would cost more than reading them); imagefolder defaults to JPEG. Each file is
     renamed into place only when complete.
     """
-    from .ffcv_io import write_beton, write_meta, write_samples
+    from .ffcv_io import write_beton, write_meta
 
     cfg = DataConfig(dataset=dataset, data_dir=data_dir, batch_size=1,
                      max_train_samples=max_train_samples, max_test_samples=max_test_samples,
@@ -238,21 +238,31 @@ def prepare(
                         num_workers=num_workers)
         meta.update(classes=splits.train.classes, num_train=len(splits.train), num_test=len(splits.test))
     else:
-        from .streaming import FolderRows, aligned_folders, subset
-
-        train_ds, test_ds = aligned_folders(data_dir, augment=False, size=None)
-        sizes = []
-        for ds, limit, path in ((train_ds, max_train_samples, paths[0]), (test_ds, max_test_samples, paths[1])):
-            part = subset(ds, limit, seed)
-            write_samples(len(part), FolderRows(part), path, write_mode=write_mode or "jpg",
-                          jpeg_quality=jpeg_quality, max_resolution=max_resolution, num_workers=num_workers)
-            sizes.append(len(part))
-        meta.update(classes=list(train_ds.classes), num_train=sizes[0], num_test=sizes[1])
+        meta.update(_write_folder_betons(cfg, paths, write_mode=write_mode or "jpg", jpeg_quality=jpeg_quality,
+                                         max_resolution=max_resolution, num_workers=num_workers))
     try:
         write_meta(out, meta)
     except OSError as exc:
         raise DataError(f"cannot write {out}/meta.json: {describe(exc)}") from None
     return paths
+
+
+def _write_folder_betons(
+    cfg: DataConfig, paths: list[str], *, write_mode: str, jpeg_quality: int, max_resolution: int | None, num_workers: int
+) -> dict[str, Any]:
+    """Betons of an ImageFolder tree streamed file by file (too large to decode into memory first);
+    returns what ``meta.json`` records of them."""
+    from .ffcv_io import write_samples
+    from .streaming import FolderRows, aligned_folders, subset
+
+    train_ds, test_ds = aligned_folders(cfg.data_dir, augment=False, size=None)
+    sizes = []
+    for ds, limit, path in ((train_ds, cfg.max_train_samples, paths[0]), (test_ds, cfg.max_test_samples, paths[1])):
+        part = subset(ds, limit, cfg.seed)
+        write_samples(len(part), FolderRows(part), path, write_mode=write_mode, jpeg_quality=jpeg_quality,
+                      max_resolution=max_resolution, num_workers=num_workers)
+        sizes.append(len(part))
+    return {"classes": list(train_ds.classes), "num_train": sizes[0], "num_test": sizes[1]}
 
 
 __all__ = ["DATASETS", "LOADERS", "DataBundle", "DataConfig", "build_data", "load_splits", "prepare"]

@@ -278,47 +278,15 @@ class FFCVLoader:
         if labels is None:
             labels = check_beton(path)
         require_ffcv()
-        import torchvision.transforms as T
-        from ffcv.fields.decoders import (
-            CenterCropRGBImageDecoder,
-            IntDecoder,
-            RandomResizedCropRGBImageDecoder,
-            SimpleRGBImageDecoder,
-        )
+        from ffcv.fields.decoders import IntDecoder
         from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import (
-            Convert,
-            RandomHorizontalFlip,
-            RandomTranslate,
-            ToDevice,
-            ToTensor,
-            ToTorchImage,
-        )
+        from ffcv.transforms import ToDevice, ToTensor
 
         self.path = str(path)
         self.batch_size = batch_size
         self.device = device
         self.num_samples = int(labels.shape[0] if indices is None else len(indices))
-        decoder: Any
-        if crop_size is None:
-            decoder = SimpleRGBImageDecoder()
-        elif train:
-            decoder = RandomResizedCropRGBImageDecoder((crop_size, crop_size))
-        else:
-            decoder = CenterCropRGBImageDecoder((crop_size, crop_size), ratio=224 / 256)
-        image_ops: list[Any] = [decoder]
-        if train and augment:
-            image_ops.append(RandomHorizontalFlip())
-            if crop_size is None:
-                image_ops.append(RandomTranslate(padding=4))
-        image_ops += [
-            ToTensor(),
-            ToDevice(device, non_blocking=True),
-            ToTorchImage(channels_last=channels_last),
-            Convert(torch.float32),
-            # Convert keeps the 0..255 range, so the constants are scaled instead of the pixels.
-            T.Normalize([255.0 * m for m in mean], [255.0 * s for s in std]),
-        ]
+        image_ops = _image_pipeline(device, mean, std, train=train, augment=augment, channels_last=channels_last, crop_size=crop_size)
         label_ops: list[Any] = [IntDecoder(), ToTensor(), ToDevice(device, non_blocking=True)]
         try:
             with _keep_torch_threads():
@@ -354,3 +322,42 @@ class FFCVLoader:
                 yield x, y.reshape(-1).clone()
         finally:
             it.close()  # stops ffcv's prefetch thread when the trainer leaves an epoch early
+
+
+def _image_pipeline(
+    device: torch.device,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    train: bool,
+    augment: bool,
+    channels_last: bool,
+    crop_size: int | None,
+) -> list[Any]:
+    """ffcv's image operations: decode (fixed size, or random-resized / centre crops for
+    ImageNet-style images), flips and translations when augmenting, then a normalised float tensor on
+    ``device``."""
+    import torchvision.transforms as T
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder, SimpleRGBImageDecoder
+    from ffcv.transforms import Convert, RandomHorizontalFlip, RandomTranslate, ToDevice, ToTensor, ToTorchImage
+
+    decoder: Any
+    if crop_size is None:
+        decoder = SimpleRGBImageDecoder()
+    elif train:
+        decoder = RandomResizedCropRGBImageDecoder((crop_size, crop_size))
+    else:
+        decoder = CenterCropRGBImageDecoder((crop_size, crop_size), ratio=224 / 256)
+    image_ops: list[Any] = [decoder]
+    if train and augment:
+        image_ops.append(RandomHorizontalFlip())
+        if crop_size is None:
+            image_ops.append(RandomTranslate(padding=4))
+    return image_ops + [
+        ToTensor(),
+        ToDevice(device, non_blocking=True),
+        ToTorchImage(channels_last=channels_last),
+        Convert(torch.float32),
+        # Convert keeps the 0..255 range, so the constants are scaled instead of the pixels.
+        T.Normalize([255.0 * m for m in mean], [255.0 * s for s in std]),
+    ]

@@ -46,6 +46,7 @@ from dstbench.engine.counts import count_problems, count_targets, zero_problems
 from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
 from dstbench.engine.initial_weights import load_initial_weights
 from dstbench.engine.topology import TopologyRecord, layer_change
+from dstbench.engine.zeroing import zero_off
 
 __all__ = ["SparseEngine", "derive_seed", "MaskInvariantError"]
 
@@ -275,29 +276,11 @@ class SparseEngine:
         self.backward.set_aside()
 
     def _zero_off_backward(self) -> None:
-        if not self.sparse_layers:
-            return
-        with torch.no_grad():
-            backward = [self.backward.mask(layer) for layer in self.sparse_layers]
-            torch._foreach_mul_([layer.weight for layer in self.sparse_layers], backward)
-            if self.optimizer is not None and self.updater.needs.masked_optimizer:
-                states, masks = self._state_tensors(self.backward.mask)
-                if states:
-                    torch._foreach_mul_(states, masks)
+        zero_off(self.sparse_layers, self.backward.mask, self._masked_state())
 
-    def _state_tensors(
-        self, mask_of: Callable[[MaskedLayer], torch.Tensor]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Every optimizer-state tensor shaped like a sparsified weight, paired with its mask."""
-        states: list[torch.Tensor] = []
-        masks: list[torch.Tensor] = []
-        assert self.optimizer is not None
-        for layer in self.sparse_layers:
-            for value in self.optimizer.state.get(layer.weight, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
-                    states.append(value)
-                    masks.append(mask_of(layer))
-        return states, masks
+    def _masked_state(self) -> torch.optim.Optimizer | None:
+        """The optimizer whose state the engine masks (None: none, or the method keeps it dense)."""
+        return self.optimizer if self.updater.needs.masked_optimizer else None
 
     # -- topology updates --------------------------------------------------------------------------
     def _update(self, step: int) -> None:
@@ -314,11 +297,7 @@ class SparseEngine:
             # else starts from zero, or from the values the method supplied for grown entries. A
             # method with dense optimizer state (SNFS) keeps the momentum that made a weight grow.
             kept = {layer.name: self.backward.mask(layer) & before_backward[layer.name] for layer in self.sparse_layers}
-            torch._foreach_mul_([layer.weight for layer in self.sparse_layers], [kept[layer.name] for layer in self.sparse_layers])
-            if self.optimizer is not None and self.updater.needs.masked_optimizer:
-                states, keep = self._state_tensors(lambda layer: kept[layer.name])
-                if states:
-                    torch._foreach_mul_(states, keep)
+            zero_off(self.sparse_layers, lambda layer: kept[layer.name], self._masked_state())
             apply_grown_values(self.updater.name, self.sparse_layers, result.grown, self.backward.mask, before_backward)
             self._zero_off_backward()
         for layer in self.sparse_layers:
