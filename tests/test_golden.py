@@ -10,24 +10,14 @@ order, so the comparison is skipped with the reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-
 from dstbench.core.registry import get_method, list_methods
 from tests.golden_runs import environment, golden_run
 
 GOLDEN = json.loads((Path(__file__).parent / "golden.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_record_covers_every_built_in_method() -> None:
@@ -37,6 +27,7 @@ def test_the_record_covers_every_built_in_method() -> None:
 
 @pytest.mark.parametrize("method", sorted(GOLDEN["runs"]))
 def test_results_are_bit_identical_to_the_record(method: str, tmp_path: Path) -> None:
+    assert torch.get_num_threads() == 1  # as recorded (tests/conftest.py sets it for the suite)
     if environment() != GOLDEN["environment"]:
         pytest.skip(f"recorded on {GOLDEN['environment']}, this is {environment()}: kernels may sum in another order")
     assert golden_run(method, tmp_path) == GOLDEN["runs"][method]
