@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import types
+import warnings
 from pathlib import Path
 
 from dstbench.config import resolve_config
@@ -26,6 +27,10 @@ def test_readme_plugin_example_trains(tmp_path: Path) -> None:
                    "out": str(tmp_path / "run")},  # fmt: skip
         hp={"every": "1"},
     )
-    summary = train(cfg, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(cfg, progress=False)
+    deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning) and "dstbench" in str(w.filename)]
+    assert not deprecated, "the README example must use the current contract, not a 0.2 hook"
     assert summary["topology_updates"] == 2  # start of epochs 1 and 2
     assert summary["needs"]["dense_grad"] == "update_steps"
