@@ -8,7 +8,7 @@
    ratio to static. In this PyTorch emulation every method already computes the dense weight gradient
    (masking happens after backward), so the time difference is BiDST's per-step work proper: the score
    update on M | S and the eq.-10 lambda term, plus its rare topology updates.
-3. **Predicted training FLOPs** (spec §1.4, RigL App. H convention, :mod:`dstbench.engine.cost`):
+3. **Predicted training FLOPs** (RigL App. H convention, :mod:`dstbench.engine.cost`):
    BiDST pays ``2 f_A + f_(A|S)`` per sample because it needs G on the search space too, against
    ``3 f_A`` for static sparse training: about +16.7 % at s = 0.9, S = 0.05 under uniform sparsity.
    The FLOP ratio is printed for the benchmark's distribution and for uniform sparsity.
