@@ -167,8 +167,7 @@ class Manifest:
         if accepted is None:
             raise RunFileError(f"{path} is not listed in {self.path.name}: written by something else, or damaged")
         if digest not in accepted:
-            what = "another run's file, or damaged" if self.run is not None else "damaged"
-            raise RunFileError(f"{path} does not match its SHA-256 in {self.path.name} ({what})")
+            raise RunFileError(f"{path} is damaged: its content does not match its SHA-256 in {self.path.name}")
 
     def save(self) -> None:
         from dstbench.runs.atomic import atomic_write_json

@@ -360,7 +360,9 @@ def _check_listed_seals(manifest: Manifest) -> None:
         if path.is_symlink():
             raise RunFileError(f"{path} is a symbolic link to {os.readlink(path)}: a run folder holds only its own files, refused")
         found = read_seal_tail(path)
-        if found is None or found.identity != manifest.run or found.digest not in manifest.files[key]:
-            if found is not None and found.identity is not None and found.identity != manifest.run:
-                raise RunFileError(f"{path} belongs to another run ({found.identity}), not to this folder ({manifest.run})")
-            raise RunFileError(f"{path} does not match its SHA-256 in {manifest.path.name} (another run's file, or damaged)")
+        if found is None:  # garbled or unsealed: the full read says which, in its own words
+            check_member(path, read_sealed_zip(path, manifest.root), manifest)
+        elif found.identity != manifest.run:
+            check_member(path, found, manifest)
+        elif found.digest not in manifest.files[key]:
+            raise RunFileError(f"{path} is damaged: its content does not match its SHA-256 in {manifest.path.name}")
