@@ -39,6 +39,7 @@ from dstbench.runs.integrity import read_json as _read_json
 from dstbench.runs.integrity import read_jsonl as _read_jsonl
 from dstbench.engine.topology import TopologyRecord
 from dstbench.runs.loading import load_state
+from dstbench.runs.safe_read import refuse_links
 from dstbench.runs.seals import config_digest, read_seal_tail, read_sealed_zip, seal, unseal
 from dstbench.runs.snapshots import load_mask_snapshot, save_mask_snapshot
 
@@ -357,8 +358,7 @@ def _check_listed_seals(manifest: Manifest) -> None:
         path = manifest.root / key
         if not key.endswith((".pt", ".npz")) or not os.path.lexists(path):
             continue
-        if path.is_symlink():
-            raise RunFileError(f"{path} is a symbolic link to {os.readlink(path)}: a run folder holds only its own files, refused")
+        refuse_links(path, manifest.root)
         found = read_seal_tail(path)
         if found is None:  # garbled or unsealed: the full read says which, in its own words
             check_member(path, read_sealed_zip(path, manifest.root), manifest)
