@@ -427,7 +427,7 @@ def test_a_field_newer_than_the_run_counts_as_its_default() -> None:
 
 # -- config.json of 0.1/0.2: flat, no schema, hyper-parameters as strings ---------------------------------
 def _without_identity(run: Path) -> None:
-    """Make ``run`` look as 0.1-0.3 sealed it: version-1 seals, a manifest without a run identity."""
+    """Make ``run`` look as dstbench sealed it before run identities: version-1 seals, a manifest without ``run``."""
     manifest = Manifest.load(run)
     assert manifest is not None
     for key in list(manifest.files):
