@@ -270,3 +270,15 @@ def test_a_refused_resume_writes_nothing(seeds: dict[int, Path], tmp_path: Path,
     assert main(["train", *TINY, "--seed", "1", "--out", str(run), "--resume"]) == 2
     assert "seed was 0, now 1" in _errors(capsys)[0]
     assert _files(run) == before
+
+
+def test_a_manifest_rebuilt_by_resume_lists_the_checkpoint_it_kept(
+    seeds: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(seeds[0], run)
+    (run / "integrity.json").unlink()
+    assert main(COMMANDS["resume"](run)) == 0
+    manifest = Manifest.load(run)
+    assert manifest is not None and manifest.run is not None and "checkpoint.pt" in manifest.files
+    assert main(COMMANDS["inspect"](run)) == 0, capsys.readouterr().err

@@ -260,6 +260,12 @@ class RunDir:
         except RunFileError:
             pass
         self.start_manifest(self.seen_identity)
+        for path in (self.checkpoint, self.rewind):  # not rewritten by --resume: list them as they are
+            if os.path.lexists(path):
+                found = read_sealed_zip(path, self.path)
+                check_member(path, found, None, self.seen_identity)
+                self._manifest.files[path.name] = [found.digest]
+        self._manifest.save()
 
     # -- reading -----------------------------------------------------------------------------------
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
