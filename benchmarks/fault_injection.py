@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,24 +63,26 @@ def _bad_inputs(work: Path) -> tuple[int, int]:
     return tried, rejected
 
 
-def _attacks(args: argparse.Namespace, reference: Path, work: Path, expected: dict, rng: random.Random) -> tuple[bool, list[str]]:
+def _attacks(
+    args: argparse.Namespace, reference: Path, work: Path, expected: dict[str, Any], rng: random.Random
+) -> tuple[bool, list[str]]:
     """Swapped files, special files and concurrent writers (issue 22): (all handled, count lines)."""
     other = fa.other_run(work)
     swaps = [fa.swap_trial(reference, other, work, expected, rng) for _ in range(args.swaps)]
     specials = [fa.special_trial(reference, work, expected, rng) for _ in range(args.specials)]
     writers = [fa.writer_trial(reference, other, work, rng.uniform(0.0, 1.5)) for _ in range(args.writers)]
-    for trial in [*swaps, *specials, *writers]:
-        if trial.problem:
-            print("attack:", trial.problem)
+    problems = [t.problem for t in [*swaps, *specials] if t.problem] + [t.problem for t in writers if t.problem]
+    for problem in problems:
+        print("attack:", problem)
     lines = []
     for name, trials in (("files swapped for another run's", swaps), ("special files", specials)):
         outcomes: dict[str, int] = {}
-        for trial in trials:
-            for outcome in trial.outcomes.values():
+        for attack in trials:
+            for outcome in attack.outcomes.values():
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
         lines.append(f"{name}: tried {len(trials)}, handled {sum(not t.problem for t in trials)} (command outcomes: {outcomes})")
     lines.append(f"concurrent writers: tried {len(writers)}, one refused and one intact {sum(not t.problem for t in writers)}")
-    return all(not t.problem for t in [*swaps, *specials, *writers]), lines
+    return not problems, lines
 
 
 def main() -> int:
@@ -118,12 +121,12 @@ def main() -> int:
 
     expected = ft.expected_outputs(reference, work)
     damages = [ft.damage_trial(reference, work, expected, rng) for _ in range(args.damage)]
-    for trial in damages:
-        if trial.problem:
-            print("damage:", trial.problem)
+    for damaged in damages:
+        if damaged.problem:
+            print("damage:", damaged.problem)
     outcomes: dict[str, int] = {}
-    for trial in damages:
-        for outcome in trial.outcomes.values():
+    for damaged in damages:
+        for outcome in damaged.outcomes.values():
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     attacks = _attacks(args, reference, work, expected, rng)
