@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dstbench.runs.integrity import code_version
 from tests import fault_trials as ft
 
 OTHER_SEED = "6"
@@ -95,7 +96,8 @@ def writer_trial(reference: Path, other: Path, work: Path, delay: float) -> Writ
     shutil.rmtree(run, ignore_errors=True)
     trial = WriterTrial(f"two writers {delay:.2f}s apart")
     argv = [sys.executable, "-m", "dstbench.cli", *ft.ARGS, "--out", str(run)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The writers record the code this process runs, whatever is committed while they train.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSTBENCH_CODE_VERSION": code_version()["commit"] or ""}
     first = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     time.sleep(delay)
     second = subprocess.Popen([*argv, "--seed", OTHER_SEED], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
