@@ -1,4 +1,4 @@
-"""One writer per run folder: an exclusive ``flock`` on ``.dstbench.lock`` while a process writes it.
+"""One writer per run folder: an exclusive ``flock`` on ``.dstbench-lock`` while a process writes it.
 
 Two ``train`` processes on one ``--out`` used to both exit 0, one run silently lost and the folder
 verifying as the other. Every writer (``train`` and ``--resume`` for the whole run, ``compare``/``sweep``
@@ -25,7 +25,7 @@ from dstbench.core.errors import StorageError
 
 __all__ = ["LOCK_FILE", "RunLocked", "run_lock", "holder"]
 
-LOCK_FILE = ".dstbench.lock"
+LOCK_FILE = ".dstbench-lock"
 _held: dict[str, int] = {}  # folders this process holds, and how many nested holds: re-entering is free
 
 

@@ -11,7 +11,7 @@ Layout::
     rewind.pt          the model after ``--save-rewind-step`` steps, for lottery-ticket rewinding (optional)
     summary.json       final numbers (written once the run is complete)
     integrity.json     the run's identity and the SHA-256 of every file above (:mod:`dstbench.runs.integrity`)
-    .dstbench.lock     present while a process writes the folder (:mod:`dstbench.runs.lock`)
+    .dstbench-lock     present while a process writes the folder (:mod:`dstbench.runs.lock`)
 
 Every file is written atomically; ``checkpoint.pt``, ``rewind.pt`` and the mask snapshots carry a seal
 with their SHA-256 and the identity of their run, every file is listed in ``integrity.json``, and every
