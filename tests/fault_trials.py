@@ -248,7 +248,17 @@ def damage(path: Path, mode: str, rng: random.Random) -> str:
 
 
 def _files(run: Path) -> dict[str, bytes]:
-    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    """Every entry's bytes (a link's target, a special file's type): what a refused command must keep."""
+    found = {}
+    for p in sorted(run.rglob("*")):
+        key = p.relative_to(run).as_posix()
+        if p.is_symlink():
+            found[key] = b"-> " + os.readlink(p).encode()
+        elif p.is_fifo():
+            found[key] = b"fifo"
+        elif p.is_file():
+            found[key] = p.read_bytes()
+    return found
 
 
 def _command(name: str, run: Path) -> list[str]:
@@ -285,38 +295,60 @@ def damage_trial(reference: Path, work: Path, expected: dict[str, Any], rng: ran
     files = sorted(_files(reference))
     target = rng.choice(files)
     mode = rng.choice(MODES)
-    trial = DamageTrial(f"{target}: {mode}")
+    seed = rng.random()
+    done: list[str] = []
+
+    def mutate(run: Path) -> str:
+        done.append(damage(run / target, mode, random.Random(seed)))
+        return f"{target}: {done[-1]}"
+
+    return mutation_trial(reference, work, expected, f"{target}: {mode}", mutate, (Path(target).name,))
+
+
+def mutation_trial(
+    reference: Path, work: Path, expected: dict[str, Any], what: str, mutate: Any, names: tuple[str, ...]
+) -> DamageTrial:
+    """Each command on a fresh copy of ``reference`` changed by ``mutate``: the undamaged output, or
+    one error line naming one of ``names`` with the folder left as it was; never a traceback or a hang."""
+    trial = DamageTrial(what)
     for name in COMMANDS:
         run = work / f"damaged-{name}"
         shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(reference, run)
-        trial.description = f"{target}: {damage(run / target, mode, random.Random(rng.random()))}"
+        trial.description = mutate(run)
         before = _files(run)
+        signal.alarm(120)  # a read that blocks (a FIFO) fails the trial instead of hanging it
         try:
             code, out, err = run_main(_command(name, run))
         except Exception as exc:  # noqa: BLE001  (the finding: a traceback)
             trial.problem = f"{trial.description}: `{name}` raised {type(exc).__name__}: {exc}"
             return trial
-        errors = [line for line in err.splitlines() if line.startswith("dstbench: error: ")]
-        if code == 0:
-            if _observed(name, run, out) != expected[name]:
-                trial.problem = f"{trial.description}: `{name}` exited 0 with different output (silently wrong)"
-                return trial
-            trial.outcomes[name] = "repaired" if name == "resume" and _files(run) != before else "unaffected"
-        elif code == 2 and len(errors) == 1:
-            named = Path(target).name in errors[0]
-            if not named:
-                trial.problem = f"{trial.description}: `{name}` error does not name the file: {errors[0]}"
-                return trial
-            after = {k: v for k, v in _files(run).items() if not k.startswith("report.")}
-            if after != {k: v for k, v in before.items() if not k.startswith("report.")}:
-                trial.problem = f"{trial.description}: `{name}` failed but changed the folder"
-                return trial
-            trial.outcomes[name] = "refused"
-        else:
-            trial.problem = f"{trial.description}: `{name}` exited {code} with {err.strip()!r}"
+        finally:
+            signal.alarm(0)
+        problem = _judge(trial, name, run, out, err, code, expected, before, names)
+        if problem:
+            trial.problem = f"{trial.description}: `{name}` {problem}"
             return trial
     return trial
+
+
+def _judge(trial: DamageTrial, name: str, run: Path, out: str, err: str, code: int, expected: dict[str, Any],
+           before: dict[str, bytes], names: tuple[str, ...]) -> str:  # fmt: skip
+    errors = [line for line in err.splitlines() if line.startswith("dstbench: error: ")]
+    if code == 0:
+        if _observed(name, run, out) != expected[name]:
+            return "exited 0 with different output (silently wrong)"
+        trial.outcomes[name] = "repaired" if name == "resume" and _files(run) != before else "unaffected"
+        return ""
+    if code != 2 or len(errors) != 1:
+        return f"exited {code} with {err.strip()!r}"
+    if not any(n in errors[0] for n in names):
+        return f"error does not name the file: {errors[0]}"
+    after = {k: v for k, v in _files(run).items() if not k.startswith("report.")}
+    if after != {k: v for k, v in before.items() if not k.startswith("report.")}:
+        return "failed but changed the folder"
+    trial.outcomes[name] = "refused"
+    return ""
 
 
 def summarise_damage(trials: list[DamageTrial]) -> str:

@@ -211,11 +211,12 @@ def test_resume_says_its_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main([*two, "--epochs", "2", "--method", "static", "--quiet", "--out", str(out_dir)]) == 0
     # Turn the finished 2-epoch run into one interrupted after epoch 1 of 2: drop the summary and
     # rewind the checkpoint's epoch counter.
-    import torch
+    from dstbench.runs.rundir import RunDir
 
-    state = torch.load(out_dir / "checkpoint.pt", weights_only=False)
+    folder = RunDir(out_dir)  # (sealed as the run's own: a bare torch.save would be refused as foreign)
+    state = folder.load_checkpoint()
     state["epoch"], state["metrics"] = 0, state["metrics"][:1]
-    torch.save(state, out_dir / "checkpoint.pt")
+    folder.save_checkpoint(state)
     (out_dir / "summary.json").unlink()
     capsys.readouterr()
     assert main([*two, "--epochs", "2", "--method", "static", "--resume", "--out", str(out_dir)]) == 0

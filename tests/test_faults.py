@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests import fault_attacks as fa
 from tests import fault_trials as ft
 
 TRIALS = int(os.environ.get("DSTBENCH_FAULT_TRIALS", "3"))
@@ -106,3 +107,34 @@ def test_sigint_during_start_up_is_one_line(tmp_path: Path, delay: float) -> Non
     if proc.returncode != 0:  # (a very fast machine may have finished)
         assert proc.returncode == 130
         assert err.strip().splitlines()[-1].startswith("dstbench: interrupted by SIGINT")
+
+
+# -- attacks beyond damage (issue 22): another run's files, special files, concurrent writers -------------
+@pytest.fixture(scope="module")
+def other(work: Path, reference: Path) -> Path:
+    return fa.other_run(work)
+
+
+@pytest.mark.parametrize("case", range(TRIALS * 2))
+def test_files_of_another_run_are_refused_in_one_line_or_unused(
+    work: Path, reference: Path, other: Path, expected: dict[str, Any], case: int
+) -> None:
+    trial = fa.swap_trial(reference, other, work, expected, random.Random(4000 + case))
+    assert trial.problem == "", trial.problem
+    assert set(trial.outcomes) == set(ft.COMMANDS)
+
+
+@pytest.mark.parametrize("case", range(TRIALS))
+def test_special_files_are_refused_in_one_line_without_hanging(
+    work: Path, reference: Path, expected: dict[str, Any], case: int
+) -> None:
+    trial = fa.special_trial(reference, work, expected, random.Random(5000 + case))
+    assert trial.problem == "", trial.problem
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+def test_of_two_writers_on_one_folder_one_finishes_and_one_is_refused(
+    work: Path, reference: Path, other: Path, delay: float
+) -> None:
+    trial = fa.writer_trial(reference, other, work, delay)
+    assert trial.problem == "", trial.problem

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from dstbench.cli.app import main
 from dstbench.runs.atomic import finite_json
-from dstbench.runs.integrity import Manifest, RunFileError, clean_orphans, is_sealed, read_jsonl, seal, unseal
+from dstbench.runs.integrity import Manifest, RunFileError, RunIdentity, clean_orphans, is_sealed, read_jsonl, seal, unseal
 from dstbench.runs.rundir import RunDir
 from tests.kill import interrupted
 
@@ -39,12 +39,18 @@ def _zip(payload: bytes) -> bytes:
 
 
 # -- seals ---------------------------------------------------------------------------------------------
+IDENTITY = RunIdentity("0123456789abcdef" * 2, "ab" * 32)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.binary(max_size=300), st.data())
-def test_a_sealed_zip_round_trips_and_any_changed_byte_is_caught(payload: bytes, data: st.DataObject) -> None:
+@given(st.binary(max_size=300), st.data(), st.sampled_from([None, IDENTITY]))
+def test_a_sealed_zip_round_trips_and_any_changed_byte_is_caught(
+    payload: bytes, data: st.DataObject, identity: RunIdentity | None
+) -> None:
     plain = _zip(payload)
-    sealed = seal(plain)
-    assert is_sealed(sealed) and unseal(sealed, Path("f")) == (plain, True)
+    sealed = seal(plain, identity)
+    found = unseal(sealed, Path("f"))
+    assert is_sealed(sealed) and (found.body, found.sealed, found.identity) == (plain, True, identity)
     with zipfile.ZipFile(io.BytesIO(sealed)) as archive:  # still an ordinary zip for torch/numpy
         assert archive.read("data") == payload
     at = data.draw(st.integers(0, len(sealed) - 1))
@@ -60,7 +66,8 @@ def test_a_sealed_zip_round_trips_and_any_changed_byte_is_caught(payload: bytes,
 
 def test_an_unsealed_zip_is_legacy_not_damaged() -> None:
     plain = _zip(b"x" * 10)
-    assert unseal(plain, Path("f")) == (plain, False)
+    found = unseal(plain, Path("f"))
+    assert (found.body, found.sealed, found.identity) == (plain, False, None)
 
 
 def test_torch_and_numpy_read_sealed_files_unchanged(tmp_path: Path) -> None:
@@ -219,7 +226,7 @@ def _legacy(run: Path) -> None:
     """Make ``run`` look as the code before sealing wrote it: no manifest, zips without a seal."""
     (run / "integrity.json").unlink()
     for path in [*run.glob("masks/*.npz")]:
-        path.write_bytes(unseal(path.read_bytes(), path)[0])
+        path.write_bytes(unseal(path.read_bytes(), path).body)
     state = RunDir(run).load_checkpoint()
     for key in ("config", "code_version"):
         state.pop(key)
@@ -419,10 +426,25 @@ def test_a_field_newer_than_the_run_counts_as_its_default() -> None:
 
 
 # -- config.json of 0.1/0.2: flat, no schema, hyper-parameters as strings ---------------------------------
+def _without_identity(run: Path) -> None:
+    """Make ``run`` look as dstbench sealed it before run identities: version-1 seals, a manifest without ``run``."""
+    manifest = Manifest.load(run)
+    assert manifest is not None
+    for key in list(manifest.files):
+        path = run / key
+        if key.endswith((".pt", ".npz")) and path.exists():
+            resealed = seal(unseal(path.read_bytes(), path).body)
+            path.write_bytes(resealed)
+            manifest.files[key] = [unseal(resealed, path).digest]
+    manifest.run = None
+    manifest.save()
+
+
 def _old_format(run: Path) -> None:
     """Write ``run``'s config (config.json and the checkpoint's copy) the way 0.1/0.2 did."""
     from dstbench.runs.configs import read_config
 
+    _without_identity(run)
     folder = RunDir(run)
     flat = read_config(folder)
     flat["hp"] = {name: str(value) for name, value in flat["hp"].items()}  # as given on the command line

@@ -359,6 +359,9 @@ def _cmd_plot_ablation(args: argparse.Namespace) -> int:
 # -- report ----------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from dstbench.analysis.report import write_report
+    from dstbench.runs.lock import run_lock
 
-    print(write_report(args.dir, baseline=args.baseline, paper=args.paper, out=args.out))
+    target = Path(args.out or args.dir)  # one writer per folder: not into a run that is training
+    with run_lock(target, "writing report.md", enabled=target.is_dir()):
+        print(write_report(args.dir, baseline=args.baseline, paper=args.paper, out=args.out))
     return 0

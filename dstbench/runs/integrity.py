@@ -1,43 +1,45 @@
-"""Run folders that prove their own integrity, and the one reader every command uses for run files.
+"""Run folders that prove their own integrity and their own identity, and the one reader every
+command uses for run files.
 
 A benchmark whose numbers can be silently wrong cannot be trusted for any of them, so every file a run
 leaves behind can be checked before it is believed:
 
-* **Zip files** (``checkpoint.pt`` from ``torch.save`` and ``masks/*.npz`` from ``np.savez``) are
-  *sealed*: the SHA-256 of the file as written goes into the zip's own comment field
-  (``dstbench-sha256:<hex>``), in the same atomic write. ``torch.load`` and ``np.load`` still read the
-  file unchanged; :func:`unseal` recomputes the hash and refuses a file that does not match.
-* **Text files** (``config.json``, ``plan.json``, ``metrics.jsonl``, ``topology.jsonl``,
-  ``summary.json``) are listed with their SHA-256 in ``integrity.json`` (the *manifest*), which also
-  seals itself. A file is rewritten in two manifest steps (first both old and new hashes are accepted,
-  then only the new one), so a kill between any two renames never makes a good file look damaged.
-* **Every read** goes through :func:`read_json`, :func:`read_jsonl` and :func:`read_sealed_zip` (via
-  ``RunDir`` and ``load_mask_snapshot``): truncation, garbled or non-UTF-8 bytes, bad zips, bad CRCs, ``NaN`` in
-  JSON and hash mismatches all become one :class:`RunFileError` line naming the file.
+* **Zip files** (``checkpoint.pt``, ``rewind.pt`` from ``torch.save`` and ``masks/*.npz`` from
+  ``np.savez``) are *sealed* (:mod:`dstbench.runs.seals`): their SHA-256, and the identity of the run
+  they belong to (a run id drawn when the folder was created, and the config hash), go into the zip's
+  comment in the same atomic write.
+* **The manifest** ``integrity.json`` records the run's identity and the SHA-256 of every file of the
+  run (text files by their bytes, zips by their seal), and seals itself. A file is rewritten in two
+  manifest steps (first both old and new hashes are accepted, then only the new one), so a kill
+  between any two renames never makes a good file look damaged.
+* **Every read** goes through :func:`read_json`, :func:`read_jsonl` and
+  :func:`~dstbench.runs.seals.read_sealed_zip` + :func:`check_member` (via ``RunDir`` and
+  ``load_mask_snapshot``), on regular files only (:mod:`dstbench.runs.safe_read`): truncation, garbled
+  or non-UTF-8 bytes, bad zips, bad CRCs, ``NaN`` in JSON, hash mismatches, a file of another run, a
+  symbolic link or a special file all become one :class:`RunFileError` line naming the file.
 
 Folders written before sealing existed (no manifest, unsealed zips) are read as *legacy*: one warning
-that they are unverified, then the same parse checks, never a refusal.
+that they are unverified, then the same parse checks, never a refusal. Folders sealed before run
+identities existed (a manifest without ``run``, version 1 seals) are verified as before.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
-import struct
 import subprocess
-import zipfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dstbench.core.errors import DstbenchError
+from dstbench.runs.safe_read import RunFileError, read_regular
+from dstbench.runs.seals import RunIdentity, Seal, is_sealed, read_sealed_zip, seal, sha256, unseal
 
 __all__ = [
     "RunFileError",
+    "RunIdentity",
     "MANIFEST",
     "seal",
     "unseal",
@@ -48,6 +50,7 @@ __all__ = [
     "read_jsonl",
     "parse_json",
     "read_sealed_zip",
+    "check_member",
     "Manifest",
     "clean_orphans",
     "code_version",
@@ -60,82 +63,6 @@ MANIFEST = "integrity.json"
 
 ABSENT = "absent"
 """Accepted while a file's first version is being written: it may not exist yet."""
-_TAG = b"dstbench-sha256:"
-_COMMENT_LEN = len(_TAG) + 64
-_EOCD = b"PK\x05\x06"
-_EOCD_SIZE = 22
-
-
-class RunFileError(DstbenchError):
-    """A run file is damaged (or not a run file): always one line that names the file."""
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-# -- sealed zips ---------------------------------------------------------------------------------------
-def seal(data: bytes) -> bytes:
-    """``data`` (a zip without a comment) with its SHA-256 in the zip comment.
-
-    The hash covers the bytes exactly as ``torch.save``/``np.savez`` produced them (comment length 0),
-    so sealing is a pure append and unsealing reconstructs the hashed bytes exactly.
-    """
-    if len(data) < _EOCD_SIZE or data[-_EOCD_SIZE:-_EOCD_SIZE + 4] != _EOCD or data[-2:] != b"\0\0":
-        raise ValueError("seal() expects a zip archive without a comment")
-    comment = _TAG + sha256(data).encode()
-    return data[:-2] + struct.pack("<H", len(comment)) + comment
-
-
-def is_sealed(data: bytes) -> bool:
-    tail = data[-_COMMENT_LEN - 2:]
-    return len(tail) == _COMMENT_LEN + 2 and tail[:2] == struct.pack("<H", _COMMENT_LEN) and tail[2:].startswith(_TAG)
-
-
-def _is_plain_zip(data: bytes) -> bool:
-    """An unsealed zip as torch/numpy write it (how folders from before sealing look)."""
-    return len(data) >= _EOCD_SIZE and data[-_EOCD_SIZE:-_EOCD_SIZE + 4] == _EOCD and data[-2:] == b"\0\0"
-
-
-def unseal(data: bytes, path: Path) -> tuple[bytes, bool]:
-    """(the verified zip bytes, whether they were sealed); :class:`RunFileError` if damaged.
-
-    A file that is neither sealed nor an intact-looking plain zip is damaged: a garbled seal can
-    never pass for an unsealed (legacy) file, because a plain zip ends in an empty-comment record.
-    """
-    if is_sealed(data):
-        body = data[: -_COMMENT_LEN - 2] + b"\0\0"
-        expected = data[-64:].decode("ascii", "replace")
-        if sha256(body) != expected:
-            raise RunFileError(f"{path} is damaged: its content does not match its SHA-256 seal")
-        return body, True
-    if _is_plain_zip(data):
-        return data, False
-    if not data:
-        raise RunFileError(f"{path} is damaged: the file is empty")
-    raise RunFileError(f"{path} is damaged: truncated or not a zip archive (no valid end record or seal)")
-
-
-def read_sealed_zip(path: Path) -> tuple[bytes, bool]:
-    """The verified bytes of a sealed zip run file (checkpoint or mask snapshot), and whether sealed."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing") from None
-    except OSError as exc:
-        raise RunFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    body, sealed = unseal(data, path)
-    if not sealed:
-        warn_legacy(path.parent.parent if path.parent.name == "masks" else path.parent)
-        # A plain zip still has per-member CRCs: check them so legacy files fail loudly too.
-        try:
-            with zipfile.ZipFile(io.BytesIO(body)) as archive:
-                bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise RunFileError(f"{path} is damaged: {exc}") from None
-        if bad is not None:
-            raise RunFileError(f"{path} is damaged: bad CRC-32 for {bad}")
-    return body, sealed
 
 
 # -- text files ------------------------------------------------------------------------------------------
@@ -151,35 +78,29 @@ def parse_json(text: str, path: Path) -> Any:
         raise RunFileError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
 
 
-def read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing") from None
-    except IsADirectoryError:
-        raise RunFileError(f"{path} is a directory, not a file") from None
-    except OSError as exc:
-        raise RunFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+def read_bytes(path: Path, root: Path | None = None) -> bytes:
+    """A regular file's bytes, bounded (:func:`~dstbench.runs.safe_read.read_regular`)."""
+    return read_regular(path, root)
 
 
-def read_text(path: Path, data: bytes | None = None) -> str:
-    raw = read_bytes(path) if data is None else data
+def read_text(path: Path, data: bytes | None = None, root: Path | None = None) -> str:
+    raw = read_bytes(path, root) if data is None else data
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RunFileError(f"{path} is damaged: not UTF-8 text (byte {exc.start})") from None
 
 
-def read_json(path: Path, manifest: Manifest | None = None) -> Any:
+def read_json(path: Path, manifest: Manifest | None = None, root: Path | None = None) -> Any:
     """One JSON file, checked against ``manifest`` when the run has one."""
-    data = read_bytes(path)
+    data = read_bytes(path, manifest.root if manifest is not None else root)
     if manifest is not None:
         manifest.verify(path, data)
     return parse_json(read_text(path, data), path)
 
 
-def read_jsonl(path: Path, manifest: Manifest | None = None) -> list[Any]:
-    data = read_bytes(path)
+def read_jsonl(path: Path, manifest: Manifest | None = None, root: Path | None = None) -> list[Any]:
+    data = read_bytes(path, manifest.root if manifest is not None else root)
     if manifest is not None:
         manifest.verify(path, data)
     rows = []
@@ -194,65 +115,74 @@ def read_jsonl(path: Path, manifest: Manifest | None = None) -> list[Any]:
 
 # -- the manifest ----------------------------------------------------------------------------------------
 class Manifest:
-    """``integrity.json``: accepted SHA-256s of the run's text files, sealed by its own hash.
+    """``integrity.json``: the run's identity and the accepted SHA-256s of its files, sealed by its own hash.
 
     ``files`` maps a path relative to the run folder to the list of hashes accepted for it (two while
-    a rewrite is in flight, one otherwise). ``Manifest.load`` returns None for a legacy folder.
+    a rewrite is in flight, one otherwise). ``run`` is None in folders sealed before run identities
+    (format 1). ``Manifest.load`` returns None for a legacy folder (no manifest).
     """
 
-    def __init__(self, root: Path, files: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, root: Path, files: dict[str, list[str]] | None = None, run: RunIdentity | None = None) -> None:
         self.root = root
         self.files: dict[str, list[str]] = files or {}
+        self.run = run
 
     @property
     def path(self) -> Path:
         return self.root / MANIFEST
 
     @staticmethod
-    def _digest(files: Mapping[str, list[str]]) -> str:
-        return sha256(json.dumps(files, sort_keys=True).encode())
+    def _digest(files: Mapping[str, list[str]], run: RunIdentity | None) -> str:
+        content: Any = files if run is None else {"files": files, "run": run.to_json()}
+        return sha256(json.dumps(content, sort_keys=True).encode())
 
     @classmethod
     def load(cls, root: Path) -> Manifest | None:
         path = root / MANIFEST
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
-        data = parse_json(read_text(path), path)
+        data = parse_json(read_text(path, root=root), path)
         files = data.get("files") if isinstance(data, dict) else None
+        run = RunIdentity.from_json(data.get("run")) if isinstance(data, dict) else None
         if (
             not isinstance(files, dict)
             or not all(isinstance(v, list) and all(isinstance(h, str) for h in v) for v in files.values())
-            or data.get("sha256") != cls._digest(files)
+            or (run is None and data.get("run") is not None)
+            or data.get("sha256") != cls._digest(files, run)
         ):
             raise RunFileError(f"{path} is damaged: its content does not match its own SHA-256")
-        return cls(root, files)
+        return cls(root, files, run)
 
-    def _key(self, path: Path) -> str:
+    def key(self, path: Path) -> str:
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return path.name
 
     def verify(self, path: Path, data: bytes) -> None:
-        key = self._key(path)
-        accepted = self.files.get(key)
+        self.verify_digest(path, sha256(data))
+
+    def verify_digest(self, path: Path, digest: str) -> None:
+        accepted = self.files.get(self.key(path))
         if accepted is None:
             raise RunFileError(f"{path} is not listed in {self.path.name}: written by something else, or damaged")
-        if sha256(data) not in accepted:
+        if digest not in accepted:
             raise RunFileError(f"{path} is damaged: its content does not match its SHA-256 in {self.path.name}")
 
     def save(self) -> None:
         from dstbench.runs.atomic import atomic_write_json
 
-        atomic_write_json(self.path, {"files": self.files, "sha256": self._digest(self.files), "format": 1})
+        content: dict[str, Any] = {"files": self.files, "sha256": self._digest(self.files, self.run)}
+        content.update({"format": 1} if self.run is None else {"format": 2, "run": self.run.to_json()})
+        atomic_write_json(self.path, content)
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: Path, data: bytes, digest: str | None = None) -> None:
         """Write ``data`` to ``path`` so that the file is always either the old or the new version and
-        the manifest always accepts whichever one is on disk."""
+        the manifest always accepts whichever one is on disk (``digest``: a zip's seal digest)."""
         from dstbench.runs.atomic import atomic_write_bytes
 
-        key = self._key(path)
-        digest = sha256(data)
+        key = self.key(path)
+        digest = sha256(data) if digest is None else digest
         old = self.files.get(key) or ([] if path.exists() else [ABSENT])
         if old != [digest]:
             self.files[key] = sorted({*old, digest})
@@ -264,8 +194,28 @@ class Manifest:
 
     def lists_as_present(self, path: Path) -> bool:
         """Listed, and not possibly still unwritten (a kill between the manifest and the first write)."""
-        accepted = self.files.get(self._key(path))
+        accepted = self.files.get(self.key(path))
         return accepted is not None and ABSENT not in accepted
+
+
+def check_member(path: Path, found: Seal, manifest: Manifest | None, identity: RunIdentity | None = None) -> None:
+    """Refuse a sealed file that does not belong to the folder it is read from.
+
+    ``manifest`` is the folder's (None: legacy or being repaired); ``identity`` the run the caller knows
+    the folder to be (the checkpoint's, while ``--resume`` repairs a lost manifest). A file sealed with
+    another run's identity, an unsealed or version-1 file in a folder with an identity, and a file whose
+    seal digest the manifest does not list are each one line."""
+    expected = manifest.run if manifest is not None and manifest.run is not None else identity
+    if expected is not None and found.identity != expected:
+        if found.identity is None:
+            raise RunFileError(f"{path} carries no run identity, but its folder is {expected}: not this run's file")
+        raise RunFileError(f"{path} belongs to another run ({found.identity}), not to this folder ({expected})")
+    if expected is None and found.identity is not None and manifest is not None:
+        raise RunFileError(f"{path} belongs to {found.identity}, but its folder records no run identity: not this run's file")
+    if manifest is not None and (manifest.run is not None or manifest.key(path) in manifest.files):
+        manifest.verify_digest(path, found.digest)
+    if not found.sealed:
+        warn_legacy(path.parent.parent if path.parent.name == "masks" else path.parent)
 
 
 # -- housekeeping ----------------------------------------------------------------------------------------
@@ -273,7 +223,7 @@ def clean_orphans(folder: Path) -> list[Path]:
     """Remove temporary files a kill left behind mid-write (``.NAME.XXXX.tmp``, from ``atomic``)."""
     removed = []
     for directory in (folder, folder / "masks"):
-        if not directory.is_dir():
+        if directory.is_symlink() or not directory.is_dir():  # never into another folder through a link
             continue
         for path in directory.glob(".*.tmp"):
             try:

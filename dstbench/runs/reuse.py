@@ -18,6 +18,7 @@ from dstbench.config import RESUME_IGNORED_FIELDS, TrainConfig
 from dstbench.core.errors import CheckpointError
 from dstbench.runs.configs import typed_config
 from dstbench.runs.integrity import code_version
+from dstbench.runs.lock import run_lock
 from dstbench.runs.rundir import RunDir
 
 __all__ = ["Mismatch", "find_mismatch", "check_same_run", "reusable_summary"]
@@ -89,8 +90,13 @@ def reusable_summary(cfg: TrainConfig, rerun_mismatched: bool = False) -> dict[s
     is deleted so that it is trained again from scratch.
     """
     run = RunDir(cfg.out)
-    if not run.path.exists():
+    if not run.path.is_dir():
         return None
+    with run_lock(run.path, "reusing it"):  # not a folder another process is writing (or deleting it under it)
+        return _reusable(run, cfg, rerun_mismatched)
+
+
+def _reusable(run: RunDir, cfg: TrainConfig, rerun_mismatched: bool) -> dict[str, Any] | None:
     try:
         if run.is_complete():
             summary: dict[str, Any] = run.read_json(run.summary)

@@ -17,15 +17,16 @@ import numpy as np
 import torch
 
 from dstbench.runs.atomic import atomic_write_bytes
-from dstbench.runs.integrity import RunFileError, read_sealed_zip, seal, sha256
+from dstbench.runs.integrity import Manifest, RunFileError, RunIdentity, check_member, read_sealed_zip, seal, unseal
 
 __all__ = ["save_mask_snapshot", "load_mask_snapshot"]
 
 
-def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.Tensor], **meta: Any) -> str:
-    """Write ``masks`` (name -> bool tensor) packed 8 per byte into one sealed ``.npz``, atomically.
-
-    Returns the SHA-256 in the seal (see :mod:`dstbench.runs.integrity`)."""
+def save_mask_snapshot(
+    path: str | os.PathLike[str], masks: Mapping[str, torch.Tensor], identity: RunIdentity | None = None, **meta: Any
+) -> str:
+    """Write ``masks`` (name -> bool tensor) packed 8 per byte into one ``.npz`` sealed with the run's
+    ``identity``, atomically. Returns the seal's digest (what the manifest lists)."""
     arrays: dict[str, np.ndarray] = {}
     shapes: dict[str, list[int]] = {}
     for name, mask in masks.items():
@@ -35,19 +36,28 @@ def save_mask_snapshot(path: str | os.PathLike[str], masks: Mapping[str, torch.T
     arrays["__meta__"] = np.frombuffer(json.dumps({"shapes": shapes, **meta}).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    plain = buffer.getvalue()
-    atomic_write_bytes(path, seal(plain))
-    return sha256(plain)
+    sealed = seal(buffer.getvalue(), identity)
+    atomic_write_bytes(path, sealed)
+    return unseal(sealed, Path(path)).digest
 
 
-def load_mask_snapshot(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def load_mask_snapshot(
+    path: str | os.PathLike[str], manifest: Manifest | None | str = "folder", identity: RunIdentity | None = None
+) -> dict[str, np.ndarray]:
     """Boolean numpy masks by layer name from a snapshot written by :func:`save_mask_snapshot`.
 
-    The seal is verified first; any damage is a one-line :class:`~dstbench.runs.integrity.RunFileError`."""
+    The seal is verified first, then that the snapshot belongs to its run folder: ``manifest`` is the
+    folder's manifest (``"folder"``: read it from the folder the snapshot lies in), ``identity`` the run
+    it must belong to when the manifest is being repaired. Any damage, or a snapshot of another run,
+    is a one-line :class:`~dstbench.runs.integrity.RunFileError`."""
     where = Path(path)
-    body, _ = read_sealed_zip(where)
+    root = where.parent.parent if where.parent.name == "masks" else where.parent
+    if isinstance(manifest, str):
+        manifest = Manifest.load(root)
+    found = read_sealed_zip(where, root)
+    check_member(where, found, manifest, identity)
     try:
-        with np.load(io.BytesIO(body)) as data:
+        with np.load(io.BytesIO(found.body), allow_pickle=False) as data:
             meta = json.loads(bytes(data["__meta__"]).decode())
             masks = {}
             for name, shape in meta["shapes"].items():

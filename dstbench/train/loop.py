@@ -15,7 +15,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from dstbench.config import TrainConfig
+from dstbench.core.updater import MaskUpdater
 from dstbench.runs.integrity import code_version
+from dstbench.runs.lock import run_lock
+from dstbench.runs.rundir import check_output_dir
 from dstbench.train.checkpoint import save_checkpoint
 from dstbench.train.distributed import Platform, platform_from_env, resolve_device
 from dstbench.train.epoch import EpochReporter, EpochTally, batches, evaluate
@@ -47,7 +50,16 @@ def train(cfg: TrainConfig, *, resume: bool | Literal["auto"] = False, progress:
 
 
 def _train(cfg: TrainConfig, platform: Platform, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """One writer per folder: the lock is held from before the folder is looked at until the summary."""
     updater = check_arguments(cfg, platform)  # a typo is reported before the state of the folder
+    check_output_dir(cfg.out)
+    with run_lock(cfg.out, "--resume" if resume else "train", enabled=platform.is_main):
+        return _train_locked(cfg, platform, updater, resume=resume, progress=progress)
+
+
+def _train_locked(
+    cfg: TrainConfig, platform: Platform, updater: MaskUpdater, *, resume: bool, progress: bool
+) -> dict[str, Any]:
     run, state = open_run(cfg, platform, resume)
     t = build(cfg, platform, updater, run)
     history = resume_from(t, state, progress=progress) if state is not None else start_fresh(t)

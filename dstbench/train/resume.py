@@ -7,6 +7,7 @@ every caller that trains a run it may have started before (grids, the lottery-ti
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,16 @@ def open_run(cfg: TrainConfig, platform: Platform, resume: bool) -> tuple[RunDir
     """The run folder and, with ``resume``, its verified checkpoint (None: nothing to continue)."""
     run = platform.run_dir(cfg.out)
     check_output_dir(cfg.out)
-    if platform.is_main:
-        run.clean_orphans()
+    run.refuse_links()  # before anything is read or removed: a link would reach another run's files
     if resume:
-        return run, _open_for_resume(run, cfg, platform)
-    if run.checkpoint.exists() or run.summary.exists():
+        state = _open_for_resume(run, cfg, platform)
+    elif os.path.lexists(run.checkpoint) or os.path.lexists(run.summary):
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    return run, None
+    else:
+        state = None
+    if platform.is_main:  # only once the run is accepted: a refused command leaves the folder as it was
+        run.clean_orphans()
+    return run, state
 
 
 def _open_for_resume(run: RunDir, cfg: TrainConfig, platform: Platform) -> dict[str, Any] | None:
@@ -79,7 +83,7 @@ def start_fresh(t: Training) -> History:
     history = History(config=cfg.to_json())
     stale = [run.metrics, run.topology, run.summary, *sorted(run.masks_dir.glob("*.npz"))]
     run.remove([path for path in stale if path.exists()])
-    run.start_manifest()
+    run.start_run(history.config)
     run.write_config(history.config)
     run.write_plan(t.plan)
     init_batch = next(iter(t.data.train)) if t.engine.updater.needs.init_batch else None
