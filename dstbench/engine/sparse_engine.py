@@ -37,7 +37,7 @@ from torch import nn
 from dstbench.core.context import MaskedLayer, Masks, MaskUpdate, RunView, UpdateContext, weight_decay_of
 from dstbench.core.distributions import SparsityPlan, check_distribution_policy, realised_sparsity
 from dstbench.core.errors import MaskInvariantError
-from dstbench.core.layers import find_prunable_layers
+from dstbench.core.layers import find_prunable_layers, output_layer_name
 from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
 from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
@@ -126,6 +126,7 @@ class SparseEngine:
             optimizer_groups=tuple({k: v for k, v in group.items() if k != "params"} for group in groups),
             weight_decays={layer.name: weight_decay_of(self.optimizer, layer.weight) for layer in self.layers},
             inputs=self.inputs,
+            output_layer=output_layer_name(self.model),
         )
 
     def info(self, step: int) -> StepInfo:
@@ -288,8 +289,7 @@ class SparseEngine:
 
     # -- topology updates --------------------------------------------------------------------------
     def _update(self, step: int, clock: StepInfo | None = None) -> None:
-        """The update after ``step``, seeing ``clock``, the one its schedule fired on (this step's skip is
-        already counted; TF RigL's ``is_mask_update_iter`` and ``get_drop_fraction`` share one global step)."""
+        """The update after ``step`` on ``clock``, the one its schedule fired on (TF RigL: one global step)."""
         start = time.perf_counter()
         info = self.info(step) if clock is None else clock
         before = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
