@@ -37,7 +37,7 @@ from dstbench.runs.atomic import atomic_write_text
 from dstbench.runs.configs import flat_config
 
 from dstbench.analysis.runs import complete_runs
-from dstbench.analysis.stats import describe, welch
+from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, describe, welch
 from dstbench.analysis.tables import SHOWN, csv_table, format_tables, format_value
 
 __all__ = ["report_rows", "write_report"]
@@ -143,7 +143,7 @@ def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
         if reference is row:
             row.update(verdict="baseline", **empty)
             continue
-        result = welch(row["accuracies"], reference["accuracies"])
+        result = welch(row["accuracies"], reference["accuracies"], bounds=DIFFERENCE_BOUNDS)
         row.update(
             verdict=result.verdict,
             diff=result.difference,
@@ -168,7 +168,7 @@ def _attach_paper(rows: list[dict[str, Any]]) -> None:
         dense = [r for r in rows if r["method"] == "dense" and _rest(r) == rest]
         row["our_gap"] = None
         if len(dense) == 1 and row["method"] != "dense":
-            gap = welch(row["accuracies"], dense[0]["accuracies"])
+            gap = welch(row["accuracies"], dense[0]["accuracies"], bounds=DIFFERENCE_BOUNDS)
             row.update(our_gap=gap.difference, our_gap_ci_low=gap.ci_low, our_gap_ci_high=gap.ci_high)
 
 
@@ -176,7 +176,7 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
     """The row of one cell (the runs of one setting, one per seed): its accuracies, statistics and costs."""
     first = runs[0]
     accuracies = [float(r["test_acc"]) for r in runs]
-    cell = describe(accuracies)
+    cell = describe(accuracies, bounds=ACCURACY_BOUNDS)
     hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
     return {
         "method": first["method"],

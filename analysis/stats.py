@@ -21,6 +21,11 @@ nothing either way.
 
 Cells with fewer than two seeds have no interval and no test; they say so in words ("n=1: no
 interval"), never NaN.
+
+**Bounded quantities.** A t interval is symmetric and knows nothing of the scale: two seeds at 98.3 %
+and 99.2 % give ``[95.0, 102.5]``. Given ``bounds`` (accuracy: ``[0, 1]``; a difference of two
+accuracies: ``[-1, 1]``), both intervals are clipped to them, which keeps their coverage (the true mean
+lies inside the bounds) and only drops values that cannot happen; the tables say so in their note.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ __all__ = [
     "describe",
     "welch",
     "NO_INTERVAL",
+    "ACCURACY_BOUNDS",
+    "DIFFERENCE_BOUNDS",
 ]
 
 ALPHA = 0.05
@@ -48,6 +55,17 @@ CONFIDENCE = 1.0 - ALPHA
 POWER = 0.8
 """Power at which the smallest detectable difference is stated."""
 NO_INTERVAL = "n=1: no interval"
+ACCURACY_BOUNDS = (0.0, 1.0)
+"""Where an accuracy (a fraction) can lie."""
+DIFFERENCE_BOUNDS = (-1.0, 1.0)
+"""Where a difference of two accuracies can lie."""
+
+
+def _clip(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """An interval clipped to the possible range (unchanged without ``bounds``)."""
+    if bounds is None:
+        return low, high
+    return min(max(low, bounds[0]), bounds[1]), min(max(high, bounds[0]), bounds[1])
 
 
 @dataclass(frozen=True)
@@ -61,8 +79,11 @@ class CellStats:
     ci_high: float | None
 
 
-def describe(values: Sequence[float], confidence: float = CONFIDENCE) -> CellStats:
-    """Mean, std and the t interval ``mean ± t[(1+c)/2, n-1] · s/√n`` of one cell's seeds."""
+def describe(
+    values: Sequence[float], confidence: float = CONFIDENCE, *, bounds: tuple[float, float] | None = None
+) -> CellStats:
+    """Mean, std and the t interval ``mean ± t[(1+c)/2, n-1] · s/√n`` of one cell's seeds, clipped to
+    ``bounds`` when given."""
     if not values:
         raise ValueError("describe() needs at least one value")
     n = len(values)
@@ -73,7 +94,7 @@ def describe(values: Sequence[float], confidence: float = CONFIDENCE) -> CellSta
 
     std = statistics.stdev(values)
     half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
-    return CellStats(n, mean, std, mean - half, mean + half)
+    return CellStats(n, mean, std, *_clip(mean - half, mean + half, bounds))
 
 
 @dataclass(frozen=True)
@@ -100,8 +121,12 @@ def _n_label(n_a: int, n_b: int) -> str:
     return f"n={n_a}" if n_a == n_b else f"n={n_a} vs {n_b}"
 
 
-def welch(a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA, power: float = POWER) -> Comparison:
-    """Welch's two-sided t-test of mean(a) against mean(b), with the interval of the difference.
+def welch(
+    a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA, power: float = POWER,
+    bounds: tuple[float, float] | None = None,
+) -> Comparison:
+    """Welch's two-sided t-test of mean(a) against mean(b), with the interval of the difference
+    (clipped to ``bounds`` when given: the test and p are unchanged).
 
     The verdict reads "better" / "worse" when p < alpha (higher is better: accuracies), otherwise
     "no detectable difference at n=…".
@@ -132,6 +157,5 @@ def welch(a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA, power
         verdict = "better" if difference > 0 else "worse"
     else:
         verdict = f"no detectable difference at {_n_label(n_a, n_b)}"
-    return Comparison(
-        n_a, n_b, difference, float(interval.low), float(interval.high), float(result.statistic), df, p, detectable, verdict
-    )
+    low, high = _clip(float(interval.low), float(interval.high), bounds)
+    return Comparison(n_a, n_b, difference, low, high, float(result.statistic), df, p, detectable, verdict)

@@ -257,8 +257,9 @@ def csv_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 _NOTES = (
-    "Test accuracy: mean ± sample std over seeds; 95% CI: Student t with n-1 degrees of freedom. "
-    "Δ: difference of means against the baseline's cell with the same settings, 95% Welch interval; "
+    "Test accuracy: mean ± sample std over seeds; 95% CI: Student t with n-1 degrees of freedom, clipped to "
+    "the possible range [0, 100]. Δ: difference of means against the baseline's cell with the same settings, "
+    "95% Welch interval, clipped to [-100, 100]; "
     "p: Welch's two-sided t-test; verdict at alpha = 0.05; detectable Δ: the true difference a two-sided "
     "test at alpha = 0.05 would find with 80% power at these n and spreads (docs/analysis.md).\n\n"
     "Training FLOPs follow RigL App. H from each run's own masks and updates; × dense = relative to "

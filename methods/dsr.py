@@ -24,9 +24,11 @@ official ``randomly_thin_to_group_sparsity`` gives every sparse layer the same s
 Departures from the reference code, all small:
 
 * **Exact counts.** The official growth rounds every layer up (``grow_to_sparsity`` stops at *at most*
-  the target sparsity), so the total can exceed the budget by up to one weight per layer. Here the
-  split ``K * R_l / sum R`` is rounded by largest remainder (:func:`dstbench.core.selection.apportion`,
-  capped by each layer's zero positions), so the total never drifts.
+  the target sparsity), so the total can exceed the budget by up to one weight per layer; and a share
+  larger than a layer's zero positions is cut to them with the excess dropped, so the total can also
+  fall short (207 of 221 freed weights regrown in one ERK case). Here the split ``K * R_l / sum R`` is
+  capped by each layer's zero positions, the excess spread over the others, and rounded by largest
+  remainder (:func:`dstbench.core.selection.apportion`), so the total never drifts.
 * **Collapse guard** (``min_layer_active``, default 1): a layer keeps at least its largest active
   weight through the threshold prune. The official code can empty a layer (then its share ``R_l`` is 0
   and it never grows back); ``--hp min_layer_active=0`` restores that.

@@ -46,13 +46,18 @@ SynFlow``, ``prune.py: prune_loop``)::
         S = |theta * dR/dtheta|
         M = top-k_r of S among M,  k_r = N - floor((1 - d^(r/rounds)) N)   # exponential schedule
 
+    d is the *nominal* density, as prune_loop's ``sparsity**((epoch + 1) / epochs)`` and
+    ``_global_mask``'s ``int((1 - sparsity) * N)``: ``1 - s`` over all sparsified weights (global), each
+    layer's planned density (per layer); the last round lands exactly on the plan's counts.
+
 Departures: the scores are computed in float64 for SynFlow (the official ``model.double()`` is
 commented out; float32 products underflow on deep nets at extreme sparsity), and only conv/FC weights
 are pruned (snip-public also prunes biases). GraSP's CIFAR recipe draws ``samples_per_class`` (10) per
 class from the data loader; the engine hands one training batch, so the samples come from that batch
 (fewer when the batch holds fewer, reported as ``samples``) and ``num_iters`` is 1, as in the CIFAR
-configs. Ties at the threshold: GraSP keeps scores ``<=`` the threshold and Synaptic-Flow prunes
-``<=`` it, so their totals can drift by the number of ties; here the total is exact and ties break by
+configs. Thresholds: GraSP keeps scores ``<=`` the smallest score it removes, so it keeps that one too
+(always at least one weight over budget, more with ties), and Synaptic-Flow prunes ``<=`` its
+threshold, so its total drifts by the ties; here the total is exact and ties break by
 :func:`dstbench.core.selection.ranked_indices`. SynFlow reads the init batch only for the input shape, as
 the official code reads one loader batch.
 """
@@ -276,6 +281,10 @@ class SynFlow(PruneAtInit):
     rounds: PositiveInt = 100
     """Scoring rounds; the density follows d^(r/rounds) (``--prune-epochs 100``, exponential schedule)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._density = 1.0
+
     def scores(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError("SynFlow scores change every round; see init_masks")
 
@@ -291,14 +300,10 @@ class SynFlow(PruneAtInit):
         original = {name: w.detach().clone() for name, w in weights.items()}
         masks = {layer.name: torch.ones_like(layer.mask) for layer in layers}
         ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
-        total = sum(layer.numel for layer in layers)
-        target = sum(layer.k for layer in layers)
         first_clamp: dict[str, dict[str, int]] = {}
         for r in range(1, self.rounds + 1):
             scores = self.synaptic_saliency(clone, weights, original, masks, ones)
-            last = r == self.rounds  # the last round lands exactly on the plan
-            counts = {layer.name: layer.k if last else synflow_keep(layer.numel, layer.k / layer.numel, r, self.rounds) for layer in layers}
-            round_total = target if last else synflow_keep(total, target / total, r, self.rounds)
+            counts, round_total = self.round_budget(layers, r)
             masks = self.select(scores, layers, counts=counts, total=round_total, eligible=masks)
             for name, entry in self._report.get("clamped_layers", {}).items():
                 first_clamp.setdefault(name, {"global_topk": entry["global_topk"], "first_round": r})
@@ -309,6 +314,23 @@ class SynFlow(PruneAtInit):
             self._report["clamped_layers"] = {name: {**entry, "active": active[name]} for name, entry in first_clamp.items()}
         self.warn_collapse()
         return masks
+
+    def setup(self, run: RunView) -> None:
+        super().setup(run)
+        self._density = 1.0 - run.plan.sparsity
+
+    def round_budget(self, layers: list[MaskedLayer], round_: int) -> tuple[dict[str, int], int]:
+        """Per-layer counts and the global total kept after ``round_``, from the nominal density as
+        Synaptic-Flow's ``prune_loop`` (not the plan's rounded K/N, which moves single weights in about
+        half the rounds); never below the plan, and exactly the plan after the last round."""
+        if round_ == self.rounds:
+            return {layer.name: layer.k for layer in layers}, sum(layer.k for layer in layers)
+        counts = {
+            layer.name: max(layer.k, synflow_keep(layer.numel, layer.target.density, round_, self.rounds))
+            for layer in layers
+        }
+        total = synflow_keep(sum(layer.numel for layer in layers), self._density, round_, self.rounds)
+        return counts, max(total, sum(layer.k for layer in layers))
 
     @staticmethod
     def synaptic_saliency(

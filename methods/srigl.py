@@ -3,14 +3,16 @@ Ioannou; "Dynamic Sparse Training with Structured Sparsity", ICLR 2024).
 
 Follows calgaryml/condensed-sparsity ``src/rigl_torch/rigl_constant_fan.py``
 (``RigLConstFanScheduler.random_sparsify``, ``_rigl_step``, ``_get_neurons_to_ablate``,
-``_get_drop_mask``, ``_get_grow_mask``) and ``rigl_utils.get_fan_in_after_ablation``, on RigL's
-schedule and cosine drop fraction (:class:`methods.rigl.RigL`). Per sparsified layer with ``K`` target
-weights, ``N`` output neurons (rows of the weight) and dense fan-in ``F``::
+``_get_drop_mask``, ``_get_grow_mask``), ``rigl_utils.get_fan_in_after_ablation`` and the released
+``train_rigl.py`` (optimizer step, then ``pruner()``, every iteration), on rigl_torch's schedule
+(``RigLScheduler.__call__``, ``cosine_annealing``). Per sparsified layer with ``K`` target weights,
+``N`` output neurons (rows of the weight) and dense fan-in ``F``::
 
     init: every neuron gets fan_in = K // N random inputs            # constant fan-in
-    at RigL's update steps, with drop fraction f (cosine to 0 at t_end):
+    after iteration i (1-based) with i % delta_t == 0 and i < T_end = int(t_end * T), after that
+    iteration's optimizer step, with drop fraction f = alpha/2 (1 + cos(pi i / T_end)):
         n = active weights;  n_drop = floor(f * n);  n_keep = n - n_drop
-        # neuron ablation (not in the model's last layer)
+        # neuron ablation (not in the model's classifier: the released configs name it)
         salient   = top-n_keep |theta|  ∪  top-n_drop |dense gradient|   (over the whole layer)
         s_i       = salient weights of neuron i
         threshold = max(1, int(gamma_sal * (K // N)))
@@ -31,12 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 
 from dstbench.core.hparams import Fraction
 from dstbench.core.registry import register_method
+from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask, topk_per_row
 from dstbench.core.updater import MaskedLayer, Needs, RunView, UpdateContext
 
@@ -83,19 +87,40 @@ class SRigL(RigL):
     """Ablate neurons with too few salient weights at every update (False: constant fan-in only)."""
     count_mask_steps: bool = True
     """rigl_torch's step counter advances on every iteration, mask steps included (RigL's field)."""
+    skip_weight_update_on_mask_step: bool = False
+    """The released ``train_rigl.py`` takes the optimizer step, then calls ``pruner()``, on every
+    iteration (``if pruner(): optimizer.step()`` was commented out); true skips it as TF RigL does."""
+    rigl_torch_schedule: bool = True
+    """rigl_torch's ``RigLScheduler.__call__``: iteration ``i`` (1-based) updates when ``i % delta_t == 0``
+    and ``i < T_end = int(t_end * T)``, drop fraction ``alpha/2 (1 + cos(pi i / T_end))``; false: RigL's
+    schedule (first update after step 0, ``clock <= T_end``)."""
+    ablate_output_layer: bool = False
+    """The released configs name the classifier in ``no_ablation_module_names`` (``linear`` ResNet-18,
+    ``fc`` ResNet-50, ``head`` ViT), so its neurons are never ablated; true ablates it like every other
+    layer, as the code does when the config names nothing (``RigLScheduler`` turns None into [])."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._layers: list[MaskedLayer] = []
-        self._last_layer = ""
+        self._output_layer = ""
+        self._output_from = ""
 
     @property
     def needs(self) -> Needs:
         return dataclasses.replace(super().needs, density_policy="at_most")
 
+    @cached_property
+    def schedule(self) -> Periodic:
+        if not self.rigl_torch_schedule:
+            return super().schedule
+        return Periodic(self.delta_t, offset=0, stop=self.t_end, stop_exclusive=True)
+
     def setup(self, run: RunView) -> None:
         self._layers = run.sparse_layers
-        self._last_layer = run.layers[-1].name if run.layers else ""
+        self._output_layer, self._output_from = run.output_layer or "", "the model's classifier"
+        if run.output_layer is None and run.layers:
+            # No classifier named by the model: the last prunable layer, said in the report.
+            self._output_layer, self._output_from = run.layers[-1].name, "last prunable layer (the model names no classifier)"
 
     def init_masks(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
         masks = {}
@@ -120,7 +145,7 @@ class SRigL(RigL):
             n_drop = self.drop_count(fraction, n_active)
             n_keep = n_active - n_drop
             active = fan_in_counts(mask) > 0
-            if self.dynamic_ablation and layer.name != self._last_layer:
+            if self.dynamic_ablation and (self.ablate_output_layer or layer.name != self._output_layer):
                 salient = topk_mask(magnitude, n_keep, prefer=mask) | topk_mask(gradient, n_drop, prefer=mask)
                 dense_fan_in = mask[0].numel()
                 active = ~neurons_to_ablate(fan_in_counts(salient), layer.k, dense_fan_in, self.gamma_sal)
@@ -138,7 +163,8 @@ class SRigL(RigL):
         return masks
 
     def report(self) -> dict[str, Any]:
-        return {"fan_in": {layer.name: fan_in_summary(layer.mask) for layer in self._layers}}
+        output = {"name": self._output_layer, "from": self._output_from, "ablated": self.ablate_output_layer}
+        return {"fan_in": {layer.name: fan_in_summary(layer.mask) for layer in self._layers}, "output_layer": output}
 
 
 def fan_in_summary(mask: torch.Tensor) -> dict[str, int]:

@@ -69,7 +69,8 @@ def test_seeds_group_and_n1_cells_say_so() -> None:
     rows = report_rows([_summary("rigl", 0.5, 0), _summary("rigl", 0.6, 1), _summary("set", 0.7, 0)])
     table = _cells(accuracy_table(rows))
     rigl, set_ = table
-    assert rigl[6:9] == ["2", "55.00 ± 7.07", f"[{55 - 12.706 * 5:.2f}, {55 + 12.706 * 5:.2f}]"]  # t[.975,1] = 12.706
+    # t[.975,1] = 12.706: 55 ± 63.5 would be [-8.53, 118.53]; an accuracy lies in [0, 100].
+    assert rigl[6:9] == ["2", "55.00 ± 7.07", "[0.00, 100.00]"]
     assert set_[6:9] == ["1", "70.00 (n=1)", "n=1: no interval"]
     assert set_[9:12] == ["+15.00", "-", "n=1 vs 2: no test"]
     assert "nan" not in accuracy_table(rows).lower() and "± 0.00" not in accuracy_table(rows)
@@ -118,3 +119,21 @@ def test_paper_columns_are_gaps_to_dense() -> None:
     # Ours: 51 - 61 = -10 points; paper Table 1, RigL ERK 90 %: 93.55 - 94.9 = -1.35; difference -8.65.
     assert row[0] == "rigl" and row[5] == "51.00 ± 1.41"
     assert row[6].startswith("-10.00 [") and row[7:] == ["Table 1", "93.55", "94.90", "-1.35", "-8.65"]
+
+
+def test_intervals_stay_inside_the_possible_range_and_the_note_says_so() -> None:
+    """Issue 20: the README printed ``95% CI [95.01, 102.45]`` for an accuracy."""
+    rows = report_rows([_summary("rigl", 0.9836, 0), _summary("rigl", 0.9910, 1),
+                        _summary("set", 0.05, 0), _summary("set", 0.95, 1)])  # fmt: skip
+    rigl, set_ = _cells(accuracy_table(rows))
+    low = 100 * (0.9873 - 12.706 * 0.0037)  # half-width t * s / sqrt(n), s = 0.0074 / sqrt(2)
+    assert rigl[8] == f"[{low:.2f}, 100.00]"
+    assert set_[8] == "[0.00, 100.00]"
+    diff = set_[9].split(" ", 1)[1]
+    assert diff == "[-100.00, +100.00]"  # Welch's interval of -48.73 points is wider than [-100, 100]
+    for row in rows:
+        for key in ("test_acc_ci_low", "test_acc_ci_high"):
+            assert 0.0 <= row[key] <= 1.0
+        for key in ("diff_ci_low", "diff_ci_high"):
+            assert row[key] is None or -1.0 <= row[key] <= 1.0
+    assert "clipped to the possible range [0, 100]" in format_tables(rows)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.analysis.stats import NO_INTERVAL, describe, welch
+from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, NO_INTERVAL, describe, welch
 
 # Printed Student-t tables (two-sided 95 %): t[0.975, df].
 T_TABLE_975 = {2: 4.303, 4: 2.776}
@@ -109,3 +109,23 @@ def test_swapping_the_cells_negates_the_difference_and_keeps_p(a: list[float], b
         assert forward.ci_low <= forward.difference <= forward.ci_high
         # The interval excludes 0 exactly when the test rejects at 5 %.
         assert (forward.ci_low > 0 or forward.ci_high < 0) == (forward.p < 0.05) or abs(forward.p - 0.05) < 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=6))
+def test_bounded_intervals_are_the_t_interval_clipped_to_the_range(values: list[float]) -> None:
+    free, bounded = describe(values), describe(values, bounds=ACCURACY_BOUNDS)
+    assert free.ci_low is not None and free.ci_high is not None
+    assert bounded.ci_low == min(max(free.ci_low, 0.0), 1.0) and bounded.ci_high == min(max(free.ci_high, 0.0), 1.0)
+    assert 0.0 <= bounded.ci_low <= bounded.mean <= bounded.ci_high <= 1.0
+    assert (bounded.n, bounded.mean, bounded.std) == (free.n, free.mean, free.std)
+
+
+def test_bounded_welch_interval_is_clipped_and_the_test_is_unchanged() -> None:
+    a, b = [0.05, 0.95], [0.90, 0.99]
+    free, bounded = welch(a, b), welch(a, b, bounds=DIFFERENCE_BOUNDS)
+    assert free.ci_low is not None and free.ci_high is not None and free.ci_low < -1.0 and free.ci_high > 1.0
+    assert (bounded.ci_low, bounded.ci_high) == (-1.0, 1.0)
+    assert (bounded.p, bounded.t, bounded.df, bounded.verdict, bounded.detectable) == (free.p, free.t, free.df, free.verdict, free.detectable)
+    two_seeds = describe([0.9836, 0.9910], bounds=ACCURACY_BOUNDS)  # the README's [95.01, 102.45]
+    assert two_seeds.ci_high == 1.0 and two_seeds.ci_low == pytest.approx(0.9873 - 12.7062 * 0.0037, abs=1e-4)

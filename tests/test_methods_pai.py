@@ -243,6 +243,44 @@ def test_synflow_schedule_is_exponential_in_density() -> None:
     assert counts == sorted(counts, reverse=True) and counts[0] == 1000 - math.floor((1 - 0.01**0.01) * 1000)
 
 
+def _synflow_round_budgets(monkeypatch: pytest.MonkeyPatch, distribution: str) -> list[tuple[dict[str, int], int]]:
+    """(per-layer counts, total) SynFlow asks the selection for in each of its 100 rounds on tiny_cnn
+    (60,976 sparsified weights) at s = 0.9."""
+    from dstbench.methods.pruning_at_init import SynFlow
+
+    asked: list[tuple[dict[str, int], int]] = []
+    select = SynFlow.select
+
+    def recorded(self: SynFlow, scores: dict[str, torch.Tensor], layers: list, **kw: object) -> dict[str, torch.Tensor]:
+        asked.append((dict(kw["counts"]), int(kw["total"])))  # type: ignore[call-overload]
+        return select(self, scores, layers, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SynFlow, "select", recorded)
+    batch = (torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+    engine_for("synflow", timm.create_model("tiny_cnn"), 0.9, batch, distribution=distribution)
+    return asked
+
+
+def test_synflow_round_budgets_use_the_nominal_density_as_prune_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ganguli-lab/Synaptic-Flow ``prune.py: prune_loop`` (exponential) with ``_global_mask``: round r of
+    R prunes ``int((1 - d**(r/R)) * N)`` with d the nominal density 0.1, not the plan's K/N = 6098/60976
+    (which gives a different count in 46 of the 99 intermediate rounds)."""
+    asked = _synflow_round_budgets(monkeypatch, "global")
+    n, k = 60976, 6098
+    reference = [n - int((1.0 - 0.1 ** (r / 100)) * n) for r in range(1, 101)]
+    assert [total for _, total in asked] == reference and reference[-1] == k
+    realised = [n - int((1.0 - (k / n) ** (r / 100)) * n) for r in range(1, 100)]
+    assert sum(a != b for a, b in zip(reference, realised)) == 46  # what the plan's density got wrong
+
+
+def test_synflow_layer_scope_round_budgets_are_local_masks_at_the_nominal_density(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--scope local`` (``_local_mask``): each layer prunes ``int((1 - d**(r/R)) * n_l)``."""
+    asked = _synflow_round_budgets(monkeypatch, "uniform")
+    numels = {"features.0.0": 432, "features.1.0": 4608, "features.2.0": 18432, "features.3.0": 36864, "fc": 640}
+    for r, (counts, _) in enumerate(asked, start=1):
+        assert counts == {name: n - int((1.0 - 0.1 ** (r / 100)) * n) for name, n in numels.items()}
+
+
 @pytest.mark.parametrize("method", ["snip", "grasp", "synflow"])
 def test_layer_scope_keeps_the_plans_per_layer_counts(method: str) -> None:
     model = timm.create_model("tiny_cnn")

@@ -4,6 +4,7 @@ layer with its fan-in moved to the surviving neurons, and the fan-in in ``method
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,10 @@ def test_update_known_answer_ablates_a_weak_neuron_and_moves_its_fan_in() -> Non
         layer.weight.copy_(torch.from_numpy(weights).float())
     layer.weight.grad = torch.from_numpy(grads).float()
 
-    # Independent formula. Update after step 0: drop fraction 0.3 (cosine at clock 0).
-    n_drop = int(0.3 * 20)
+    # Independent formula. rigl_torch's first update: after iteration delta_t = 10 (step 9), drop
+    # fraction alpha/2 (1 + cos(pi * 10 / T_end)), T_end = int(0.75 * 100) = 75.
+    n_drop = int(0.15 * (1 + math.cos(math.pi * 10 / 75)) * 20)
+    assert n_drop == 5
     n_keep = 20 - n_drop
     flat_w, flat_g = weights.reshape(-1), grads.reshape(-1)
     salient = np.zeros(40, dtype=bool)
@@ -87,7 +90,9 @@ def test_update_known_answer_ablates_a_weak_neuron_and_moves_its_fan_in() -> Non
         grow = [c for c in np.argsort(-grads[row], kind="stable") if c not in keep][: fan_in - len(keep)]
         expected[row, keep + grow] = True
 
-    step_engine(engine, 0)
+    for step in range(9):
+        assert not engine.update_due(step)
+    step_engine(engine, 9)
     assert len(engine.records) == 1
     assert np.array_equal(layer.mask.numpy(), expected)
     assert fan_in_counts(layer.mask).tolist() == [6, 6, 6, 0]
@@ -109,14 +114,14 @@ def test_constant_fan_in_at_every_update(sparsity: float, seed: int) -> None:
             assert active.numel() > 0 and int(active.min()) == int(active.max())  # one fan-in per layer
             assert int(layer.mask.sum()) <= layer.k
             assert int(active[0]) == layer.k // active.numel()  # the whole budget that divides evenly
-    assert len(h.engine.records) == 4
+    assert len(h.engine.records) == 2  # after iterations 2 and 4 (< T_end = int(0.75 * 8) = 6)
 
 
 def test_one_epoch_smoke_run_reports_the_fan_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     overrides = {"method": "srigl", "epochs": 1, "out": str(out), "synthetic_train_samples": 256}
-    summary = train(resolve_config("quick", overrides=overrides, hp={"delta_t": 2}), progress=False)
-    assert summary["topology_updates"] == 2  # after steps 0 and 2
+    summary = train(resolve_config("quick", overrides=overrides, hp={"delta_t": 1}), progress=False)
+    assert summary["topology_updates"] == 2  # after iterations 1 and 2 of 4 (< T_end = int(0.75 * 4) = 3)
     reported = summary["method_report"]["fan_in"]
     inspected = inspect_run(out)
     for layer in inspected["layers"]:
@@ -128,7 +133,101 @@ def test_one_epoch_smoke_run_reports_the_fan_in(tmp_path: Path, capsys: pytest.C
     # The prediction starts (and, under at_most, ends) at the constant-fan-in counts.
     assert main(["flops", "--model", "tiny_cnn", "--input-size", "32", "--num-classes", "10", "--sparsity", "0.9",
                  "--distribution", "erk", "--method", "srigl", "--epochs", "1", "--train-samples", "256",
-                 "--batch-size", "64", "--hp", "delta_t=2", "--json"]) == 0
+                 "--batch-size", "64", "--hp", "delta_t=1", "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     assert predicted["train_flops"] == pytest.approx(summary["flops"]["train_flops"], rel=0.02)
     assert predicted["inference_flops"] == pytest.approx(summary["flops"]["inference_flops"], rel=0.02)
+
+
+# -- the released script's behaviour (issue 20, item 3) ----------------------------------------------
+class HeadFirst(nn.Module):
+    """A model whose classifier is registered *before* its hidden layer, and says so (timm's API)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3, bias=False)
+        self.body = nn.Linear(6, 8, bias=False)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.body(x)))
+
+
+def _head_first_engine(hp: dict[str, object], lr: float = 0.0) -> SparseEngine:
+    torch.manual_seed(0)
+    model = HeadFirst()
+    plan = plan_sparsity(describe_layers(model), 0.5, "uniform", "none")
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    engine = SparseEngine(model, plan, create_updater("srigl", {"delta_t": 10, "gamma_sal": 0.6, **hp}), optimizer, steps_per_epoch=10, total_epochs=10)
+    engine.initialize()
+    return engine
+
+
+def _weak_classifier_neuron(engine: SparseEngine) -> None:
+    """fc's neuron 2 gets tiny weights and no gradient: nothing about it is salient."""
+    fc = next(layer for layer in engine.sparse_layers if layer.name == "fc")
+    with torch.no_grad():
+        fc.weight.copy_(torch.rand(fc.weight.shape, generator=torch.Generator().manual_seed(1)) + 0.5)
+        fc.weight[2] = 1e-4
+        fc.weight.mul_(fc.mask)
+    fc.weight.grad = torch.rand(fc.weight.shape, generator=torch.Generator().manual_seed(2))
+    fc.weight.grad[2] = 0.0
+    body = next(layer for layer in engine.sparse_layers if layer.name == "body")
+    body.weight.grad = torch.ones_like(body.weight)
+
+
+def test_the_classifier_comes_from_the_model_and_is_not_ablated_by_default() -> None:
+    """The released configs name the classifier in ``no_ablation_module_names``; the model names it
+    here (``get_classifier()``), not the registration order, whose last layer is ``body``."""
+    engine = _head_first_engine({})
+    assert engine.updater.report()["output_layer"] == {"name": "fc", "from": "the model's classifier", "ablated": False}
+    _weak_classifier_neuron(engine)
+    step_engine(engine, 9)
+    fc = next(layer for layer in engine.sparse_layers if layer.name == "fc")
+    assert fan_in_counts(fc.mask).tolist() == [4, 4, 4]  # K = 12 over 3 neurons, none ablated
+
+
+def test_ablate_output_layer_ablates_the_classifier_as_the_code_does_when_nothing_is_named() -> None:
+    engine = _head_first_engine({"ablate_output_layer": True})
+    _weak_classifier_neuron(engine)
+    step_engine(engine, 9)
+    fc = next(layer for layer in engine.sparse_layers if layer.name == "fc")
+    assert fan_in_counts(fc.mask).tolist() == [6, 6, 0]  # its fan-in moves to the two others
+
+
+def test_rigl_torch_schedule_and_drop_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RigLScheduler.__call__``: after iteration i with i % delta_t == 0 and i < T_end = int(0.75 T),
+    fraction alpha/2 (1 + cos(pi i / T_end)); the optimizer step is taken on mask steps too."""
+    from dstbench.methods.rigl import RigL
+
+    seen: list[tuple[int, float]] = []
+    original = RigL.drop_fraction_at
+
+    def recorded(self: RigL, ctx: object) -> float:
+        fraction = float(original(self, ctx))  # type: ignore[arg-type]
+        seen.append((ctx.info.step, fraction))  # type: ignore[attr-defined]
+        return fraction
+
+    monkeypatch.setattr(RigL, "drop_fraction_at", recorded)
+    engine = _head_first_engine({}, lr=0.1)
+    model = engine.model
+    for step in range(100):
+        model(torch.randn(4, 6)).sum().backward()
+        engine.step(step)
+        engine.optimizer.zero_grad()  # type: ignore[union-attr]
+    updates = [i for i in range(1, 101) if i % 10 == 0 and i < 75]
+    assert [step for step, _ in seen] == [i - 1 for i in updates] == [9, 19, 29, 39, 49, 59, 69]
+    assert [f for _, f in seen] == pytest.approx([0.15 * (1 + math.cos(math.pi * i / 75)) for i in updates], abs=1e-12)
+    assert engine.skipped_steps == 0  # train_rigl.py: optimizer step, then pruner(), every iteration
+
+
+def test_todays_behaviour_stays_available_as_named_switches() -> None:
+    """RigL's schedule (first update after step 0) and TF's skipped optimizer step on mask steps."""
+    hp: dict[str, object] = {"rigl_torch_schedule": False, "skip_weight_update_on_mask_step": True}
+    engine = _head_first_engine(hp, lr=0.1)
+    assert engine.update_due(0)
+    engine.model(torch.randn(4, 6)).sum().backward()
+    engine.step(0)
+    assert engine.skipped_steps == 1 and len(engine.records) == 1

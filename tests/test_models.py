@@ -223,3 +223,30 @@ def test_mobilenetv2_shortcuts() -> None:
         "layers.16.shortcut.0": (320, 160, 1, 1),
     }
     assert len(model.layers) == 17
+
+
+def test_output_layer_is_the_models_classifier_not_the_last_registered_layer() -> None:
+    """SRigL's classifier exemption reads the model (timm's ``get_classifier()`` or the pretrained
+    config's ``classifier``), never the registration order."""
+    from torch import nn
+
+    from dstbench.core.layers import find_prunable_layers, output_layer_name
+
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 3))
+            self.body = nn.Linear(6, 8)
+
+        def get_classifier(self) -> nn.Module:
+            return self.head
+
+    model = HeadFirst()
+    assert find_prunable_layers(model)[-1][0] == "body"
+    assert output_layer_name(model) == "head.1"  # the last prunable layer inside the classifier
+    named = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    named.pretrained_cfg = {"classifier": "0"}  # type: ignore[assignment]
+    assert output_layer_name(named) == "0"
+    assert output_layer_name(nn.Sequential(nn.Linear(3, 4))) is None  # the model does not say
+    for name, expected in [("tiny_cnn", "fc"), ("cifar_resnet32", "fc"), ("cifar_mobilenetv2", "linear")]:
+        assert output_layer_name(timm.create_model(name, num_classes=10)) == expected

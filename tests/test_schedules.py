@@ -43,15 +43,17 @@ def simulate(schedule: Periodic, steps_per_epoch: int, epochs: int, *, skip_on_u
     at_start=st.booleans(),
     at_end=st.booleans(),
     pause=st.booleans(),
+    exclusive=st.booleans(),
     steps_per_epoch=st.integers(1, 9),
     epochs=st.integers(1, 8),
 )
 def test_closed_form_update_steps_equal_step_by_step_firing(
-    every: int, unit: str, offset: int, stop: float, at_start: bool, at_end: bool, pause: bool,
+    every: int, unit: str, offset: int, stop: float, at_start: bool, at_end: bool, pause: bool, exclusive: bool,
     steps_per_epoch: int, epochs: int,
 ) -> None:
     schedule = Periodic(every, unit=unit, offset=offset if unit == "steps" else 0, stop=stop,  # type: ignore[arg-type]
-                        at_start=at_start, at_end=at_end, pause_on_update=pause and unit == "steps")
+                        at_start=at_start, at_end=at_end, pause_on_update=pause and unit == "steps",
+                        stop_exclusive=exclusive)
     expected = simulate(schedule, steps_per_epoch, epochs, skip_on_update=schedule.pause_on_update)
     assert schedule.update_steps(steps_per_epoch * epochs, steps_per_epoch) == expected
 
@@ -64,6 +66,9 @@ def test_known_firing_steps() -> None:
     # MEST: the start of every 5th epoch, epoch 0 included; SET: the end of every epoch but the last.
     assert Periodic(5, unit="epochs", at_start=True).update_steps(20 * 4, 4) == [-1, 19, 39, 59]
     assert Periodic(1, unit="epochs").update_steps(3 * 4, 4) == [3, 7]
+    # rigl_torch (SRigL): after iterations 100, 200, ... while the iteration is below T_end = 750.
+    assert Periodic(100, stop=0.75, stop_exclusive=True).update_steps(1000, 10) == list(range(99, 700, 100))
+    assert Periodic(100, stop=0.75).update_steps(1000, 10) == list(range(99, 750, 100))
 
 
 def test_bad_schedules_are_config_errors() -> None:

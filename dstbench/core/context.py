@@ -87,6 +87,9 @@ class RunView:
     """Each layer's weight decay by name (0 without an optimizer)."""
     inputs: Mapping[str, Any] = field(default_factory=dict)
     """What the method declared in ``inputs`` (LT's ticket), loaded by the training side."""
+    output_layer: str | None = None
+    """The prunable layer the model names as its classifier (timm's ``get_classifier()``), None when
+    the model does not say (:func:`dstbench.core.layers.output_layer_name`)."""
 
     @property
     def sparse_layers(self) -> list[MaskedLayer]:
@@ -123,6 +126,9 @@ class UpdateContext:
     """In :meth:`MaskUpdater.on_step`: whether the optimizer step of this step has been taken."""
     inputs: Mapping[str, Any] = field(default_factory=dict)
     """What the method declared in ``inputs`` (LT's ticket), loaded by the training side."""
+    output_layer: str | None = None
+    """The prunable layer the model names as its classifier (timm's ``get_classifier()``), None when
+    the model does not say (:func:`dstbench.core.layers.output_layer_name`)."""
 
     @property
     def sparse_layers(self) -> list[MaskedLayer]:

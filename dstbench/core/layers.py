@@ -13,7 +13,7 @@ from typing import Literal
 
 from torch import nn
 
-__all__ = ["PrunableLayer", "find_prunable_layers", "describe_layers"]
+__all__ = ["PrunableLayer", "find_prunable_layers", "describe_layers", "output_layer_name"]
 
 LayerKind = Literal["conv", "linear"]
 
@@ -48,3 +48,24 @@ def describe_layers(model: nn.Module) -> list[PrunableLayer]:
         kind: LayerKind = "conv" if isinstance(module, nn.Conv2d) else "linear"
         layers.append(PrunableLayer(name, tuple(module.weight.shape), kind))
     return layers
+
+
+def output_layer_name(model: nn.Module) -> str | None:
+    """The prunable layer that produces the model's outputs, as the model names it: timm's
+    ``get_classifier()`` (the last prunable layer inside it when it is a container), else the
+    ``classifier`` entry of its ``pretrained_cfg``/``default_cfg``. None when the model says nothing
+    (or its classifier is ``nn.Identity``): the order modules were registered in is not evidence of
+    which one is the output (a ResNet registers its projection shortcuts after the blocks' convs).
+    """
+    names = {module: name for name, module in model.named_modules()}
+    getter = getattr(model, "get_classifier", None)
+    head = getter() if callable(getter) else None
+    head_name = names.get(head) if isinstance(head, nn.Module) else None
+    if head_name is None:
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+        named = cfg.get("classifier") if isinstance(cfg, dict) else None
+        head_name = named if isinstance(named, str) and named in dict(model.named_modules()) else None
+    if head_name is None:
+        return None
+    inside = [name for name, _ in find_prunable_layers(model) if name == head_name or name.startswith(head_name + ".")]
+    return inside[-1] if inside else None

@@ -93,6 +93,8 @@ class Periodic:
     """Allow an update after the last step (useless for training; kept for RigL's literal rule)."""
     pause_on_update: bool = False
     """Steps unit only: a mask-update iteration does not advance the clock (TF RigL's global step)."""
+    stop_exclusive: bool = False
+    """The clock must stay *below* ``floor(stop * T)`` (rigl_torch's ``step < T_end``), not reach it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.every, int) or self.every < 1:
@@ -112,14 +114,18 @@ class Periodic:
             return False
         if self.unit == "epochs":
             spe = info.steps_per_epoch
-            return b % spe == 0 and (b // spe) % self.every == 0 and b <= steps_at(self.stop, total)
+            return b % spe == 0 and (b // spe) % self.every == 0 and b <= self._last(total)
         if self.pause_on_update:
             if info.previous_step_skipped:  # the clock did not move since the last update
                 return False
             clock = b - self.offset - info.skipped_steps
         else:
             clock = b - self.offset
-        return clock >= 0 and clock % self.every == 0 and clock <= steps_at(self.stop, total)
+        return clock >= 0 and clock % self.every == 0 and clock <= self._last(total)
+
+    def _last(self, total: int) -> int:
+        """The last clock value an update may fire at."""
+        return steps_at(self.stop, total) - int(self.stop_exclusive)
 
     def clock(self, info: StepInfo) -> int:
         """The clock at this step: epochs for the epochs unit, else (paused) steps minus ``offset``."""
@@ -137,7 +143,7 @@ class Periodic:
 
         Closed form: no step-by-step simulation, so predicting a 150-epoch ImageNet run is instant.
         """
-        last = steps_at(self.stop, total_steps)
+        last = self._last(total_steps)
         if self.unit == "epochs":
             period = self.every * steps_per_epoch
             boundaries = range(0, min(last, total_steps) + 1, period)

@@ -37,7 +37,7 @@ from torch import nn
 from dstbench.core.context import MaskedLayer, Masks, MaskUpdate, RunView, UpdateContext, weight_decay_of
 from dstbench.core.distributions import SparsityPlan, check_distribution_policy, realised_sparsity
 from dstbench.core.errors import MaskInvariantError
-from dstbench.core.layers import find_prunable_layers
+from dstbench.core.layers import find_prunable_layers, output_layer_name
 from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
 from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
@@ -103,6 +103,7 @@ class SparseEngine:
         self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self._stash: dict[str, torch.Tensor] = {}
         self._pending_update = False
+        self._pending_info: StepInfo | None = None  # the clock the pending update's schedule fired on
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self.skipped_steps = 0
         self.previous_step_skipped = False
@@ -125,6 +126,7 @@ class SparseEngine:
             optimizer_groups=tuple({k: v for k, v in group.items() if k != "params"} for group in groups),
             weight_decays={layer.name: weight_decay_of(self.optimizer, layer.weight) for layer in self.layers},
             inputs=self.inputs,
+            output_layer=output_layer_name(self.model),
         )
 
     def info(self, step: int) -> StepInfo:
@@ -133,10 +135,11 @@ class SparseEngine:
     def generator(self, step: int, stream: str) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.seed, step, stream))
 
-    def context(self, step: int, stream: str, **extra: Any) -> UpdateContext:
+    def context(self, step: int, stream: str, info: StepInfo | None = None, **extra: Any) -> UpdateContext:
+        """What a method sees at ``step``, on ``info``'s clock if given (the one an update fired on)."""
         lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
         return UpdateContext(
-            info=self.info(step),
+            info=self.info(step) if info is None else info,
             layers=self.layers,
             rng=self.generator(step, stream),
             lr=lr,
@@ -225,6 +228,7 @@ class SparseEngine:
         self._batch = batch
         needs = self.updater.needs
         self._pending_update = update_fires(self.updater, info)
+        self._pending_info = info if self._pending_update else None
         self._stash = {}
         self.backward.restore()
         if self._pending_update and needs.dense_grad != "never" and needs.masked_optimizer:
@@ -258,9 +262,10 @@ class SparseEngine:
             (after_step or self.updater.on_step)(ctx)
             self._count_step_hook(start)
         if self._pending_update:
-            self._update(step)
+            self._update(step, self._pending_info)
         self.backward.set_aside()
         self._pending_update = False
+        self._pending_info = None
         self._stash = {}
         self._batch = None
 
@@ -283,12 +288,13 @@ class SparseEngine:
         return self.optimizer if self.updater.needs.masked_optimizer else None
 
     # -- topology updates --------------------------------------------------------------------------
-    def _update(self, step: int) -> None:
+    def _update(self, step: int, clock: StepInfo | None = None) -> None:
+        """The update after ``step`` on ``clock``, the one its schedule fired on (TF RigL: one global step)."""
         start = time.perf_counter()
-        info = self.info(step)
+        info = self.info(step) if clock is None else clock
         before = {layer.name: layer.mask.clone() for layer in self.sparse_layers}
         before_backward = {layer.name: self.backward.mask(layer).clone() for layer in self.sparse_layers}
-        ctx = self.context(step, "update")
+        ctx = self.context(step, "update", info)
         result = as_update(self.updater.update(ctx), ctx)
         self._install(result.masks, require_all=False, info=info)
         self._install_backward(result, step, require_all=False)
