@@ -305,9 +305,11 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _interrupted_message(signum: int, command: str | None) -> str:
     name = signal.Signals(signum).name
-    if command in ("train", "compare", "sweep"):
-        return (f"dstbench: interrupted by {name}; every finished epoch is saved: "
-                "run the same command with --resume (compare/sweep: the same command) to continue")
+    if command == "train":
+        return f"dstbench: interrupted by {name}; every finished epoch is saved: run the same command with --resume to continue"
+    if command in ("compare", "sweep", "lt", "reproduce"):
+        return (f"dstbench: interrupted by {name}; finished runs and epochs are saved: run the same command "
+                "to continue")
     return f"dstbench: interrupted by {name}"
 
 
