@@ -77,3 +77,14 @@ def test_lt_interrupted_and_resumed_prints_the_uninterrupted_table(tmp_path: Pat
     ]
     assert main(["lt", *LT, "--out", str(cut)]) == 0
     assert capsys.readouterr().out.replace(str(cut), "DIR") == expected
+
+
+@pytest.mark.parametrize("command", [["models", "--filter", "resnet*"], ["methods", "--details"]])
+def test_a_closed_pipe_is_no_traceback(command: list[str]) -> None:
+    """``dstbench models | head``: the reader is gone before the output comes (closed at once here)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dstbench.cli", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert err == ""

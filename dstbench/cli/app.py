@@ -313,6 +313,14 @@ def _interrupted_message(signum: int, command: str | None) -> str:
     return f"dstbench: interrupted by {name}"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of a closed pipe raises nothing
+    (the Python documentation's recipe for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
     command: str | None = words[0] if words else None  # known before parsing, for a signal during start-up
@@ -331,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DstbenchError as exc:
             print(f"dstbench: error: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `dstbench models | head`: the reader has all it wanted
+            _silence_stdout()
+            return 128 + signal.SIGPIPE
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             with contextlib.suppress(Interrupted):
