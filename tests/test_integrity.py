@@ -315,7 +315,7 @@ def test_sigterm_ends_with_one_line_and_a_resumable_folder(finished: Path, tmp_p
 
 
 # -- reuse -----------------------------------------------------------------------------------------------
-COMPARE = ["compare", "--methods", "set", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64",
+COMPARE = ["compare", "--methods", "set", "--seeds", "0", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64",
            "--max-test-samples", "32", "--quiet"]  # fmt: skip
 
 
