@@ -272,7 +272,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     assert main(args) == 2
     (line,) = _err(capsys)
     assert line.startswith("dstbench: error: training diverged: loss is nan at epoch 2, step 2 (last finite loss ")
-    assert line.endswith(f"); the checkpoint of epoch 1 in {run} is intact; try a lower --lr")
+    assert line.endswith(f"); the checkpoint of epoch 1 in {run} is intact; train again with a lower --lr into a new --out "
+                              "(--resume continues only the same config, so it cannot change the lr)")
     assert RunDir(run).load_checkpoint()["epoch"] == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (run / "summary.json").exists()
