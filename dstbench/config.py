@@ -295,41 +295,17 @@ PRESETS: dict[str, Preset] = {
     "imagenet-resnet50": Preset(
         "BiDST Table A.1, ResNet-50 on ImageNet: 148 epochs, bs 1024, cosine 1.024->0, momentum 0.875, "
         "wd 2^-15, 8 warm-up epochs, label smoothing 0.1",
-        {
-            "model": "resnet50",
-            "dataset": "imagefolder",
-            "loader": "torch",
-            "epochs": 148,
-            "batch_size": 1024,
-            "lr": 1.024,
-            "eta_min": 0.0,
-            "momentum": 0.875,
-            "weight_decay": 3.0517578125e-05,
-            "warmup_epochs": 8,
-            "label_smoothing": 0.1,
-            "sparsity": 0.8,
-            "distribution": "uniform",
-            "dense_layers": "first",
-        },
+        {"model": "resnet50", "dataset": "imagefolder", "loader": "torch", "epochs": 148, "batch_size": 1024,
+         "lr": 1.024, "eta_min": 0.0, "momentum": 0.875, "weight_decay": 3.0517578125e-05, "warmup_epochs": 8,
+         "label_smoothing": 0.1, "sparsity": 0.8, "distribution": "uniform", "dense_layers": "first"},
         # Table A.1, ImageNet column: lambda 5e-5, topology updates every 5 epochs.
         method_hp={"bidst": {"lam": 5e-5, "update_frequency": 5}},
     ),
     "quick": Preset(
         "synthetic data and a tiny CNN: about a minute on a laptop CPU",
-        {
-            "model": "tiny_cnn",
-            "dataset": "synthetic",
-            "synthetic_train_samples": 2048,
-            "synthetic_test_samples": 512,
-            "epochs": 6,
-            "batch_size": 64,
-            "lr": 0.05,
-            "eta_min": 0.0,
-            "weight_decay": 5e-4,
-            "sparsity": 0.9,
-            "distribution": "erk",
-            "dense_layers": "none",
-        },
+        {"model": "tiny_cnn", "dataset": "synthetic", "synthetic_train_samples": 2048, "synthetic_test_samples": 512,
+         "epochs": 6, "batch_size": 64, "lr": 0.05, "eta_min": 0.0, "weight_decay": 5e-4, "sparsity": 0.9,
+         "distribution": "erk", "dense_layers": "none"},
         # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
         # steps or every epoch. BiDST learns its scores for 2 epochs between updates; DSR's doubling
         # period starts at 8 steps: 8, 16, 32, 64 over epochs 0-3, none from epoch 4, 7 updates.
