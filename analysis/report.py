@@ -36,7 +36,7 @@ from typing import Any
 from dstbench.runs.atomic import atomic_write_text
 from dstbench.runs.configs import flat_config
 
-from dstbench.analysis.runs import complete_runs
+from dstbench.analysis.runs import Skipped, report_runs
 from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, describe, welch
 from dstbench.analysis.tables import SHOWN, csv_table, format_tables, format_value
 
@@ -239,14 +239,23 @@ def report_rows(
 
 
 def write_report(
-    folder: str | Path, *, baseline: str | None = None, paper: bool = False, out: str | Path | None = None
+    folder: str | Path,
+    *,
+    baseline: str | None = None,
+    paper: bool = False,
+    out: str | Path | None = None,
+    skip_incomplete: bool = False,
+    skipped: list[Skipped] | None = None,
 ) -> str:
     """Write ``report.md`` and ``report.csv`` into ``out`` (default: ``folder``, the folder of runs it
     reads) and return the Markdown. ``out`` lets a report of a job still running, or of a folder that
-    is not ours to write, go elsewhere; only finished runs are read."""
-    summaries = [
-        {**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in complete_runs(folder)
-    ]
+    is not ours to write, go elsewhere. Only finished runs are read: anything else in ``folder`` is an
+    error, or with ``skip_incomplete`` appended to ``skipped`` with its reason (see
+    :func:`~dstbench.analysis.runs.report_runs`)."""
+    runs, passed_over = report_runs(folder, skip_incomplete=skip_incomplete)
+    if skipped is not None:
+        skipped.extend(passed_over)
+    summaries = [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in runs]
     rows = report_rows(summaries, baseline=baseline, paper=paper)
     text = format_tables(rows, paper=paper, title=f"Report: {folder}")
     target = Path(folder if out is None else out)

@@ -6,16 +6,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dstbench.config import RESUME_IGNORED_FIELDS
 from dstbench.core.errors import DstbenchError
-from dstbench.runs.configs import read_config
+from dstbench.runs.configs import read_config, typed_config
 from dstbench.runs.rundir import RunDir
 
-__all__ = ["Run", "load_run", "find_runs", "complete_runs"]
+__all__ = ["Run", "Skipped", "load_run", "find_runs", "complete_runs", "report_runs"]
 log = logging.getLogger(__name__)
 
 
@@ -108,3 +111,83 @@ def complete_runs(*folders: str | Path) -> list[Run]:
     if not finished:
         raise DstbenchError(f"no finished runs in {', '.join(map(str, folders))} (no summary.json)")
     return finished
+
+
+# Files a grid or a report writes beside its runs (tables, figures): not runs, never reported as skipped.
+_GRID_OUTPUTS = (".json", ".jsonl", ".md", ".csv", ".png", ".pdf", ".svg")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of a folder of runs that ``report`` did not read, and why."""
+
+    path: Path
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why ``path`` is not a finished run to report, or None when it is one."""
+    if path.is_symlink():
+        return "a symbolic link, not a run folder"
+    if not path.is_dir():
+        return "a file, not a run folder"
+    config = RunDir(path).config
+    if config.is_symlink():
+        return "its config.json is a symbolic link"
+    if not config.exists():
+        return "no config.json: not a run (empty or never started)"
+    if not RunDir(path).summary.exists():
+        return "not finished (no summary.json)"
+    return None
+
+
+def _identity(run: Run) -> str:
+    """What makes two folders one run: the typed config less what cannot change the numbers (the
+    folder's path, device, workers): a copy (``rigl_s0.9_seed0.bak``) has the identity of its original."""
+    config = {k: v for k, v in typed_config(run.config).items() if k not in RESUME_IGNORED_FIELDS}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[list[Run], list[Skipped]]:
+    """The finished runs of ``folder`` (a run, or a folder of runs one level down) and every entry
+    skipped with its reason. Nothing is dropped silently: an entry that is not a finished run is an
+    error unless ``skip_incomplete`` (then it is returned in the skipped list), and two folders of one
+    run (a ``.bak`` copy) are always an error, since they would count one seed twice."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise DstbenchError(f"{path}: no such directory")
+    top = RunDir(path).config
+    entries = [path] if top.exists() or top.is_symlink() else sorted(path.iterdir())
+    runs: list[Run] = []
+    skipped: list[Skipped] = []
+    for entry in entries:
+        if entry.name.startswith(".") or (entry.is_file() and not entry.is_symlink() and entry.suffix in _GRID_OUTPUTS):
+            continue  # hidden folders (.submitit) and the grid's own tables and figures
+        problem = _entry_problem(entry)
+        if problem is None:
+            try:
+                runs.append(load_run(entry))
+                continue
+            except (DstbenchError, OSError) as exc:
+                problem = f"unreadable: {exc}"
+        if not skip_incomplete:
+            raise DstbenchError(f"{entry} is not a finished run ({problem}); pass --skip-incomplete to report the rest")
+        skipped.append(Skipped(entry, problem))
+    _refuse_duplicates(runs)
+    if not runs:
+        raise DstbenchError(f"no finished runs in {path}")
+    return runs, skipped
+
+
+def _refuse_duplicates(runs: Sequence[Run]) -> None:
+    seen: dict[str, Path] = {}
+    for run in runs:
+        first = seen.setdefault(_identity(run), run.path)
+        if first != run.path:
+            raise DstbenchError(
+                f"{run.path} and {first} are the same run ({run.method}, sparsity {run.sparsity:g}, seed {run.seed}, "
+                "same config): a copy would count one seed twice; move one out of the folder"
+            )

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 
@@ -27,6 +27,7 @@ from dstbench.core.hparams import (
     NonNegative,
     NonNegativeInt,
     PositiveInt,
+    Range,
     Seed,
     Sparsity,
     check_fields,
@@ -48,6 +49,9 @@ __all__ = [
     "load_yaml_config",
     "typed_hyperparameters",
     "RESUME_IGNORED_FIELDS",
+    "RESUME_WARNED_FIELDS",
+    "MAX_EPOCHS",
+    "MAX_SYNTHETIC_SAMPLES",
 ]
 
 SCHEMA_VERSION = 2
@@ -55,6 +59,12 @@ SCHEMA_VERSION = 2
 and no version (read by :mod:`dstbench.runs.configs`)."""
 
 G = TypeVar("G")
+
+MAX_EPOCHS = 100_000
+"""More epochs than any schedule needs; a larger count is a typo (and would hang in planning)."""
+MAX_SYNTHETIC_SAMPLES = 1_000_000
+"""The synthetic set is drawn in memory (about 25 KB of float64 per image while drawn): a million
+images is ImageNet-sized and needs some 25 GB; more is a typo, refused before anything is drawn."""
 
 
 @dataclass
@@ -84,9 +94,9 @@ class DataOptions:
     """Class-balanced training subset of this size (all samples when unset)."""
     max_test_samples: PositiveInt | None = None
     """Class-balanced test subset of this size (all samples when unset)."""
-    synthetic_train_samples: PositiveInt = 2000
+    synthetic_train_samples: Annotated[int, Range(ge=1, le=MAX_SYNTHETIC_SAMPLES)] = 2000
     """Training set size of the synthetic dataset."""
-    synthetic_test_samples: PositiveInt = 500
+    synthetic_test_samples: Annotated[int, Range(ge=1, le=MAX_SYNTHETIC_SAMPLES)] = 500
     """Test set size of the synthetic dataset."""
     batch_size: PositiveInt = 128
     """Training batch size (per optimizer step, across micro-batches)."""
@@ -118,10 +128,10 @@ class SparsityOptions:
 class OptimOptions:
     """The optimizer and its schedule: SGD with warm-up and per-step cosine annealing."""
 
-    epochs: PositiveInt = 160
+    epochs: Annotated[int, Range(ge=1, le=MAX_EPOCHS)] = 160
     """Training epochs."""
     grad_accum: PositiveInt = 1
-    """Micro-batches per optimizer step."""
+    """Micro-batches per optimizer step (at most --batch-size: each micro-batch needs a sample)."""
     lr: NonNegative = 0.1
     """Peak learning rate (SGD)."""
     momentum: Momentum = 0.9
@@ -152,6 +162,10 @@ class RunOptions:
     """cpu, cuda or cuda:N."""
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
+    threads: PositiveInt = 1
+    """Torch CPU threads of this run. Part of the run: the thread count changes the order in which CPU
+    kernels sum, so the same run gives other low bits with another count; it is the same whatever
+    --jobs (compare/sweep) runs beside it. More threads speed up one run on an idle machine."""
     channels_last: bool = False
     """channels_last memory format for the model and its inputs."""
     compile: bool = False
@@ -202,8 +216,14 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
         for f in dataclasses.fields(self):
             setattr(self, f.name, _typed(getattr(self, f.name), hints[f.name], f.name, "option"))
         check_fields(self, lambda name: f"--{name.replace('_', '-')}")
+        self.sparsity += 0.0  # -0.0 is 0.0: one run name (s0, not s-0) and one identity
         if not self.out.strip():
             raise ConfigError("--out is empty; give a folder for the run")
+        if self.grad_accum > self.batch_size:
+            raise ConfigError(
+                f"--grad-accum {self.grad_accum} exceeds --batch-size {self.batch_size}: each micro-batch needs at "
+                f"least one sample; use at most --grad-accum {self.batch_size}"
+            )
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -218,6 +238,9 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
 
 # Fields that may differ between a killed run and its resumption without changing the numbers.
 RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_size", "logger"})
+# Fields a --resume may change with a warning: the numbers go on correctly, but their low bits drift
+# from the uninterrupted run's (a finished run with another value is another run: compare refuses it).
+RESUME_WARNED_FIELDS = frozenset({"threads"})
 
 
 @dataclass(frozen=True)
@@ -272,41 +295,17 @@ PRESETS: dict[str, Preset] = {
     "imagenet-resnet50": Preset(
         "BiDST Table A.1, ResNet-50 on ImageNet: 148 epochs, bs 1024, cosine 1.024->0, momentum 0.875, "
         "wd 2^-15, 8 warm-up epochs, label smoothing 0.1",
-        {
-            "model": "resnet50",
-            "dataset": "imagefolder",
-            "loader": "torch",
-            "epochs": 148,
-            "batch_size": 1024,
-            "lr": 1.024,
-            "eta_min": 0.0,
-            "momentum": 0.875,
-            "weight_decay": 3.0517578125e-05,
-            "warmup_epochs": 8,
-            "label_smoothing": 0.1,
-            "sparsity": 0.8,
-            "distribution": "uniform",
-            "dense_layers": "first",
-        },
+        {"model": "resnet50", "dataset": "imagefolder", "loader": "torch", "epochs": 148, "batch_size": 1024,
+         "lr": 1.024, "eta_min": 0.0, "momentum": 0.875, "weight_decay": 3.0517578125e-05, "warmup_epochs": 8,
+         "label_smoothing": 0.1, "sparsity": 0.8, "distribution": "uniform", "dense_layers": "first"},
         # Table A.1, ImageNet column: lambda 5e-5, topology updates every 5 epochs.
         method_hp={"bidst": {"lam": 5e-5, "update_frequency": 5}},
     ),
     "quick": Preset(
         "synthetic data and a tiny CNN: about a minute on a laptop CPU",
-        {
-            "model": "tiny_cnn",
-            "dataset": "synthetic",
-            "synthetic_train_samples": 2048,
-            "synthetic_test_samples": 512,
-            "epochs": 6,
-            "batch_size": 64,
-            "lr": 0.05,
-            "eta_min": 0.0,
-            "weight_decay": 5e-4,
-            "sparsity": 0.9,
-            "distribution": "erk",
-            "dense_layers": "none",
-        },
+        {"model": "tiny_cnn", "dataset": "synthetic", "synthetic_train_samples": 2048, "synthetic_test_samples": 512,
+         "epochs": 6, "batch_size": 64, "lr": 0.05, "eta_min": 0.0, "weight_decay": 5e-4, "sparsity": 0.9,
+         "distribution": "erk", "dense_layers": "none"},
         # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
         # steps or every epoch. BiDST learns its scores for 2 epochs between updates; DSR's doubling
         # period starts at 8 steps: 8, 16, 32, 64 over epochs 0-3, none from epoch 4, 7 updates.

@@ -279,7 +279,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     assert main(args) == 2
     (line,) = _err(capsys)
     assert line.startswith("dstbench: error: training diverged: loss is nan at epoch 2, step 2 (last finite loss ")
-    assert line.endswith(f"); the checkpoint of epoch 1 in {run} is intact; try a lower --lr")
+    assert line.endswith(f"); the checkpoint of epoch 1 in {run} is intact; train again with a lower --lr into a new --out "
+                              "(--resume continues only the same config, so it cannot change the lr)")
     assert RunDir(run).load_checkpoint()["epoch"] == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (run / "summary.json").exists()
@@ -316,14 +317,13 @@ def test_sigterm_ends_with_one_line_and_a_resumable_folder(finished: Path, tmp_p
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert err.strip().splitlines() == [
-        "dstbench: interrupted by SIGTERM; every finished epoch is saved: run the same command with --resume "
-        "(compare/sweep: the same command) to continue"
+        "dstbench: interrupted by SIGTERM; every finished epoch is saved: run the same command with --resume to continue"
     ]
     assert RunDir(run).load_checkpoint()["epoch"] >= 0
 
 
 # -- reuse -----------------------------------------------------------------------------------------------
-COMPARE = ["compare", "--methods", "set", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64",
+COMPARE = ["compare", "--methods", "set", "--seeds", "0", "--preset", "quick", "--epochs", "1", "--max-train-samples", "64",
            "--max-test-samples", "32", "--quiet"]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ is a :class:`~dstbench.core.errors.DstbenchError`, which the CLI prints as one l
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -49,6 +50,10 @@ def add_commands(sub: Any) -> None:
     report.add_argument("--out", metavar="DIR", help="where report.md and report.csv go (default: dir itself)")
     report.add_argument("--baseline", help="method every other is tested against (default: the first method)")
     report.add_argument("--paper", action="store_true", help="add the BiDST paper's published accuracies and gaps")
+    report.add_argument(
+        "--skip-incomplete", action="store_true",
+        help="report the finished runs and list the rest (unfinished, empty, not folders) instead of refusing",
+    )  # fmt: skip
     report.set_defaults(func=_cmd_report)
 
 
@@ -359,9 +364,17 @@ def _cmd_plot_ablation(args: argparse.Namespace) -> int:
 # -- report ----------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from dstbench.analysis.report import write_report
+    from dstbench.analysis.runs import Skipped
     from dstbench.runs.lock import run_lock
 
+    skipped: list[Skipped] = []
     target = Path(args.out or args.dir)  # one writer per folder: not into a run that is training
     with run_lock(target, "writing report.md", enabled=target.is_dir()):
-        print(write_report(args.dir, baseline=args.baseline, paper=args.paper, out=args.out))
+        text = write_report(
+            args.dir, baseline=args.baseline, paper=args.paper, out=args.out, skip_incomplete=args.skip_incomplete,
+            skipped=skipped,
+        )  # fmt: skip
+    for entry in skipped:
+        print(f"dstbench: skipped {entry.line()}", file=sys.stderr)
+    print(text)
     return 0

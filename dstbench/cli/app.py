@@ -45,6 +45,10 @@ DESCRIPTION = (
 """The top-level ``--help`` text: plain words, not the module's reStructuredText docstring."""
 
 
+COMPARE_SEEDS = (0, 1, 2)
+"""``compare``'s seeds when ``--seeds`` is not given: with one seed its verdicts would all be "n=1: no test"."""
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the default is "unset" (None, False, an empty
     list) or the help already states it, so ``--help`` shows the value an omitted option takes."""
@@ -94,7 +98,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     summaries = run_grid(
         grid.methods or ["set", "rigl"],
         sparsities=split_list(args.sparsities, float, "sparsities"),
-        seeds=grid.seeds,
+        seeds=grid.seeds or list(COMPARE_SEEDS),
         out=grid.out,
         preset=args.preset,
         config_file=args.config,
@@ -210,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     compare = sub.add_parser("compare", help="train every (method, sparsity, seed) and tabulate")
-    add_grid_options(compare, GridFlags("comma-separated methods (default: set,rigl)", "output folder (default: runs/compare)"))
+    add_grid_options(compare, GridFlags(
+        "comma-separated methods (default: set,rigl)", "output folder (default: runs/compare)",
+        seeds_help="comma-separated seeds (default: 0,1,2: enough for Welch's test against the baseline; one seed gives no test)",
+    ))  # fmt: skip
     compare.add_argument("--sparsities", help="comma-separated sparsities (default: the preset's, 0.9 for quick)")
     add_train_options(compare, single_run=False)
     add_execution_options(compare)
@@ -305,10 +312,20 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _interrupted_message(signum: int, command: str | None) -> str:
     name = signal.Signals(signum).name
-    if command in ("train", "compare", "sweep"):
-        return (f"dstbench: interrupted by {name}; every finished epoch is saved: "
-                "run the same command with --resume (compare/sweep: the same command) to continue")
+    if command == "train":
+        return f"dstbench: interrupted by {name}; every finished epoch is saved: run the same command with --resume to continue"
+    if command in ("compare", "sweep", "lt", "reproduce"):
+        return (f"dstbench: interrupted by {name}; finished runs and epochs are saved: run the same command "
+                "to continue")
     return f"dstbench: interrupted by {name}"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of a closed pipe raises nothing
+    (the Python documentation's recipe for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DstbenchError as exc:
             print(f"dstbench: error: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `dstbench models | head`: the reader has all it wanted
+            _silence_stdout()
+            return 128 + signal.SIGPIPE
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             with contextlib.suppress(Interrupted):

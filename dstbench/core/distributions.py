@@ -17,7 +17,7 @@ number of layers, so the realised sparsity is reported beside the nominal one ra
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -224,6 +224,8 @@ def plan_sparsity(
     densities = layer_densities(layers, sparsity, distribution, dense_layers, erk_power_scale)
     dense = dense_layer_names(layers, dense_layers)
     active = {layer.name: active_count(layer.numel, densities[layer.name], min_active) for layer in layers}
+    if sparsity > 0.0:
+        _check_floor([layer for layer in layers if layer.name not in dense], densities, sparsity, min_active)
     if distribution == "global" and sparsity > 0.0:
         sparsified = [layer for layer in layers if layer.name not in dense]
         active.update(global_counts([layer.numel for layer in sparsified], sparsity, min_active, names=[layer.name for layer in sparsified]))
@@ -237,6 +239,20 @@ def plan_sparsity(
         for layer in layers
     )
     return SparsityPlan(float(sparsity), distribution, dense_layers, targets, min_active)
+
+
+def _check_floor(sparsified: Sequence[PrunableLayer], densities: Mapping[str, float], sparsity: float, min_active: int) -> None:
+    """A floor that keeps a layer the plan sparsifies entirely dense is an error, not a quietly dense
+    network: the run would be labelled with a sparsity it does not have."""
+    for layer in sparsified:
+        planned = active_count(layer.numel, densities[layer.name], 0)
+        if planned < layer.numel <= min_active:
+            possible = min(other.numel for other in sparsified) - 1
+            raise ConfigError(
+                f"--min-active {min_active} would keep layer {layer.name} ({layer.numel} weights) dense while "
+                f"--sparsity {sparsity:g} asks it to keep {planned}; at most --min-active {possible} keeps every "
+                "sparsified layer sparse"
+            )
 
 
 def global_counts(numels: Sequence[int], sparsity: float, min_active: int = 1, *, names: Sequence[str]) -> dict[str, int]:

@@ -9,6 +9,8 @@ only; plain ``name=value`` applies to every method (and must be valid for each).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +48,28 @@ def _method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
     return chosen
 
 
+def check_hp_owners(methods: Sequence[str], *assignments: Mapping[str, Any]) -> None:
+    """Every ``method.name`` names a method of the grid and one of its fields, and every plain ``name``
+    is a field of every method; otherwise one line with the nearest fix (a mistyped prefix would
+    otherwise be silently ignored, and the method trained with its default)."""
+    fields = {method: {f.name for f in dataclasses.fields(get_method(method))} for method in methods}
+    for hp in assignments:
+        for key in hp:
+            owner, dot, name = key.partition(".")
+            if dot and owner not in fields:
+                close = difflib.get_close_matches(owner, list(fields), n=1)
+                hint = f"; did you mean {close[0]}.{name}?" if close else ""
+                raise ConfigError(f"--hp {key}: {owner!r} is not among --methods ({', '.join(methods)}){hint}")
+            if not dot:
+                lacking = [m for m in methods if key not in fields[m]]
+                having = [m for m in methods if key in fields[m]]
+                if lacking and having:
+                    raise ConfigError(
+                        f"--hp {key} applies to every method, and {lacking[0]} has no {key!r}; set it for the methods "
+                        f"that have it: {', '.join(f'{m}.{key}' for m in having)}"
+                    )
+
+
 def grid_configs(
     methods: Sequence[str],
     *,
@@ -67,6 +91,7 @@ def grid_configs(
         preset = "quick"
     for method in methods:
         get_method(method)
+    check_hp_owners(methods, hp, hp_grid or {})
     base = resolve_config(preset, config_file, overrides, {})
     if out is not None and not out.strip():
         raise ConfigError("--out is empty; give a folder for the runs")

@@ -1,10 +1,12 @@
 """Where the runs of a grid (``compare``, ``sweep``) execute: in this process, a process pool, or SLURM.
 
 * ``--jobs 1`` (default): one run after another in this process.
-* ``--jobs N``: a ``concurrent.futures`` process pool (spawn) of N workers, one run per task; on the
-  CPU the torch threads of this process are split between the workers, and ``--devices
-  cuda:0,cuda:1`` places runs round-robin (several runs may share a GPU). Every run is seeded on its
-  own, so the results are those of ``--jobs 1``.
+* ``--jobs N``: a ``concurrent.futures`` process pool (spawn) of N workers, one run per task;
+  ``--devices cuda:0,cuda:1`` places runs round-robin (several runs may share a GPU). Every run is
+  seeded on its own and uses its own ``--threads`` (part of its config), so the results are those of
+  ``--jobs 1`` bit for bit. Ctrl-C (SIGINT to the whole process group, as a terminal sends it) is
+  taken by this process alone: it stops the workers' runs (each unwinds as a SIGTERM'd run does,
+  leaving a resumable folder) and ends with one line.
 * ``--launcher slurm``: one job per run as a submitit job array with the SLURM options given;
   ``--launcher local`` runs the very same path through submitit's local executor (what the tests use).
   A preempted or timed-out job is requeued by submitit and continues from the run's checkpoint
@@ -16,7 +18,9 @@ and progress is one line per finished run plus an overall bar.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,7 +28,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from dstbench.config import TrainConfig
@@ -46,28 +49,35 @@ def run_one(cfg: TrainConfig) -> dict[str, Any]:
     return train(cfg, resume="auto", progress=False)
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
+class _WorkerStopped(KeyboardInterrupt):
+    """SIGTERM in a pool worker: the grid was interrupted, so the run unwinds as an interrupted one."""
+
+
+def _stop_run(signum: int, frame: object) -> None:
+    raise _WorkerStopped(signum)
+
+
+def _worker_init() -> None:
+    """A pool worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group: the parent
+    alone decides, then stops each worker with SIGTERM, which unwinds the run like an interrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_run)
 
 
 class TrainJob:
     """A submitit job: one run. On preemption or timeout submitit calls :meth:`checkpoint` and
     requeues the returned submission; the run then continues from its own ``checkpoint.pt``.
 
-    The job uses as many torch threads as CPUs it was given (``--slurm-cpus``): thread count changes
-    the order of float reductions, so it is set, not left to the node's default."""
-
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = threads
+    The run sets its own torch thread count (``--threads``, part of its config), whatever CPUs the
+    job was given (``--slurm-cpus``), so a job's numbers are those of ``--jobs 1``."""
 
     def __call__(self, cfg: TrainConfig) -> dict[str, Any]:
-        torch.set_num_threads(self.threads)
         return run_one(cfg)
 
     def checkpoint(self, cfg: TrainConfig) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainJob(self.threads), cfg)
+        return submitit.helpers.DelayedSubmission(TrainJob(), cfg)
 
 
 def _placed(configs: Sequence[TrainConfig], devices: Sequence[str]) -> list[TrainConfig]:
@@ -139,21 +149,24 @@ def _in_process(cfg: TrainConfig, progress: bool, index: int, total: int) -> dic
 
 
 def _pool(configs: Sequence[TrainConfig], pending: Sequence[int], jobs: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, max(1, len(pending))),
-        mp_context=get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(threads,),
-    ) as pool:
-        futures = {pool.submit(run_one, configs[i]): i for i in pending}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            for future in futures:  # a failed run stops the grid: do not start the queued ones
-                future.cancel()
-            raise
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, max(1, len(pending))), mp_context=get_context("spawn"), initializer=_worker_init
+    )
+    futures = {pool.submit(run_one, configs[i]): i for i in pending}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:
+        # A failed run or an interrupt stops the grid: the queued runs never start, the running ones
+        # are stopped (SIGTERM unwinds them, see _worker_init), and their results are not awaited.
+        processes = list((pool._processes or {}).values())  # shutdown() forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _submitit(
@@ -170,7 +183,7 @@ def _submitit(
     cluster = "local" if execution.launcher == "local" else "slurm"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="dstbench", **execution.slurm.executor_parameters(cluster))
-    jobs = executor.map_array(TrainJob(execution.slurm.cpus), [configs[i] for i in pending])
+    jobs = executor.map_array(TrainJob(), [configs[i] for i in pending])
     index = {job.job_id: i for job, i in zip(jobs, pending)}
     for job in submitit.helpers.as_completed(jobs):
         try:

@@ -60,5 +60,6 @@ class DivergenceGuard:
         )
         raise TrainingDiverged(
             f"training diverged: loss is {float(self.bad_loss)} at epoch {epoch + 1}, step {step} "
-            f"(last finite loss {last_text}); {kept}; try a lower --lr"
+            f"(last finite loss {last_text}); {kept}; train again with a lower --lr into a new --out (--resume continues "
+            "only the same config, so it cannot change the lr)"
         )

@@ -6,6 +6,7 @@ every caller that trains a run it may have started before (grids, the lottery-ti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -73,8 +74,24 @@ def _open_for_resume(run: RunDir, cfg: TrainConfig, platform: Platform) -> dict[
     saved_config = state.get("config")
     if saved_config is None:  # legacy checkpoint: the config lives in config.json only
         saved_config = run.read_json(run.config)
-    check_same_run(run.path, saved_config, state.get("code_version"), cfg, resume=True)
+    check_same_run(run.path, saved_config, state.get("code_version"), _with_saved_threads(run, saved_config, cfg), resume=True)
     return state
+
+
+def _with_saved_threads(run: RunDir, saved: dict[str, Any], cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the thread count the run was started with, after a warning if this resume runs with
+    another: the run continues correctly, but its low bits drift from the uninterrupted run's."""
+    from dstbench.runs.configs import flat_config
+
+    was = flat_config(saved).get("threads")
+    if was == cfg.threads:
+        return cfg
+    started_with = "an unrecorded thread count (it predates --threads)" if was is None else f"--threads {was}"
+    log.warning(
+        "%s was started with %s and resumes with --threads %d: its numbers will differ in the low bits from an "
+        "uninterrupted run's", run.path, started_with, cfg.threads,
+    )  # fmt: skip
+    return cfg if was is None else dataclasses.replace(cfg, threads=was)
 
 
 def start_fresh(t: Training) -> History:

@@ -58,6 +58,10 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
     from dstbench.data import dataset_info
 
     updater: MaskUpdater = create_updater(cfg.method, cfg.hp)
+    if updater.needs.sparse and cfg.sparsity == 0.0:
+        raise ConfigError(
+            f"--sparsity 0 leaves {cfg.method} no weight to prune or move; train a dense network with --method dense"
+        )
     platform.check(cfg, updater)
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
@@ -122,7 +126,8 @@ def data_config(cfg: TrainConfig, platform: Platform | None = None) -> DataConfi
 
 
 def _check_subset_sizes(cfg: TrainConfig, data: Any) -> None:
-    """A subset larger than the data is an error, not a silent clamp (the run would be mislabelled)."""
+    """A subset or a batch larger than the data is an error, not a silent clamp (the run would be
+    mislabelled: a batch clamped to the data size is another run than the one its config records)."""
     for option, limit, loader, split in (
         ("--max-train-samples", cfg.max_train_samples, data.train, "training"),
         ("--max-test-samples", cfg.max_test_samples, data.test, "test"),
@@ -130,6 +135,12 @@ def _check_subset_sizes(cfg: TrainConfig, data: Any) -> None:
         available = getattr(loader, "num_samples", None)
         if limit is not None and available is not None and limit > available:
             raise ConfigError(f"{option} {limit} exceeds the {available} {split} samples of {cfg.dataset}")
+    available = getattr(data.train, "num_samples", None)
+    if available is not None and cfg.batch_size > available:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} exceeds the {available} training samples of {cfg.dataset}; "
+            f"use at most --batch-size {available}"
+        )
 
 
 @dataclass
@@ -163,6 +174,7 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     from dstbench.data import build_data
 
     device = platform.device
+    torch.set_num_threads(cfg.threads)  # part of the run: the thread count orders CPU reductions
     torch.manual_seed(cfg.seed)
     data = build_data(data_config(cfg, platform), device)
     _check_subset_sizes(cfg, data)
