@@ -12,6 +12,7 @@ out as (O, N, Ho, Wo) and is returned as a strided view in NCHW order, without a
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -106,7 +107,9 @@ class CsrBackend(LayerBackend):
         _check_conv(self.name, name, module)
 
     def convert(self, module: nn.Module) -> nn.Module:
-        return _wrap(module, _matrix(module).to_sparse_csr())
+        with warnings.catch_warnings():  # "CSR support is in beta": said once in docs/speed.md, not per layer
+            warnings.simplefilter("ignore", UserWarning)
+            return _wrap(module, _matrix(module).to_sparse_csr())
 
 
 def block_size(mask: torch.Tensor) -> int | None:

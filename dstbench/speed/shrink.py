@@ -100,7 +100,7 @@ def find_chains(model: nn.Module, example: torch.Tensor) -> tuple[list[Chain], d
             current = nxt
         if verdict == "consumer":
             chains.append(chain)
-        else:
+        elif not any(user.op == "output" for user in current.users):  # the network's output is no loss
             stop = _single_user(current)
             blocked[chain.producer] = f"output feeds {stop.target if stop is not None else 'several nodes'}"
     return chains, blocked
