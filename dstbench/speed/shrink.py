@@ -131,7 +131,11 @@ def _shrink(model: nn.Module, chain: Chain) -> tuple[int, int, int]:
     foldable = isinstance(consumer, nn.Linear) or tuple(consumer.padding) == (0, 0)
     fold = empty & ~unread & (value != 0)
     removable = unread | (empty & (value == 0)) | (fold if foldable else torch.zeros_like(fold))
-    if fold.any() and foldable:
+    if bool(removable.all()):  # torch has no zero-channel conv: one channel stays (its weights may be 0)
+        removable[0] = False
+    kept_by_padding = int((fold & ~removable).sum())
+    fold &= removable
+    if fold.any():
         extra = (cweight.reshape(cweight.shape[0], channels, -1).sum(dim=2) * (value * fold)).sum(dim=1)
         bias = consumer.bias if consumer.bias is not None else torch.zeros(cweight.shape[0])
         consumer.bias = nn.Parameter((bias + extra).detach())
@@ -140,7 +144,7 @@ def _shrink(model: nn.Module, chain: Chain) -> tuple[int, int, int]:
     for name in chain.norms:
         _cut_norm(model.get_submodule(name), keep)
     _cut(consumer, keep, dim=1)
-    return int(removable.sum()), channels, int((fold & ~removable).sum())
+    return int(removable.sum()), channels, kept_by_padding
 
 
 def _cut(layer: nn.Module, keep: torch.Tensor, dim: int) -> None:
