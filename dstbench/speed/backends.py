@@ -76,7 +76,7 @@ class LayerBackend(Backend):
         out = copy.deepcopy(model)
         kept: list[str] = []
         for name, module in list(masked_layers(out)):
-            if bool(module.weight_mask.all()):
+            if bool(getattr(module, "weight_mask").all()):
                 kept.append(name)
                 continue
             self.check(name, module, example.device)

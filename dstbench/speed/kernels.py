@@ -24,9 +24,15 @@ from dstbench.speed.backends import Backend, BackendUnavailable, LayerBackend, P
 __all__ = ["SparseGemmConv2d", "SparseGemmLinear", "block_size", "is_two_four"]
 
 
+def _mask(module: nn.Module) -> torch.Tensor:
+    mask = getattr(module, "weight_mask")
+    assert isinstance(mask, torch.Tensor)
+    return mask
+
+
 def _matrix(module: nn.Module) -> torch.Tensor:
     """The masked weight as a (out, in*kh*kw) matrix in unfold's column order."""
-    weight = (module.weight * module.weight_mask).detach()
+    weight = (getattr(module, "weight") * _mask(module)).detach()
     return weight.reshape(weight.shape[0], -1)
 
 
@@ -53,14 +59,16 @@ class SparseGemmConv2d(nn.Module):
         super().__init__()
         self.weight = weight
         self.bias = None if conv.bias is None else conv.bias.detach().clone()
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
+        self.kernel_size: tuple[int, int] = conv.kernel_size  # type: ignore[assignment]
+        self.stride: tuple[int, int] = conv.stride  # type: ignore[assignment]
+        self.padding: tuple[int, int] = conv.padding  # type: ignore[assignment]
+        self.dilation: tuple[int, int] = conv.dilation  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # type: ignore[arg-type]
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1  # type: ignore[index]
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1  # type: ignore[index]
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
         matrix = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], -1)
         out = torch.sparse.mm(self.weight, matrix).reshape(-1, n, ho, wo).transpose(0, 1)
         if self.bias is not None:
@@ -78,7 +86,8 @@ def _check_conv(backend: str, name: str, module: nn.Module) -> None:
 def _wrap(module: nn.Module, weight: torch.Tensor) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         return SparseGemmConv2d(weight, module)
-    return SparseGemmLinear(weight, module.bias)
+    bias = getattr(module, "bias")
+    return SparseGemmLinear(weight, bias if isinstance(bias, torch.Tensor) else None)
 
 
 class MaskedBackend(Backend):
@@ -93,7 +102,7 @@ class MaskedBackend(Backend):
         out = copy.deepcopy(model)
         with torch.no_grad():
             for _, module in masked_layers(out):
-                module.weight.mul_(module.weight_mask)
+                getattr(module, "weight").mul_(_mask(module))
         return Prepared(out)
 
 
@@ -134,13 +143,13 @@ class BsrBackend(LayerBackend):
 
     def check(self, name: str, module: nn.Module, device: torch.device) -> None:
         _check_conv(self.name, name, module)
-        if block_size(module.weight_mask) is None:
+        if block_size(_mask(module)) is None:
             raise BackendUnavailable(
                 f"backend bsr: layer {name}'s mask is not block-structured (no RxR tile, R in 32..2, all on or all off)"
             )
 
     def convert(self, module: nn.Module) -> nn.Module:
-        size = block_size(module.weight_mask)
+        size = block_size(_mask(module))
         assert size is not None  # check() ran first
         return _wrap(module, _matrix(module).to_sparse_bsr((size, size)))
 
@@ -164,7 +173,8 @@ class SemiStructuredLinear(nn.Module):
         if isinstance(module, nn.Conv2d):
             self.conv = {"kernel_size": module.kernel_size, "dilation": module.dilation, "padding": module.padding, "stride": module.stride}
         self.weight = to_sparse_semi_structured(_matrix(module).contiguous())
-        self.bias = None if module.bias is None else module.bias.detach().clone()
+        bias = getattr(module, "bias")
+        self.bias = bias.detach().clone() if isinstance(bias, torch.Tensor) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is None:
@@ -190,7 +200,7 @@ class SemiStructuredBackend(LayerBackend):
         if torch.cuda.get_device_capability(device) < (8, 0):
             raise BackendUnavailable("backend semi-structured needs compute capability 8.0 or newer (Ampere)")
         _check_conv(self.name, name, module)
-        if not is_two_four(module.weight_mask):
+        if not is_two_four(_mask(module)):
             raise BackendUnavailable(f"backend semi-structured: layer {name}'s mask is not 2:4 (at most 2 of every 4 inputs)")
 
     def convert(self, module: nn.Module) -> nn.Module:

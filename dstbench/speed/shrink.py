@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,14 +111,15 @@ def _constant(model: nn.Module, chain: Chain, channels: int) -> torch.Tensor:
     """``act(BN(0))`` per channel: what an empty producer channel carries to the consumer."""
     value = torch.zeros(1, channels)
     for name in chain.norms:
-        bn = model.get_submodule(name)
+        bn: Any = model.get_submodule(name)
         value = F.batch_norm(value, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
     return value.relu()[0] if chain.relu else value[0]
 
 
 def _shrink(model: nn.Module, chain: Chain) -> tuple[int, int, int]:
     """Apply one chain in place; returns (removed, channels, kept because of padding)."""
-    producer, consumer = model.get_submodule(chain.producer), model.get_submodule(chain.consumer)
+    producer: Any = model.get_submodule(chain.producer)
+    consumer: Any = model.get_submodule(chain.consumer)
     weight = producer.weight * getattr(producer, "weight_mask", 1)
     channels = weight.shape[0]
     empty = weight.reshape(channels, -1).eq(0).all(dim=1)
@@ -147,7 +149,7 @@ def _shrink(model: nn.Module, chain: Chain) -> tuple[int, int, int]:
     return int(removable.sum()), channels, kept_by_padding
 
 
-def _cut(layer: nn.Module, keep: torch.Tensor, dim: int) -> None:
+def _cut(layer: Any, keep: torch.Tensor, dim: int) -> None:
     with torch.no_grad():
         layer.weight = nn.Parameter(layer.weight.index_select(dim, keep.nonzero()[:, 0]).clone())
         if isinstance(getattr(layer, "weight_mask", None), torch.Tensor):
@@ -159,7 +161,7 @@ def _cut(layer: nn.Module, keep: torch.Tensor, dim: int) -> None:
     setattr(layer, attr[0] if isinstance(layer, nn.Conv2d) else attr[1], size)
 
 
-def _cut_norm(bn: nn.Module, keep: torch.Tensor) -> None:
+def _cut_norm(bn: Any, keep: torch.Tensor) -> None:
     with torch.no_grad():
         for attr in ("weight", "bias"):
             if getattr(bn, attr) is not None:
@@ -181,7 +183,7 @@ class ShrinkBackend(Backend):
         out = copy.deepcopy(model).eval()
         with torch.no_grad():
             for _, module in masked_layers(out):
-                module.weight.mul_(module.weight_mask)
+                getattr(module, "weight").mul_(getattr(module, "weight_mask"))
         chains, blocked = find_chains(out, example)
         removed = total = padded = 0
         for chain in chains:
