@@ -27,8 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     "methods": {"core"},
     "train": {"core", "engine", "runs", "config", "data", "models", "dstbench"},
     "analysis": {"core", "engine", "runs"},
+    "speed": {"core", "engine", "runs", "config", "models", "data"},
     "grid": {"core", "engine", "runs", "config", "train", "analysis", "data"},
-    "cli": {"core", "engine", "runs", "config", "train", "grid", "analysis", "data", "models", "dstbench"},
+    "cli": {"core", "engine", "runs", "config", "train", "grid", "analysis", "data", "models", "dstbench", "speed"},
     "dstbench": {"core", "engine", "cli"},
 }
 
@@ -73,7 +74,7 @@ def layer(module: str) -> str:
     if module == "dstbench.__main__":
         return "cli"  # ``python -m dstbench`` is the command line
     parts = module.split(".")
-    if parts[1:2] and parts[1] in {"methods", "models", "data", "analysis", "core", "engine", "train", "runs", "grid", "cli", "config"}:
+    if parts[1:2] and parts[1] in {"methods", "models", "data", "analysis", "core", "engine", "train", "runs", "grid", "cli", "config", "speed"}:
         return parts[1]
     return "dstbench"
 

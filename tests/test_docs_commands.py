@@ -28,6 +28,8 @@ NOT_RUN = {
     "dstbench report c10-r32-e5": "the real CIFAR-10 runs of docs/results.md (run folders are not shipped)",
     "dstbench report c10-r32-4k-e3": "the earlier subset runs of docs/results.md (run folders are not shipped)",
     "dstbench report runs/methods2": "the real CIFAR-10 runs of docs/methods.md (run folders are not shipped)",
+    "dstbench speed /tmp/h7runs/vgg19-u98": "times VGG-19 for minutes; tests/test_speed.py runs the command on a tiny run",
+    "dstbench train --model cifar_vgg19 --dataset synthetic": "docs/speed.md's VGG-19 run in /tmp/h7runs; tests/test_speed.py times a tiny run",
     "dstbench flops --model resnet50": "a ResNet-50 forward pass (7 s); tests/test_analysis_flops.py checks its numbers",
 }
 TRAINING = {"train", "compare", "sweep"}

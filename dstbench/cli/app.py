@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dstbench.cli.analysis import add_commands
 
     add_commands(sub)
+    from dstbench.cli.speed import add_command as add_speed
+
+    add_speed(sub)
     return parser
 
 
