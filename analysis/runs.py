@@ -164,7 +164,7 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
     runs: list[Run] = []
     skipped: list[Skipped] = []
     for entry in entries:
-        if entry.name.startswith(".") or (entry.is_file() and not entry.is_symlink() and entry.suffix in _GRID_OUTPUTS):
+        if entry.name.startswith(".") or _is_grid_output(entry):
             continue  # hidden folders (.submitit) and the grid's own tables and figures
         problem = _entry_problem(entry)
         if problem is None:
@@ -180,6 +180,19 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
     if not runs:
         raise DstbenchError(f"no finished runs in {path}")
     return runs, skipped
+
+
+def _is_grid_output(entry: Path) -> bool:
+    """A table or figure the grid wrote beside its runs, or a folder holding only such files
+    (``plot ... --out DIR/figures``): not a run, so neither counted nor refused."""
+    if entry.is_symlink():
+        return False
+    if entry.is_file():
+        return entry.suffix in _GRID_OUTPUTS
+    if not entry.is_dir():
+        return False
+    files = list(entry.iterdir())
+    return bool(files) and all(f.is_file() and not f.is_symlink() and f.suffix in _GRID_OUTPUTS for f in files)
 
 
 def _refuse_duplicates(runs: Sequence[Run]) -> None:

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"core", "data"},
     "methods": {"core"},
     "train": {"core", "engine", "runs", "config", "data", "models", "dstbench"},
-    "analysis": {"core", "engine", "runs"},
+    "analysis": {"core", "engine", "runs", "config"},
     "speed": {"core", "engine", "runs", "config", "models", "data"},
     "grid": {"core", "engine", "runs", "config", "train", "analysis", "data"},
     "cli": {"core", "engine", "runs", "config", "train", "grid", "analysis", "data", "models", "dstbench", "speed"},
