@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dstbench.grid.reproduce import SCALES, TARGETS, _parts
+from dstbench.grid.reproduce import SCALES, TARGETS, _methods, _parts
 from dstbench.cli.app import main
 
 TINY = ["--seeds", "0", "--epochs", "1", "--max-train-samples", "32", "--max-test-samples", "32", "--batch-size", "16",
@@ -62,3 +62,21 @@ def test_reproduce_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknown method" in capsys.readouterr().err
     assert main(["reproduce", "table1", "--scale", "smoke", "--preset", "quick", "--out", str(tmp_path)]) == 2
     assert "--preset and --config do not apply" in capsys.readouterr().err
+
+
+def test_installed_plugins_join_a_target_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: an entry-point plugin put itself into Table 1's grid and stopped it at run 19."""
+    from dataclasses import dataclass
+
+    from dstbench.core import registry
+    from dstbench.core.updater import MaskUpdater
+
+    @dataclass
+    class Plugin(MaskUpdater):
+        name = "plugin-x"
+
+    monkeypatch.setitem(registry._REGISTRY, "plugin-x", Plugin)
+    assert "plugin-x" in registry.list_methods()
+    sparse, dense = _methods(None)
+    assert "plugin-x" not in sparse and dense and {"rigl", "bidst", "static"} <= set(sparse)
+    assert _methods(["rigl", "plugin-x"]) == (["rigl", "plugin-x"], False)
