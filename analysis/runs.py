@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstbench.config import RESUME_IGNORED_FIELDS
 from dstbench.core.errors import DstbenchError
 from dstbench.runs.configs import read_config, typed_config
+from dstbench.runs.reuse import RESUME_IGNORED_FIELDS  # the config's list, through the runs layer
 from dstbench.runs.rundir import RunDir
 
 __all__ = ["Run", "Skipped", "load_run", "find_runs", "complete_runs", "report_runs"]
@@ -178,7 +178,8 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
         skipped.append(Skipped(entry, problem))
     _refuse_duplicates(runs)
     if not runs:
-        raise DstbenchError(f"no finished runs in {path}")
+        what = "no finished runs" if skipped else "neither a run directory nor a folder of runs (no config.json)"
+        raise DstbenchError(f"{path}: {what}")
     return runs, skipped
 
 

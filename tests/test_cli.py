@@ -58,7 +58,7 @@ BAD_INPUT = [
     (["train", "--dense-layers", "all"], "choose from none, first, mest"),
     (["train", "--hp", "delta_t=abc", "--method", "rigl"], "delta_t: expected int"),
     (["train", "--hp", "nonsense"], "--hp expects name=value"),
-    (["train", "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", "--epochs", "0"], "--epochs must be in [1, 100000]"),
     (["train", "--sparsity", "abc"], "invalid float value"),
     (["compare", "--methods", "rigl,bogus"], "unknown method 'bogus'"),
     (["compare", "--sparsities", "0.9,2"], "sparsity must be in [0, 1)"),
