@@ -128,6 +128,18 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
+def _is_output(entry: Path) -> bool:
+    """A table or figure beside the runs, or a folder of nothing else (``figures/``): not a run."""
+    if entry.is_symlink():
+        return False
+    if entry.is_file():
+        return entry.suffix in _GRID_OUTPUTS
+    if not entry.is_dir() or RunDir(entry).config.exists():
+        return False
+    inside = list(entry.iterdir())
+    return bool(inside) and all(path.is_file() and path.suffix in _GRID_OUTPUTS for path in inside)
+
+
 def _entry_problem(path: Path) -> str | None:
     """Why ``path`` is not a finished run to report, or None when it is one."""
     if path.is_symlink():
@@ -164,7 +176,7 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
     runs: list[Run] = []
     skipped: list[Skipped] = []
     for entry in entries:
-        if entry.name.startswith(".") or (entry.is_file() and not entry.is_symlink() and entry.suffix in _GRID_OUTPUTS):
+        if entry.name.startswith(".") or _is_output(entry):
             continue  # hidden folders (.submitit) and the grid's own tables and figures
         problem = _entry_problem(entry)
         if problem is None:
