@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstbench.config import RESUME_IGNORED_FIELDS
 from dstbench.core.errors import DstbenchError
 from dstbench.runs.configs import read_config, typed_config
+from dstbench.runs.reuse import RESUME_IGNORED_FIELDS  # the config's list, through the runs layer
 from dstbench.runs.rundir import RunDir
 
 __all__ = ["Run", "Skipped", "load_run", "find_runs", "complete_runs", "report_runs"]
@@ -128,6 +128,18 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
+def _is_output(entry: Path) -> bool:
+    """A table or figure beside the runs, or a folder of nothing else (``figures/``): not a run."""
+    if entry.is_symlink():
+        return False
+    if entry.is_file():
+        return entry.suffix in _GRID_OUTPUTS
+    if not entry.is_dir() or RunDir(entry).config.exists():
+        return False
+    inside = list(entry.iterdir())
+    return bool(inside) and all(path.is_file() and not path.is_symlink() and path.suffix in _GRID_OUTPUTS for path in inside)
+
+
 def _entry_problem(path: Path) -> str | None:
     """Why ``path`` is not a finished run to report, or None when it is one."""
     if path.is_symlink():
@@ -164,7 +176,7 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
     runs: list[Run] = []
     skipped: list[Skipped] = []
     for entry in entries:
-        if entry.name.startswith(".") or _is_grid_output(entry):
+        if entry.name.startswith(".") or _is_output(entry):
             continue  # hidden folders (.submitit) and the grid's own tables and figures
         problem = _entry_problem(entry)
         if problem is None:
@@ -178,21 +190,9 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
         skipped.append(Skipped(entry, problem))
     _refuse_duplicates(runs)
     if not runs:
-        raise DstbenchError(f"no finished runs in {path}")
+        what = "no finished runs" if skipped else "neither a run directory nor a folder of runs (no config.json)"
+        raise DstbenchError(f"{path}: {what}")
     return runs, skipped
-
-
-def _is_grid_output(entry: Path) -> bool:
-    """A table or figure the grid wrote beside its runs, or a folder holding only such files
-    (``plot ... --out DIR/figures``): not a run, so neither counted nor refused."""
-    if entry.is_symlink():
-        return False
-    if entry.is_file():
-        return entry.suffix in _GRID_OUTPUTS
-    if not entry.is_dir():
-        return False
-    files = list(entry.iterdir())
-    return bool(files) and all(f.is_file() and not f.is_symlink() and f.suffix in _GRID_OUTPUTS for f in files)
 
 
 def _refuse_duplicates(runs: Sequence[Run]) -> None:

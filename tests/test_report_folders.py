@@ -77,3 +77,10 @@ def test_an_entry_that_is_not_a_finished_run_is_an_error_or_listed(
     out, err = capsys.readouterr()
     assert err == f"dstbench: skipped {victim}: {reason}\n"
     assert "| static | tiny_cnn | synthetic | 1 | erk | 90% | 1 |" in out  # the seed left
+
+
+def test_a_folder_of_figures_beside_the_runs_is_not_a_run(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (runs / "figures").mkdir()
+    (runs / "figures" / "iou.png").write_bytes(b"png")
+    assert _report(runs, tmp_path) == 0
+    assert capsys.readouterr().err == ""

@@ -91,7 +91,8 @@ def _with_saved_threads(run: RunDir, saved: dict[str, Any], cfg: TrainConfig) ->
         "%s was started with %s and resumes with --threads %d: its numbers will differ in the low bits from an "
         "uninterrupted run's", run.path, started_with, cfg.threads,
     )  # fmt: skip
-    return cfg if was is None else dataclasses.replace(cfg, threads=was)
+    # Checked as if resumed with the recorded count (an old folder: the default its config reads with).
+    return dataclasses.replace(cfg, threads=TrainConfig.threads if was is None else was)
 
 
 def start_fresh(t: Training) -> History:
