@@ -154,7 +154,7 @@ def test_itop_rate_from_snapshots_equals_the_engine_s(compare_dir: Path) -> None
     "argv, message",
     [
         (["report", "{tmp}/missing"], "no such directory"),
-        (["report", "{tmp}"], "no finished runs in"),
+        (["report", "{tmp}"], "neither a run directory nor a folder of runs"),
         (["plot", "iou", "{tmp}/missing", "--out", "{tmp}/x.png"], "no such directory"),
         (["plot", "sparsity-curve", "{tmp}", "--out", "{tmp}/x.png"], "is not a sweep folder"),
         (["plot", "overhead", "{tmp}", "--out", "{tmp}/x.svg"], "must end in .png or .pdf"),

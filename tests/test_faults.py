@@ -138,3 +138,17 @@ def test_of_two_writers_on_one_folder_one_finishes_and_one_is_refused(
 ) -> None:
     trial = fa.writer_trial(reference, other, work, delay)
     assert trial.problem == "", trial.problem
+
+
+def test_numpy_is_imported_before_torch_can_swallow_a_ctrl_c(tmp_path: Path) -> None:
+    """torch's C extension imports numpy and clears any error, a KeyboardInterrupt included: numpy must be
+    loaded by dstbench itself (where Ctrl-C propagates), not nested inside torch._C's import."""
+    argv = [*ft.ARGS, "--epochs", "1", "--out", str(tmp_path / "r")]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "dstbench.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    depth: dict[str, int] = {}  # module -> nesting depth in the import stack (importtime indents by two spaces a level)
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and not line.rstrip().endswith("| imported package"):
+            name = line.rsplit("|", 1)[-1]
+            depth.setdefault(name.strip(), len(name) - len(name.lstrip()))
+    assert depth["numpy"] <= depth["torch._C"]

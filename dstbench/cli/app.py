@@ -331,6 +331,15 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _import_numpy_before_torch() -> None:
+    """Import numpy here, where a Ctrl-C during the import propagates.
+
+    Otherwise torch's C extension imports it, and clears any error on the way, a KeyboardInterrupt
+    included: the signal is lost and the command carries on with a half-initialised numpy (seen in CI
+    as ``module 'numpy' has no attribute 'matrix'`` after a SIGINT during start-up)."""
+    import numpy  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
     command: str | None = words[0] if words else None  # known before parsing, for a signal during start-up
@@ -344,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(
                 level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
             )
+            _import_numpy_before_torch()
             code: int = args.func(args)
             return code
         except DstbenchError as exc:
