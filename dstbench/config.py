@@ -371,6 +371,18 @@ def typed_hyperparameters(method: str, hp: Mapping[str, Any]) -> dict[str, Any]:
     return build_hyperparameters(get_method(method), dict(hp))
 
 
+# A command given none of these (nor --preset or --config) runs the quick preset: synthetic data and a
+# tiny CNN, so a bare `dstbench train` or `dstbench compare` runs anywhere instead of asking for CIFAR.
+_NAMES_A_SETUP = frozenset({"model", "dataset", "data_dir"})
+
+
+def implied_preset(preset: str | None, config_file: str | None, overrides: Mapping[str, Any]) -> str | None:
+    """The preset a command runs: the one named, else ``quick`` when nothing names a model or data."""
+    if preset is None and config_file is None and not _NAMES_A_SETUP & set(overrides):
+        return "quick"
+    return preset
+
+
 def resolve_config(
     preset: str | None = None,
     config_file: str | None = None,

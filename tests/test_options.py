@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from dstbench.cli.app import build_parser, main
-from dstbench.config import PRESETS, TrainConfig, resolve_config
+from dstbench.config import PRESETS, TrainConfig, implied_preset, resolve_config
 from dstbench.core.fielddocs import field_docs
 from dstbench.core.registry import get_method, list_methods
+from dstbench.runs.configs import read_config
+from dstbench.runs.rundir import RunDir
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -32,7 +35,7 @@ def test_every_config_field_is_a_flag_with_its_docstring_and_default(command: st
         assert action.help is not None and docs[f.name].replace("%", "%%") in action.help
         shown = "unset" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
         quick = PRESETS["quick"].fields
-        if command != "train" and f.name in quick and quick[f.name] != f.default:  # what a bare grid command runs
+        if f.name in quick and quick[f.name] != f.default:  # what a bare command runs (config.implied_preset)
             assert action.help.endswith(
                 f"(default: {quick[f.name]} from the quick preset; {shown} with --preset, --config, --model, --dataset "
                 "or --data-dir)"
@@ -104,3 +107,15 @@ def test_the_methods_that_rank_globally_come_from_the_registry() -> None:
     with pytest.raises(Exception, match="ranks globally") as error:
         check_distribution_policy("global", "exact", "rigl")
     assert str(error.value).endswith(", ".join(ranking) + ")")
+
+
+def test_a_bare_train_runs_the_quick_preset_like_a_bare_compare(tmp_path: Path) -> None:
+    """`dstbench train` with nothing naming a model or data runs what its --help says (the quick
+    preset), as `dstbench compare` does, instead of asking for CIFAR-10."""
+    out = tmp_path / "r"
+    argv = ["train", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "16", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    config = read_config(RunDir(out))
+    quick = PRESETS["quick"].fields
+    assert (config["model"], config["dataset"]) == (quick["model"], quick["dataset"]) == ("tiny_cnn", "synthetic")
+    assert implied_preset(None, None, {"dataset": "cifar10"}) is None and implied_preset("cifar-resnet32", None, {}) == "cifar-resnet32"

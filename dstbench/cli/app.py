@@ -77,10 +77,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dstbench.config import resolve_config
+    from dstbench.config import implied_preset, resolve_config
     from dstbench.train.loop import train
 
-    cfg = resolve_config(args.preset, args.config, train_overrides(args), parse_hp_assignments(args.hp))
+    overrides = train_overrides(args)
+    preset = implied_preset(args.preset, args.config, overrides)
+    cfg = resolve_config(preset, args.config, overrides, parse_hp_assignments(args.hp))
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":
         return 0  # torchrun: rank 0 reports

@@ -58,16 +58,16 @@ def _shown(value: Any) -> Any:
     return "unset" if value is None else str(value).lower() if isinstance(value, bool) else value
 
 
-def _default_text(name: str, default: Any, grid: bool) -> str:
-    """The value an omitted option takes. A grid command (compare, sweep, lt) runs the quick preset
-    when none of --preset, --config, --model, --dataset, --data-dir is given: its help says so."""
+def _default_text(name: str, default: Any) -> str:
+    """The value an omitted option takes. A command runs the quick preset when none of --preset,
+    --config, --model, --dataset, --data-dir is given (``config.implied_preset``): its help says so."""
     quick = PRESETS["quick"].fields
-    if grid and name in quick and quick[name] != default:
+    if name in quick and quick[name] != default:
         return f"(default: {_shown(quick[name])} from the quick preset; {_shown(default)} with --preset, --config, --model, --dataset or --data-dir)"
     return f"(default: {_shown(default)})"
 
 
-def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], annotation: Any, doc: str, grid: bool = False) -> None:
+def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], annotation: Any, doc: str) -> None:
     """One ``--field-name`` option from a TrainConfig field: its type, choices, meaning and default."""
     flag = "--" + f.name.replace("_", "-")
     annotation = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
@@ -76,7 +76,7 @@ def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], an
         annotation = options[0]
         annotation = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
     default = f.default if f.default is not dataclasses.MISSING else None
-    help_text = f"{doc} {_default_text(f.name, default, grid)}".replace("%", "%%")
+    help_text = f"{doc} {_default_text(f.name, default)}".replace("%", "%%")
     # Defaults stay None, so an explicit flag can be told apart from a preset's or a config file's value;
     # ranges are checked once the config is resolved (TrainConfig.validate names the option).
     if annotation is bool:
@@ -97,7 +97,7 @@ def add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> N
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NOT_FLAGS or (not single_run and f.name in _SINGLE_RUN_FIELDS):
             continue
-        _field_option(parser, f, hints[f.name], docs.get(f.name, ""), grid=not single_run)
+        _field_option(parser, f, hints[f.name], docs.get(f.name, ""))
     if single_run:
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, or quick)")

@@ -19,7 +19,7 @@ from typing import Any
 from dstbench.analysis.report import report_rows
 from dstbench.analysis.tables import format_tables
 from dstbench.runs.atomic import atomic_write_json, atomic_write_text
-from dstbench.config import TrainConfig, resolve_config
+from dstbench.config import TrainConfig, implied_preset, resolve_config
 from dstbench.core.errors import ConfigError
 from dstbench.grid.execution import Execution
 from dstbench.grid.launch import execute
@@ -28,8 +28,6 @@ from dstbench.runs.reuse import reusable_summary
 from dstbench.runs.rundir import check_output_dir
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table"]
-
-_NO_PRESET_KEYS = {"model", "dataset", "data_dir"}
 
 
 def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, Any] | None = None) -> str:
@@ -87,8 +85,7 @@ def grid_configs(
     ``hp_grid`` maps hyper-parameter names (plain, or ``method.name`` for one method) to the values to
     try; each method runs every combination of the entries that apply to it.
     """
-    if preset is None and config_file is None and not _NO_PRESET_KEYS & set(overrides):
-        preset = "quick"
+    preset = implied_preset(preset, config_file, overrides)
     for method in methods:
         get_method(method)
     check_hp_owners(methods, hp, hp_grid or {})
