@@ -221,5 +221,11 @@ def test_resume_says_its_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str
     capsys.readouterr()
     assert main([*two, "--epochs", "2", "--method", "static", "--resume", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"[static] resuming {out_dir} from epoch 2/2" in out.splitlines()
+    assert f"[static] resuming {out_dir}: from epoch 2/2" in out.splitlines()
+    assert json.loads((out_dir / "summary.json").read_text())["epochs"] == 2
+    # Killed after its last checkpoint but before its summary: nothing to train, and it says so (not "3/2").
+    (out_dir / "summary.json").unlink()
+    assert main([*two, "--epochs", "2", "--method", "static", "--resume", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"[static] resuming {out_dir}: all epochs are done; writing its summary" in out.splitlines()
     assert json.loads((out_dir / "summary.json").read_text())["epochs"] == 2

@@ -115,7 +115,9 @@ def resume_from(t: Training, state: dict[str, Any], *, progress: bool) -> Histor
     """Continue from a checkpoint; the files derived from it are brought up to date."""
     history = restore_checkpoint(t, state)
     if progress:
-        tqdm.write(f"[{t.cfg.method}] resuming {t.run.path} from epoch {history.epochs_done + 1}/{t.cfg.epochs}")
+        done, total = history.epochs_done, t.cfg.epochs
+        where = "all epochs are done; writing its summary" if done >= total else f"from epoch {done + 1}/{total}"
+        tqdm.write(f"[{t.cfg.method}] resuming {t.run.path}: {where}")
     _rewrite_derived(t, history)
     return history
 
