@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from dstbench.cli.app import main
+from dstbench.config import TrainConfig
 from dstbench.grid.compare import grid_configs, run_grid
 from dstbench.core.errors import ConfigError
-from dstbench.grid.launch import Execution, SlurmOptions, _placed
+from dstbench.grid.launch import Execution, SlurmOptions, _finished_line, _placed
 from dstbench.runs.configs import flat_config
 
 # Two tiny runs: 256 synthetic images, batch 32, 2 epochs (16 steps), updates every 4 steps.
@@ -133,3 +134,9 @@ def test_a_run_failing_in_a_worker_is_one_line(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("dstbench: error:") and str(missing) in err and err.count("\n") == 1
+
+
+def test_a_finished_run_line_labels_its_count_and_its_clock() -> None:
+    """The grid's `[k/N]` lines count finished runs, and their time is the grid's, not the run's."""
+    line = _finished_line(2, 5, TrainConfig(out="runs/x/rigl_s0.9_seed0"), {"test_acc": 0.8125}, 61.4)
+    assert line == "[2/5 finished] rigl_s0.9_seed0: test_acc 0.8125 (61s since the grid started)"

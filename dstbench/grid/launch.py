@@ -90,7 +90,7 @@ def _placed(configs: Sequence[TrainConfig], devices: Sequence[str]) -> list[Trai
 def _finished_line(done: int, total: int, cfg: TrainConfig, summary: dict[str, Any], seconds: float) -> str:
     acc = summary.get("test_acc")
     acc_text = f"{acc:.4f}" if isinstance(acc, float) else "n/a"
-    return f"[{done}/{total}] {Path(cfg.out).name}: test_acc {acc_text} ({seconds:.0f}s)"
+    return f"[{done}/{total} finished] {Path(cfg.out).name}: test_acc {acc_text} ({seconds:.0f}s since the grid started)"
 
 
 def execute(
