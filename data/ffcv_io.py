@@ -18,8 +18,10 @@ Things about ffcv 1.0.2 this module works around:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,20 @@ def _keep_torch_threads() -> Iterator[None]:
     finally:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def _bar_only_on_a_terminal() -> Iterator[None]:
+    """ffcv's writer always draws a tqdm bar; in a redirected log that is thousands of ``\r`` lines.
+    Draw it only when stderr is a terminal, as the training loop does."""
+    import ffcv.writer
+
+    drawn = ffcv.writer.tqdm
+    ffcv.writer.tqdm = functools.partial(drawn, disable=not sys.stderr.isatty())
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = drawn
 
 
 def require_ffcv() -> None:
@@ -137,7 +153,7 @@ def write_samples(
                 "label": IntField(),
             }
             samples = _Samples(n, load, errors, None if write_mode == "jpg" else PAGE_SIZE, max_resolution)
-            with _keep_torch_threads():
+            with _keep_torch_threads(), _bar_only_on_a_terminal():
                 writer = DatasetWriter(tmp, fields, page_size=PAGE_SIZE, num_workers=max(1, num_workers))
                 writer.from_indexed_dataset(samples)
             with open(errors) as fh:

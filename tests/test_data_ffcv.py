@@ -185,3 +185,13 @@ def test_failing_sample_reported_not_hung(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"1 samples could not be written .*sample 3: ValueError: boom"):
         write_samples(6, load, tmp_path / "f.beton", num_workers=1)
     assert os.listdir(tmp_path) == []  # neither the beton nor temporary files remain
+
+
+def test_writing_into_a_redirected_log_draws_no_progress_bar(
+    small: ArrayDataset, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """ffcv's writer draws a tqdm bar; with stderr not a terminal (a log file) it must draw nothing."""
+    capfd.readouterr()
+    write_beton(small, tmp_path / "x.beton", num_workers=1)
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "\r" not in err and "%|" not in err
