@@ -177,3 +177,31 @@ def test_cuda_graph_step_matches_eager_on_cuda(tmp_path: Path, monkeypatch: pyte
     assert not eager.violations and not graph.violations
     # Replayed steps record their loss outside the criterion call; compare the eager warm-up steps.
     assert graph.losses[:3] == pytest.approx(eager.losses[:3], rel=1e-4)
+
+
+def test_the_two_uninformative_compile_warnings_are_dropped_and_no_other() -> None:
+    import logging
+
+    from dstbench.train.torch_logs import quiet_compile_warnings
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    quiet_compile_warnings()
+    quiet_compile_warnings()  # idempotent: one filter per logger
+    ext, ctx = logging.getLogger("torch.utils.cpp_extension"), logging.getLogger("torch._dynamo.variables.ctx_manager")
+    assert len(ext.filters) == len(ctx.filters) == 1
+    keep = Keep()
+    ext.addHandler(keep), ctx.addHandler(keep)
+    try:
+        ext.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+        ctx.warning("Profiler record function %s will be ignored", "x")
+        ext.warning("a real problem")
+    finally:
+        ext.removeHandler(keep), ctx.removeHandler(keep)
+    assert keep.messages == ["a real problem"]

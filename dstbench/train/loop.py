@@ -27,6 +27,7 @@ from dstbench.train.resume import open_run, resume_from, start_fresh, started
 from dstbench.train.setup import build, build_model, build_optimizer, check_arguments, data_config, lr_at, set_lr
 from dstbench.train.steppers import make_stepper
 from dstbench.train.summary import finish
+from dstbench.train.torch_logs import quiet_compile_warnings
 
 __all__ = ["train", "data_config", "build_model", "build_optimizer", "evaluate", "lr_at", "resolve_device"]
 
@@ -63,6 +64,7 @@ def _train_locked(
     run, state = open_run(cfg, platform, resume)
     t = build(cfg, platform, updater, run)
     history = resume_from(t, state, progress=progress) if state is not None else start_fresh(t)
+    quiet_compile_warnings()
     stepper = make_stepper(t)  # after resuming: compiled code and a captured graph see the restored tensors
     guard = DivergenceGuard.for_device(run, t.device)
     reporter = EpochReporter(t, history, progress)
