@@ -12,6 +12,11 @@ Each cache records a signature of its source (sizes and modification times). A s
 changed) is rebuilt; when the source has disappeared the cache is still used, since it is the data.
 Writes go to a temporary file that is renamed into place, so an interrupted run never leaves a
 half-written cache that a later run would trust.
+
+The same data under another path (the extracted folder of an archive already cached) is decoded once
+more, since only decoding shows it is the same; but instead of a second full copy (185 MB for
+CIFAR-10) it gets an *alias*: a small file naming the full cache, found through a digest of the
+decoded arrays kept in ``<cache dir>/index/``. An alias whose full cache has gone is rebuilt.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dstbench.core.errors import DataError
+from dstbench.core.errors import DataError, StorageError
 
 from .arrays import ArrayDataset, Splits
 from dstbench.runs.atomic import atomic_path
@@ -37,6 +42,7 @@ CACHE_ENV = "DSTBENCH_CACHE"
 CACHE_VERSION = "1"
 
 _KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes", "signature")
+_ALIAS_KEYS = ("alias_of", "content", "signature")
 
 
 def user_cache_dir() -> Path:
@@ -92,10 +98,61 @@ def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
-def _read(path: Path) -> tuple[Splits, str] | None:
-    """Read a cache; None (with a warning) if it is unreadable, so the caller can rebuild it."""
+def content_digest(splits: Splits) -> str:
+    """A digest of the decoded arrays: equal exactly when two sources decode to the same data."""
+    digest = hashlib.sha1()
+    for part in (splits.train, splits.test):
+        for array in (part.images, part.labels):
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    digest.update("\n".join(splits.train.classes).encode())
+    return digest.hexdigest()
+
+
+def _index_entry(tag: str, content: str) -> Path:
+    return user_cache_dir() / "index" / f"{tag}-{content}.path"
+
+
+def _holds(path: Path, content: str) -> bool:
+    """Whether ``path`` is a full cache of exactly ``content`` (reads one small key, not the images)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
+            return "alias_of" not in npz.files and "content" in npz.files and str(npz["content"]) == content
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def _full_cache_of(tag: str, content: str) -> Path | None:
+    """An existing full cache holding exactly ``content`` (found through the index), or None."""
+    try:
+        path = Path(_index_entry(tag, content).read_text().strip())
+    except OSError:
+        return None
+    return path if _holds(path, content) else None
+
+
+def _register(tag: str, content: str, path: Path) -> None:
+    """Name ``path`` as the full cache of ``content`` (best effort: without it, no alias is made)."""
+    entry = _index_entry(tag, content)
+    try:
+        with atomic_path(entry) as tmp:
+            Path(tmp).write_text(f"{path}\n")
+    except (OSError, StorageError) as exc:
+        log.info("could not index cache %s: %s", path, exc)
+
+
+def _read(path: Path) -> tuple[Splits, str] | None:
+    """Read a cache (following an alias); None (with a warning) if it is unreadable, so the caller
+    can rebuild it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "alias_of" in npz.files:
+                alias = {k: str(npz[k]) for k in _ALIAS_KEYS}
+                target = Path(alias["alias_of"])
+                found = _read(target) if _holds(target, alias["content"]) else None
+                if found is None:
+                    raise ValueError(f"its full cache {alias['alias_of']} is gone or holds other data")
+                return found[0], alias["signature"]
             if not all(k in npz.files for k in _KEYS):
                 raise ValueError(f"missing keys, has {sorted(npz.files)}")
             arrays = {k: npz[k] for k in _KEYS}
@@ -144,23 +201,39 @@ def load_or_build(
                         f"{', '.join(str(p) for p in candidates)}")
     announce_decoding(tag, data_path, candidates)
     splits = build()
-    payload = {
-        "train_images": splits.train.images,
-        "train_labels": splits.train.labels,
-        "test_images": splits.test.images,
-        "test_labels": splits.test.labels,
-        "classes": np.array(splits.train.classes, dtype=str),
-        "signature": np.array(expected),
-    }
+    _write(tag, candidates, splits, expected)
+    return splits
+
+
+def _write(tag: str, candidates: list[Path], splits: Splits, signature: str) -> None:
+    """Write the cache of these splits to the first writable candidate: an alias when a full cache of
+    the same data exists elsewhere, else a full cache (then indexed by its content)."""
+    content = content_digest(splits)
+    full = _full_cache_of(tag, content)
+    if full is not None and full not in candidates:
+        payload = {"alias_of": np.array(str(full)), "content": np.array(content), "signature": np.array(signature)}
+    else:
+        full = None
+        payload = {
+            "train_images": splits.train.images,
+            "train_labels": splits.train.labels,
+            "test_images": splits.test.images,
+            "test_labels": splits.test.labels,
+            "classes": np.array(splits.train.classes, dtype=str),
+            "signature": np.array(signature),
+            "content": np.array(content),
+        }
     errors = []
     for path in candidates:
         try:
             atomic_write_npz(path, payload)
-            log.info("wrote %s cache %s", tag, path)
-            break
-        except OSError as exc:  # read-only data folder: fall through to the user cache
+        except (OSError, StorageError) as exc:  # read-only data folder: fall through to the user cache
             errors.append(f"{path}: {exc}")
-    else:
-        log.warning("could not write a %s cache (%s); the data will be decoded again next time",
-                    tag, "; ".join(errors))
-    return splits
+            continue
+        if full is None:
+            _register(tag, content, path)
+            log.info("wrote %s cache %s", tag, path)
+        else:
+            print(f"the same {tag} data is cached in {full}: {path} points there instead of a second copy", flush=True)
+        return
+    log.warning("could not write a %s cache (%s); the data will be decoded again next time", tag, "; ".join(errors))
