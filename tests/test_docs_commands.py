@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from dstbench.cli.app import build_parser, main
-from tests.plugins import without_example_methods
+from tests.plugins import TEST_REGISTERED_METHODS, without_example_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,14 @@ def _make_figures() -> ModuleType:
 
 MAKE_FIGURES = _make_figures()
 DOCUMENTED: list[tuple[Path, str, list[str]]] = MAKE_FIGURES.dstbench_commands()
+REGENERATED = {
+    (path, command.text)
+    for path in MAKE_FIGURES.DOCS
+    for block in MAKE_FIGURES.console_blocks(path)
+    if block.mode == "output"
+    for command in block.commands
+}
+"""Commands whose documented output docs/make_figures.py rewrites (the other blocks may abridge)."""
 
 
 def _skipped(command: str) -> bool:
@@ -93,15 +101,42 @@ def test_documented_commands_run_and_print_the_documented_errors(
             if argv[0] == "sweep":  # the lowest and the highest of the documented sparsities
                 argv += ["--sparsities", "0.9,0.999999"]
             code = main(argv)
-            _, err = capsys.readouterr()
+            out, err = capsys.readouterr()
             if errors:
                 assert (code, without_example_methods(err.strip())) == (2, errors[0]), f"{path.name}: $ {command}"
             else:
                 assert code == 0, f"{path.name}: $ {command}\n{err}"
+                _check_printed_tables(path, command, documented, out.splitlines())
             ran += 1
     finally:
         torch.set_num_threads(threads)
     assert ran == len(DOCUMENTED) - sum(_skipped(command) for _, command, _ in DOCUMENTED)
+
+
+def _table_headers(lines: list[str]) -> list[str]:
+    """The header row of every markdown table printed (a ``|`` line followed by a ``|---`` line)."""
+    return [" ".join(a.split()) for a, b in zip(lines, lines[1:]) if a.startswith("|") and b.startswith("|-")]
+
+
+def _check_printed_tables(path: Path, command: str, documented: list[str], printed: list[str]) -> None:
+    """What the docs print must be what the command prints today: the same tables (header rows) for
+    every command, and for ``flops`` (arithmetic, no training) the very same lines."""
+    where = f"{path.name}: $ {command} (regenerate with docs/make_figures.py)"
+    if (path, command) not in REGENERATED:
+        return
+    assert _table_headers(printed) == _table_headers(documented), where
+    if shlex.split(command)[1] == "flops":
+        assert [line.rstrip() for line in printed] == documented, where
+
+
+def test_the_per_method_flops_loop_lists_every_built_in_method() -> None:
+    """docs/analysis.md's loop over `dstbench methods` shows one line per registered built-in method."""
+    from dstbench.core.registry import list_methods
+
+    methods = set(list_methods()) - set(TEST_REGISTERED_METHODS)
+    (block,) = [b for b in MAKE_FIGURES.console_blocks(ROOT / "docs" / "analysis.md") if b.commands and b.commands[0].text.startswith("for m in")]
+    shown = {line.split("(", 1)[1].split(",", 1)[0] for line in block.commands[0].output if line.startswith("training FLOPs (")}
+    assert shown == methods
 
 
 def test_the_readme_figure_is_regenerated_by_make_figures() -> None:
