@@ -104,7 +104,7 @@ def content_digest(splits: Splits) -> str:
     for part in (splits.train, splits.test):
         for array in (part.images, part.labels):
             digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+            digest.update(np.ascontiguousarray(array).tobytes())
     digest.update("\n".join(splits.train.classes).encode())
     return digest.hexdigest()
 
