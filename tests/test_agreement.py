@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dstbench.core.selection import recording_selections, topk_mask
-from dstbench.engine.agreement import Side, UpdateInputs, check_agreement, compare, prepare_inputs, run_update
+from dstbench.speed.agreement import Side, UpdateInputs, check_agreement, compare, prepare_inputs, run_update
 
 
 @pytest.mark.parametrize("method", ["rigl", "set", "bidst", "top-kast", "granet"])

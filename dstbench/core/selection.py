@@ -37,7 +37,7 @@ _recorders: list[list[Selection]] = []
 @contextlib.contextmanager
 def recording_selections() -> Iterator[list[Selection]]:
     """Every selection made inside the block, in order: what the device-agreement check
-    (:mod:`dstbench.engine.agreement`) needs to tell an exact tie from a disagreement. Off otherwise
+    (:mod:`dstbench.speed.agreement`) needs to tell an exact tie from a disagreement. Off otherwise
     (one empty-list test per call)."""
     calls: list[Selection] = []
     _recorders.append(calls)

@@ -53,7 +53,8 @@ class Side:
 
     def label(self) -> str:
         kind = "" if self.dtype == torch.float32 else f" {str(self.dtype).removeprefix('torch.')}"
-        return f"{self.device}{kind}" + (f" ({self.threads} threads)" if self.device == "cpu" else "")
+        threads = f" ({self.threads} thread{'s' if self.threads != 1 else ''})" if self.device == "cpu" else ""
+        return f"{self.device}{kind}{threads}"
 
 
 @dataclass
@@ -115,10 +116,12 @@ def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
 
 def _build(inputs: UpdateInputs, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, SparseEngine]:
     """Model, optimizer and engine of the method, as the trainer builds them (a fixed SGD recipe)."""
-    from dstbench.train.setup import build_model
+    import timm
+
+    import dstbench.models  # noqa: F401  (registers the CIFAR backbones with timm)
 
     torch.manual_seed(inputs.seed)
-    model = build_model(inputs.model, inputs.num_classes).to(device=device, dtype=dtype)
+    model = timm.create_model(inputs.model, num_classes=inputs.num_classes).to(device=device, dtype=dtype)
     updater = create_updater(inputs.method, inputs.hp)
     if updater.inputs:
         raise ConfigError(f"{inputs.method} needs inputs ({', '.join(updater.inputs)}); the agreement check has none")
