@@ -190,6 +190,9 @@ def prepare_inputs(
             parameter.grad = _draw(parameter, generator, 0.01)
         engine.apply_masks()
         engine.masked_step()  # momentum for the methods that read optimizer state
+    if engine.updater.needs.per_step_hook:  # the method's own state (BiDST's scores) off its initial value
+        engine.updater.on_step(engine.context(0, "step", batch=batch))
+        engine.apply_masks()
     grads = {name: _draw(p, generator, 0.01).double() for name, p in parameters.items()}
     assert engine.optimizer is not None
     inputs.step = step
