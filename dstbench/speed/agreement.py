@@ -174,9 +174,9 @@ def prepare_inputs(
     gets random weights and one optimizer step gives it momentum, so the method's state, optimizer
     state and weights are all in play; the update's gradients are a fresh draw.
     """
-    _, engine = _build(inputs := UpdateInputs(method, dict(hp or {}), model, num_classes, sparsity, distribution, seed,
-                                              steps_per_epoch, total_epochs, 0, {}, {}, {}, {}), torch.device("cpu"),
-                       torch.float32)  # fmt: skip
+    inputs = UpdateInputs(method, dict(hp or {}), model, num_classes, sparsity, distribution, seed, steps_per_epoch,
+                          total_epochs, step=0, model_state={}, engine_state={}, optimizer_state={}, grads={})  # fmt: skip
+    _, engine = _build(inputs, torch.device("cpu"), torch.float32)
     step = _first_update(engine, steps_per_epoch * total_epochs)
     if step is None:
         return None
