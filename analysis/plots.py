@@ -3,9 +3,7 @@
 * :func:`iou_figure`: mask IoU against training progress (Figure 4);
 * :func:`sparsity_curve_figure`: accuracy against sparsity on a log(1 - s) axis, with chance accuracy
   marked, and the realised sparsity against the nominal one (Figure 3);
-* :func:`overhead_figure`: time in mask updates as a share of training time, and per update, against
-  sparsity (Figure 5). Shares, not wall seconds: the same runs took 5 s or 230 s depending on the load
-  of a shared machine, while the share of that time spent updating masks is a property of the method.
+* Figure 5 (what a method's own work costs) is :mod:`.overhead`'s, with the helpers defined here.
 
 Each ``*_figure`` returns the :class:`~matplotlib.figure.Figure` (so tests can read its artists) and
 the matching ``plot_*`` saves it. The rules every figure keeps:
@@ -52,8 +50,6 @@ __all__ = [
     "plot_iou",
     "sparsity_curve_figure",
     "plot_sparsity_curve",
-    "overhead_figure",
-    "plot_overhead",
     "chance_accuracy",
 ]
 
@@ -313,60 +309,3 @@ def plot_sparsity_curve(
 ) -> list[Path]:
     """Write :func:`sparsity_curve_figure` as PNG and PDF."""
     return save_figure(sparsity_curve_figure(points, chance=chance), out)
-
-
-# -- Figure 5: overhead ----------------------------------------------------------------------------
-def overhead_figure(summaries: Sequence[Mapping[str, Any]]) -> Figure:
-    """Figure 5: the share of training time spent in mask updates (%), and the time of one update
-    (ms), against sparsity, one colour and marker per method, seeds averaged with a ±1 std band.
-
-    Only topology updates count; work a method does at every step (BiDST's score learning, SNFS's
-    momentum bookkeeping) is training time. Methods that never update their masks sit at 0 % and are
-    listed as "no mask updates" on the per-update panel.
-    """
-    if not summaries:
-        raise NothingToPlot("nothing to plot: no finished runs")
-    nominal = sorted({float(s["sparsity"]) for s in summaries})
-    figure = Figure(figsize=(12, 4.4), layout="constrained")
-    share_axis, per_update_axis = figure.subplots(1, 2)
-    share_lines, per_update_lines = _Lines(), _Lines()
-    for method in method_order(s["method"] for s in summaries):
-        style = method_style(method)
-        mine = [s for s in summaries if s["method"] == method]
-        shares = [{"sparsity": s["sparsity"], "value": 100 * float(s["update_time_fraction"])} for s in mine]
-        sparsities, means, stds, counts = _by_sparsity(shares, "value")
-        x = [1.0 - s for s in sparsities]
-        _band(share_axis, x, means, stds, style.color)
-        share_lines.plot(share_axis, x, means, _seed_label(method, counts), color=style.color, marker=style.marker,
-                         clip_on=False)  # fmt: skip  (0 % sits on the axis, fully visible)
-        updating = [s for s in mine if int(s["topology_updates"]) > 0]
-        if not updating:
-            per_update_axis.plot([], [], color=style.color, marker=style.marker, linestyle="none",
-                                 label=f"{method} (no mask updates)")  # fmt: skip
-            continue
-        per_update = [
-            {"sparsity": s["sparsity"], "value": 1000 * float(s["update_seconds"]) / int(s["topology_updates"])}
-            for s in updating
-        ]
-        sparsities, means, stds, counts = _by_sparsity(per_update, "value")
-        x = [1.0 - s for s in sparsities]
-        _band(per_update_axis, x, means, stds, style.color)
-        per_update_lines.plot(per_update_axis, x, means, _seed_label(method, counts), color=style.color,
-                              marker=style.marker)  # fmt: skip
-    for axis in (share_axis, per_update_axis):
-        _log_sparsity_axis(axis, nominal)
-        axis.set_xlabel("sparsity (log scale of 1 - s)")
-        axis.set_ylim(bottom=0)
-        axis.grid(alpha=0.3)
-        _legend_outside(axis, title="method")
-    share_axis.set_ylabel("time in mask updates (% of training time)")
-    share_axis.set_title("Mask-update overhead (share of training time)")
-    per_update_axis.set_ylabel("time per mask update (ms)")
-    per_update_axis.set_title("Cost of one mask update")
-    return figure
-
-
-def plot_overhead(summaries: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
-    """Write :func:`overhead_figure` as PNG and PDF."""
-    return save_figure(overhead_figure(summaries), out)
-

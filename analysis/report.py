@@ -17,9 +17,12 @@ p-value, a verdict in words and the smallest difference these seeds could detect
 every cell that has one (:mod:`.paper`), as gaps to dense training.
 
 The cost table (Table 2's columns): training FLOPs, absolute and relative to dense training of the same
-model (3·f_D·N·E), inference FLOPs, mask updates, the share of training time spent in mask updates, and
-separately in the method's per-step work (BiDST learns its scores every step: that is training time,
-not update time), and the ITOP rate R_s.
+model (3·f_D·N·E); beside them what a user pays in wall time, the steady-state epoch
+(:mod:`dstbench.train.wall_time`) relative to the ``static`` and ``dense`` cells of the same runs, on the
+device named; inference FLOPs, mask updates, the share of training time spent in mask updates, and
+separately inside the method's per-step hooks (BiDST learns its scores every step: that is training
+time, not update time; and only the time inside the hooks, not all the method costs), and the ITOP
+rate R_s.
 
 This module computes the rows; :mod:`.tables` formats them.
 """
@@ -112,6 +115,18 @@ def _flops(summary: Summary, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _hook_share(summary: Summary) -> float | None:
+    """Share of training time inside per-step hooks; runs before the rename call it ``step_hook_time_fraction``."""
+    value = summary.get("step_hook_share", summary.get("step_hook_time_fraction"))
+    return None if value is None else float(value)
+
+
+def _device(runs: Sequence[Summary]) -> str | None:
+    """What the cell's epoch times were measured on (None for runs older than ``wall_time``)."""
+    names = sorted({str(name) for r in runs if (name := (r.get("wall_time") or {}).get("device")) is not None})
+    return " + ".join(names) if names else None
+
+
 def _rest(row: Mapping[str, Any], *drop: str) -> str:
     """A row's setting without the named parts: cells that should be compared share it."""
     settings = {k: v for k, v in row["settings"].items() if k not in drop}
@@ -152,6 +167,22 @@ def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
             p_value=result.p,
             detectable=result.detectable,
         )
+
+
+def _attach_wall_ratios(rows: list[dict[str, Any]]) -> None:
+    """Per row: its steady epoch time over that of the ``static`` cell at the same sparsity and settings,
+    and over the ``dense`` cell of the same settings (None: no such cell, no times, or another device).
+
+    Only the runs themselves are used: a ratio across devices or against a missing baseline would be a
+    guess, so the tables say "n/a" instead."""
+    for row in rows:
+        static = [r for r in rows if r["method"] == "static" and r["sparsity"] == row["sparsity"] and _rest(r) == _rest(row)]
+        rest = _rest(row, *_DENSE_IGNORES)
+        dense = [r for r in rows if r["method"] == "dense" and _rest(r, *_DENSE_IGNORES) == rest]
+        for key, candidates in (("epoch_vs_static", static), ("epoch_vs_dense", dense)):
+            same_device = candidates and candidates[0]["device"] == row["device"]
+            reference = candidates[0]["epoch_seconds"] if same_device else None
+            row[key] = row["epoch_seconds"] / reference if reference and row["epoch_seconds"] is not None else None
 
 
 def _attach_paper(rows: list[dict[str, Any]]) -> None:
@@ -201,8 +232,10 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
         "inference_flops": _mean([_flops(r, "inference_flops") for r in runs]),
         "topology_updates": statistics.fmean(r["topology_updates"] for r in runs),
         "update_time_fraction": statistics.fmean(r["update_time_fraction"] for r in runs),
-        "step_hook_time_fraction": _mean([r.get("step_hook_time_fraction") for r in runs]),
+        "step_hook_share": _mean([_hook_share(r) for r in runs]),
         "train_seconds": _mean([r.get("train_seconds") for r in runs]),
+        "epoch_seconds": _mean([(r.get("wall_time") or {}).get("epoch_seconds") for r in runs]),
+        "device": _device(runs),
         "itop_rate": statistics.fmean(r["itop_rate"] for r in runs),
         "final_iou": _mean([r.get("final_iou") for r in runs]),
         "run_dirs": [r.get("run_dir") for r in runs],
@@ -233,6 +266,7 @@ def report_rows(
         raise ConfigError(f"--baseline {baseline!r} is not among the methods ({', '.join(method_order)})")
     if rows:
         _attach_baseline(rows, baseline or rows[0]["method"])
+    _attach_wall_ratios(rows)
     if paper:
         _attach_paper(rows)
     return rows

@@ -56,6 +56,12 @@ def _significant(value: float | None) -> str:
     return "-" if value is None else f"{value:#.3g}"
 
 
+def _na(value: float | None, spec: str) -> str:
+    """Wall-time columns: "n/a" where the runs cannot give the number (no static/dense cell, runs older
+    than the wall-time record, or the reference measured on another device)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _percent(sparsity: float) -> str:
     return f"{100 * sparsity:.6g}%"
 
@@ -128,11 +134,14 @@ _COST: tuple[Column, ...] = (
     ("n", lambda r: str(r["n"])),
     ("train FLOPs", lambda r: _sci(r["train_flops"])),
     ("train FLOPs (× dense)", lambda r: _significant(r["train_flops_relative"])),
+    ("epoch (s)", lambda r: _na(r.get("epoch_seconds"), "#.3g")),
+    ("epoch time (× static)", lambda r: _na(r.get("epoch_vs_static"), ".2f")),
+    ("epoch time (× dense)", lambda r: _na(r.get("epoch_vs_dense"), ".2f")),
     ("inference FLOPs", lambda r: _sci(r["inference_flops"])),
     ("mask updates", lambda r: f"{r['topology_updates']:g}"),
     ("final IoU", lambda r: _fixed(r["final_iou"], 3)),
     ("mask-update time (%)", lambda r: _fixed(r["update_time_fraction"], 2, 100)),
-    ("per-step method time (%)", lambda r: _fixed(r["step_hook_time_fraction"], 2, 100)),
+    ("inside per-step hooks (%)", lambda r: _fixed(r.get("step_hook_share"), 2, 100)),
     ("ITOP R_s", lambda r: _significant(r["itop_rate"])),
 )
 
@@ -152,9 +161,17 @@ def _render(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str
     return _markdown([name for name, _ in columns], [[cell(row) for _, cell in columns] for row in rows])
 
 
+def _measured_on(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The line naming the device the epoch times come from (several: the table has a device column)."""
+    devices = sorted({str(row.get("device") or "n/a") for row in rows})
+    return f"Wall times measured on: {devices[0]}.\n\n" if len(devices) == 1 else ""
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The cost table (Table 2 columns), one line per cell."""
-    return _render(rows, [*_setting_columns(rows), *_COST])
+    """The cost table (Table 2 columns), one line per cell; a device column when the cells' differ."""
+    several = len({str(row.get("device") or "n/a") for row in rows}) > 1
+    device: list[Column] = [("device", lambda r: str(r.get("device") or "n/a"))] if several else []
+    return _render(rows, [*_setting_columns(rows), *device, *_COST])
 
 
 def _against(rows: Sequence[Mapping[str, Any]], baseline: str) -> list[Column]:
@@ -234,7 +251,8 @@ _CSV_FIELDS = (
     "method", "label", "model", "dataset", "distribution", "dense_layers", "sparsity", "epochs", "n",
     "test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "baseline", "baseline_label", "diff", "diff_ci_low",
     "diff_ci_high", "p_value", "verdict", "detectable", "train_flops", "dense_train_flops", "train_flops_relative",
-    "inference_flops", "topology_updates", "update_time_fraction", "step_hook_time_fraction", "train_seconds",
+    "inference_flops", "epoch_seconds", "epoch_vs_static", "epoch_vs_dense", "device", "topology_updates",
+    "update_time_fraction", "step_hook_share", "train_seconds",
     "itop_rate", "final_iou", "settings", "hyperparameters", "run_dirs",
 )  # fmt: skip
 
@@ -263,9 +281,12 @@ _NOTES = (
     "p: Welch's two-sided t-test; verdict at alpha = 0.05; detectable Δ: the true difference a two-sided "
     "test at alpha = 0.05 would find with 80% power at these n and spreads (docs/analysis.md).\n\n"
     "Training FLOPs follow RigL App. H from each run's own masks and updates; × dense = relative to "
-    "3·f_D·N·E for the same model. Mask-update time: share of training wall time spent in topology updates; "
-    "per-step method time: share spent in the method's per-step hooks (BiDST's score learning), which is "
-    "training work, not update work."
+    "3·f_D·N·E for the same model. Epoch: steady-state seconds per epoch, the median training wall time of "
+    "epochs 2..E (a one-epoch run: its only epoch, warm-up included); × static and × dense: over the static "
+    "cell at the same sparsity and the dense cell of the same runs, on the same device (n/a: no such cell, "
+    "no times, or another device). This is what a method costs in wall time. Mask-update time: share of "
+    "training wall time spent in topology updates; inside per-step hooks: share spent inside the method's "
+    "per-step hooks (BiDST's score learning), training work, not update work, and not all the method costs."
 )
 
 
@@ -286,6 +307,6 @@ def format_tables(rows: Sequence[Mapping[str, Any]], *, paper: bool = False, tit
             f"{published}\n"
         )
     parts.append(f"## Accuracy (Table 1 layout: test accuracy %, mean ± std over seeds)\n\n{accuracy_matrix(rows)}\n")
-    parts.append(f"## Cost (Table 2 layout)\n\n{markdown_table(rows)}\n")
+    parts.append(f"## Cost (Table 2 layout)\n\n{_measured_on(rows)}{markdown_table(rows)}\n")
     parts.append(_NOTES + "\n")
     return "\n".join(p for p in parts if p)

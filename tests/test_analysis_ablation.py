@@ -89,7 +89,9 @@ def test_sweep_hp_grid_names_runs_by_value_and_prints_its_table(tmp_path: Path, 
     bidst = json.loads((out / "bidst_s0.9_lam1e-2_seed0" / "summary.json").read_text())
     static = json.loads((out / "static_s0.9_seed0" / "summary.json").read_text())
     assert bidst["step_hook_seconds"] > 0 and static["step_hook_seconds"] == 0.0
-    assert bidst["step_hook_time_fraction"] == bidst["step_hook_seconds"] / bidst["train_seconds"]
+    assert bidst["step_hook_share"] == bidst["step_hook_seconds"] / bidst["train_seconds"]
+    assert "step_hook_time_fraction" not in bidst  # renamed: the share is not the method's whole cost
+    assert bidst["wall_time"]["warm_up_included"] and bidst["wall_time"]["epochs_measured"] == 1
     printed = capsys.readouterr().out
     assert "| bidst (lam=0.01, update_frequency=2) |" in printed and "| bidst (lam=1e-06, update_frequency=2) |" in printed
     assert printed.count("| static |") == 3  # accuracy, Table 1 layout and cost tables

@@ -94,14 +94,18 @@ def test_report_table_has_the_table_2_columns_and_seed_statistics(
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header == (
         "| method | model | dataset | epochs | distribution | sparsity | n | train FLOPs | train FLOPs (× dense) "
-        "| inference FLOPs | mask updates | final IoU | mask-update time (%) | per-step method time (%) | ITOP R_s |"
+        "| epoch (s) | epoch time (× static) | epoch time (× dense) "
+        "| inference FLOPs | mask updates | final IoU | mask-update time (%) | inside per-step hooks (%) | ITOP R_s |"
     )
     lines = printed.splitlines()
     rows = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows] == ["| rigl (delta_t=2)", "| static"]
     rigl = rows[0].split(" | ")
-    assert rigl[1:7] == ["tiny_cnn", "synthetic", "2", "erk", "90%", "2"] and rigl[10] == "3"  # 2 seeds; 3 updates (TF RigL's clock)
-    assert rigl[13] == "0.00"  # rigl has no per-step hook
+    assert rigl[1:7] == ["tiny_cnn", "synthetic", "2", "erk", "90%", "2"] and rigl[13] == "3"  # 2 seeds; 3 updates (TF RigL's clock)
+    assert rigl[16] == "0.00"  # rigl has no per-step hook
+    assert rigl[11] == "n/a"  # no dense run among them
+    assert float(rigl[10]) > 0 and rows[1].split(" | ")[10] == "1.00"  # static against itself
+    assert "Wall times measured on: cpu, 1 thread.\n" in printed  # the runs' --threads (default 1)
     stats_header = next(line for line in lines if line.startswith("| method") and "p (Welch)" in line)
     assert "Δ vs static (95% CI)" in stats_header
     rigl_stats = lines[lines.index(stats_header) + 2].split(" | ")

@@ -99,10 +99,57 @@ def test_cost_table_shows_mask_update_and_per_step_time_apart_in_one_format() ->
     header, _, *body = markdown_table(rows).splitlines()
     names = header.strip("| ").split(" | ")
     cells = [dict(zip(names, line.strip("| ").split(" | "))) for line in body]
-    assert [(c["mask-update time (%)"], c["per-step method time (%)"], c["ITOP R_s"]) for c in cells] == [
-        ("0.10", "25.00", "0.137"),
+    assert [(c["mask-update time (%)"], c["inside per-step hooks (%)"], c["ITOP R_s"]) for c in cells] == [
+        ("0.10", "25.00", "0.137"),  # read from the old field name, step_hook_time_fraction
         ("0.10", "0.00", "0.137"),
     ]
+
+
+def _timed(method: str, seed: int, epoch_seconds: float | None, device: str = "cpu, 1 thread", **config: Any) -> dict[str, Any]:
+    """A summary written after the rename: its hook share under the new name, its steady epoch time."""
+    summary = _summary(method, 0.9, seed, **config)
+    del summary["step_hook_time_fraction"]
+    summary["step_hook_share"] = 0.125 if method == "bidst" else 0.0
+    if epoch_seconds is not None:
+        summary["wall_time"] = {"epoch_seconds": epoch_seconds, "device": device}
+    return summary
+
+
+def _cost(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    header, _, *body = markdown_table(rows).splitlines()
+    names = header.strip("| ").split(" | ")
+    return [dict(zip(names, line.strip("| ").split(" | "))) for line in body]
+
+
+def test_epoch_time_relative_to_static_and_dense_from_the_runs_themselves() -> None:
+    summaries = [
+        _timed("bidst", 0, 6.0), _timed("bidst", 1, 10.0),  # mean 8.0 s
+        _timed("rigl", 0, 5.0),
+        _timed("static", 0, 4.0),
+        _timed("dense", 0, 2.5, distribution="uniform"),  # dense ignores the distribution
+        _timed("set", 0, None),  # a run from before the wall-time record
+    ]  # fmt: skip
+    rows = report_rows(summaries)
+    by = {row["method"]: row for row in rows}
+    assert (by["bidst"]["epoch_seconds"], by["bidst"]["epoch_vs_static"], by["bidst"]["epoch_vs_dense"]) == (8.0, 2.0, 3.2)
+    assert (by["rigl"]["epoch_vs_static"], by["rigl"]["epoch_vs_dense"], by["static"]["epoch_vs_static"]) == (1.25, 2.0, 1.0)
+    assert by["set"]["epoch_seconds"] is None and by["set"]["epoch_vs_static"] is None
+    cells = {c["method"]: c for c in _cost(rows)}
+    shown = ("epoch (s)", "epoch time (× static)", "epoch time (× dense)", "inside per-step hooks (%)")
+    assert [cells["bidst"][k] for k in shown] == ["8.00", "2.00", "3.20", "12.50"]
+    assert [cells["set"][k] for k in shown] == ["n/a", "n/a", "n/a", "0.00"]
+    assert [cells["dense"][k] for k in shown[:3]] == ["2.50", "n/a", "1.00"]  # no static cell at sparsity 0
+    assert "Wall times measured on" not in format_tables(rows) and cells["set"]["device"] == "n/a"
+
+
+def test_epoch_ratios_need_the_same_device_and_the_table_names_it() -> None:
+    rows = report_rows([_timed("rigl", 0, 3.0, "NVIDIA H200"), _timed("static", 0, 2.0, "NVIDIA H200")])
+    assert rows[0]["epoch_vs_static"] == 1.5 and rows[0]["epoch_vs_dense"] is None
+    assert "Wall times measured on: NVIDIA H200.\n" in format_tables(rows)
+    assert "device" not in _cost(rows)[0]
+    mixed = report_rows([_timed("rigl", 0, 3.0, "NVIDIA H200"), _timed("static", 0, 2.0, "cpu, 2 threads")])
+    assert mixed[0]["epoch_vs_static"] is None
+    assert [(c["device"], c["epoch time (× static)"]) for c in _cost(mixed)] == [("NVIDIA H200", "n/a"), ("cpu, 2 threads", "1.00")]
 
 
 def test_paper_columns_are_gaps_to_dense() -> None:

@@ -26,10 +26,10 @@ from dstbench.analysis.plots import (
     NothingToPlot,
     chance_accuracy,
     iou_figure,
-    overhead_figure,
     save_figure,
     sparsity_curve_figure,
 )
+from dstbench.analysis.overhead import Series, overhead_figure, overhead_series
 from dstbench.analysis.runs import find_runs, load_run
 from dstbench.analysis.styles import BUILTIN_STYLES, method_order, method_style
 from dstbench.cli.app import main
@@ -219,29 +219,61 @@ def test_iou_of_runs_that_never_update_is_a_one_line_error(
 
 
 # -- overhead --------------------------------------------------------------------------------------
-def _summary(method: str, sparsity: float, seed: int, fraction: float, updates: int, seconds: float) -> dict[str, Any]:
-    return {"method": method, "sparsity": sparsity, "seed": seed, "update_time_fraction": fraction,
-            "topology_updates": updates, "update_seconds": seconds, "train_seconds": 1000.0}  # fmt: skip
+def _summary(method: str, sparsity: float, seed: int, fraction: float, updates: int, seconds: float,
+             hooks: float | None = 0.0) -> dict[str, Any]:
+    summary = {"method": method, "sparsity": sparsity, "seed": seed, "update_time_fraction": fraction,
+               "topology_updates": updates, "update_seconds": seconds, "train_seconds": 1000.0}  # fmt: skip
+    if hooks is not None:
+        summary["step_hook_share"] = hooks
+    return summary
 
 
-def test_overhead_is_share_of_training_and_time_per_update() -> None:
+def test_overhead_shows_update_and_per_step_shares_with_spread_over_seeds() -> None:
     summaries = [
         _summary("rigl", 0.9, 0, 0.010, 10, 0.20),
         _summary("rigl", 0.9, 1, 0.030, 10, 0.40),
         _summary("rigl", 0.99, 0, 0.005, 4, 0.04),
-        _summary("static", 0.9, 0, 0.0, 0, 0.0),
+        _summary("bidst", 0.9, 0, 0.004, 2, 0.10, hooks=0.08),
+        {**_summary("bidst", 0.9, 1, 0.004, 2, 0.10, hooks=None), "step_hook_time_fraction": 0.10},  # before the rename
+        _summary("static", 0.9, 0, 0.0, 0, 0.0, hooks=None),  # a run older than the hook record
     ]
+    panels = overhead_series(summaries)
+    at_90, at_99 = 1.0 - 0.9, 1.0 - 0.99
+    assert panels["updates"] == [
+        Series("bidst", (at_90,), (0.4,), (0.0,), (2,)),
+        Series("rigl", (at_90, at_99), (2.0, 0.5), (pytest.approx(2**0.5), 0.0), (2, 1)),
+        Series("static", (at_90,), (0.0,), (0.0,), (1,)),
+    ]
+    bidst_hooks = panels["hooks"][0]
+    assert (bidst_hooks.method, bidst_hooks.mean, bidst_hooks.std[0]) == ("bidst", (9.0,), pytest.approx(2**0.5))
+    assert [s.method for s in panels["hooks"]] == ["bidst", "rigl"]  # static recorded none
+    assert [(s.method, s.mean) for s in panels["per_update"]] == [("bidst", (50.0,)), ("rigl", (30.0, 10.0))]
     figure = overhead_figure(summaries)
-    share, per_update = figure.axes
-    lines = _lines(share)
+    updates, hooks, per_update = figure.axes
+    lines = _lines(updates)
     np.testing.assert_allclose(lines["rigl (mean ± std, n=1-2)"].get_xdata(), [0.1, 0.01])  # x is 1 - sparsity
     np.testing.assert_allclose(lines["rigl (mean ± std, n=1-2)"].get_ydata(), [2.0, 0.5])  # percent
-    np.testing.assert_allclose(lines["static"].get_ydata(), [0.0])
-    per = _lines(per_update)
-    np.testing.assert_allclose(per["rigl (mean ± std, n=1-2)"].get_ydata(), [30.0, 10.0])  # ms per update
+    assert len(updates.containers) == 1 and len(hooks.containers) == 1  # error bars where seeds differ
+    assert "static (not recorded)" in _legend_labels(hooks)
     assert "static (no mask updates)" in _legend_labels(per_update)
-    assert "training wall time" not in " ".join(axis.get_xlabel() for axis in figure.axes)
+    assert "per-step hooks" in hooks.get_ylabel()
     _assert_legends_outside(figure)
+
+
+def test_overlapping_markers_are_labelled_coincident() -> None:
+    """Issue 22: with one sparsity, rigl's marker hid under mest's."""
+    summaries = [
+        _summary("rigl", 0.9, 0, 0.0100, 10, 0.20),
+        _summary("mest", 0.9, 0, 0.0101, 10, 0.20),  # within 2 % of the panel's top
+        _summary("set", 0.9, 0, 0.0200, 10, 0.40),
+    ]
+    panels = overhead_series(summaries)
+    assert [(s.method, s.coincides) for s in panels["updates"]] == [("rigl", ""), ("set", ""), ("mest", "rigl")]
+    assert [(s.method, s.coincides) for s in panels["hooks"]] == [("rigl", ""), ("set", "rigl"), ("mest", "rigl")]
+    labels = _legend_labels(overhead_figure(summaries).axes[0])
+    assert "mest (n=1) (coincides with rigl)" in labels and "set (n=1)" in labels
+    partial = overhead_series([*summaries, _summary("rigl", 0.99, 0, 0.001, 1, 0.01), _summary("mest", 0.99, 0, 0.02, 1, 0.4)])
+    assert partial["updates"][-1].coincides == "rigl at 90%"
 
 
 def test_overhead_from_real_runs_and_no_runs(runs_dir: Path, tmp_path: Path) -> None:

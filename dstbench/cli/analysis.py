@@ -297,7 +297,7 @@ def _add_plot(sub: Any) -> None:
     curve.set_defaults(func=_cmd_plot_curve)
 
     overhead = kinds.add_parser(
-        "overhead", help="mask-update time as a share of training time, and per update (BiDST Figure 5)"
+        "overhead", help="shares of training time in mask updates and inside per-step hooks, and time per update (BiDST Figure 5)"
     )
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
@@ -345,7 +345,8 @@ def _cmd_plot_curve(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_overhead(args: argparse.Namespace) -> int:
-    from dstbench.analysis.plots import figure_paths, plot_overhead
+    from dstbench.analysis.overhead import plot_overhead
+    from dstbench.analysis.plots import figure_paths
     from dstbench.analysis.runs import complete_runs
 
     figure_paths(args.out)

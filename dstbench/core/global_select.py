@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from dstbench.core.errors import ConfigError
-from dstbench.core.selection import ranked_indices, topk_mask
+from dstbench.core.selection import ranked_indices, record_selection, topk_mask
 
 __all__ = ["GlobalSelection", "global_topk", "layerwise_topk"]
 
@@ -121,6 +121,7 @@ def global_topk(
     chosen = reserved.clone()
     rest = ranked[~reserved.index_select(0, ranked)][: total - n_reserved]
     chosen[rest] = True
+    record_selection(flat, allowed & ~reserved, chosen & ~reserved)  # the guard's picks were recorded apart
     masks = {name: chosen[starts[i] : starts[i + 1]].view(shapes[name]).clone() for i, name in enumerate(names)}
     counts = dict(zip(names, unguarded))
     clamped = tuple(name for i, name in enumerate(names) if counts[name] < min(min_active, int(allowed[starts[i] : starts[i + 1]].sum())))

@@ -11,11 +11,50 @@ currently active set, so ties never cause needless churn) first; then the lower 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["topk_mask", "ranked_indices", "topk_per_row", "apportion"]
+__all__ = ["topk_mask", "ranked_indices", "topk_per_row", "apportion", "Selection", "recording_selections"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One call of the kernel as :func:`recording_selections` keeps it, on the CPU: per row, the scores
+    (float64, NaN as -inf, as ranked), which entries could be chosen and which were."""
+
+    scores: torch.Tensor
+    eligible: torch.Tensor
+    chosen: torch.Tensor
+
+
+_recorders: list[list[Selection]] = []
+
+
+@contextlib.contextmanager
+def recording_selections() -> Iterator[list[Selection]]:
+    """Every selection made inside the block, in order: what the device-agreement check
+    (:mod:`dstbench.speed.agreement`) needs to tell an exact tie from a disagreement. Off otherwise
+    (one empty-list test per call)."""
+    calls: list[Selection] = []
+    _recorders.append(calls)
+    try:
+        yield calls
+    finally:
+        _recorders.remove(calls)
+
+
+def record_selection(scores: torch.Tensor, eligible: torch.Tensor | None, chosen: torch.Tensor, rows: int = 1) -> None:
+    """Keep one selection for the innermost :func:`recording_selections` block, if any."""
+    if not _recorders:
+        return
+    # Copies: the eligible set is often the layer's mask, which the update is about to overwrite.
+    flat = torch.nan_to_num(scores.detach().to("cpu", torch.float64, copy=True).reshape(rows, -1), nan=float("-inf"))
+    allowed = torch.ones_like(flat, dtype=torch.bool) if eligible is None else eligible.detach().to("cpu", torch.bool, copy=True)
+    _recorders[-1].append(Selection(flat, allowed.reshape(rows, -1), chosen.detach().to("cpu", torch.bool, copy=True).reshape(rows, -1)))
 
 
 def ranked_indices(scores: torch.Tensor, prefer: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,6 +103,7 @@ def topk_mask(
     if k:
         best = ranked_indices(flat, prefer)[:k]
         chosen.index_fill_(0, best if candidates is None else candidates.index_select(0, best), True)
+    record_selection(scores, eligible, chosen)
     return chosen.view(scores.shape)
 
 
@@ -102,6 +142,7 @@ def topk_per_row(
     take = torch.arange(n, device=scores.device).expand(rows, n) < counts.unsqueeze(1)
     chosen = torch.zeros(rows, n, dtype=torch.bool, device=scores.device)
     chosen.scatter_(1, order, take)
+    record_selection(scores, eligible, chosen, rows)
     return chosen.view(scores.shape)
 
 

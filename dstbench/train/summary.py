@@ -10,6 +10,7 @@ from dstbench.runs.integrity import code_version
 from dstbench.runs.tickets import pipeline_flops
 from dstbench.train.checkpoint import History
 from dstbench.train.setup import Training
+from dstbench.train.wall_time import device_name, wall_time
 
 __all__ = ["finish"]
 
@@ -55,7 +56,9 @@ def _results(t: Training, history: History) -> dict[str, Any]:
         "update_seconds": engine.update_seconds,
         "update_time_fraction": engine.update_seconds / seconds if seconds else 0.0,
         "step_hook_seconds": engine.step_hook_seconds,
-        "step_hook_time_fraction": engine.step_hook_seconds / seconds if seconds else 0.0,
+        # Share of training time inside the per-step hooks only (not the method's whole cost: see wall_time).
+        "step_hook_share": engine.step_hook_seconds / seconds if seconds else 0.0,
+        "wall_time": wall_time(metrics, device_name(t.device, cfg.threads)),
         "hyperparameters": engine.updater.hyperparameters(),
         "needs": dataclasses.asdict(engine.updater.needs),
         "method_report": engine.updater.report(),
