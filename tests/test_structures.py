@@ -140,3 +140,60 @@ def test_every_method_keeps_every_structure_with_exact_counts(method: str, struc
     assert engine.violations(final=True) == []
     if updater.needs.sparse and rule.kind == "nm":
         assert [layer.k / layer.numel for layer in engine.sparse_layers[1:]] == [0.5] * 4
+
+
+class _TwoConvs(torch.nn.Module):
+    """1x1 convs 4 -> 8 -> 4 on a 2x2 image: 2 * 32 outputs * 4 = 256 and 2 * 16 * 8 = 256 FLOPs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(4, 8, 1, bias=False)
+        self.b = torch.nn.Conv2d(8, 4, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+@pytest.mark.parametrize(
+    ("structure", "sparse", "realisable"),
+    [
+        # s = 0.7: each layer (32 weights) plans k = 32 - floor(22.4) = 10.
+        ("unstructured", 160.0, 512.0),  # dense kernels skip nothing
+        ("nm:2:4", 256.0, 256.0),  # 16 of 32 per layer; a 2:4 kernel does half of each matmul
+        ("block:2x2", 192.0, 192.0),  # 10 / 4 = 2.5 -> 3 blocks = 12 weights per layer: 12/32 * 256 each
+        ("channel", 160.0, 160.0),  # a: 10 / 4 = 2.5 -> 3 rows = 12 (96); b: 10 / 8 = 1.25 -> 1 row = 8 (64)
+    ],
+)
+def test_realisable_flops_exact_numbers(structure: str, sparse: float, realisable: float) -> None:
+    from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, realisable_densities
+
+    model = _TwoConvs()
+    plan = plan_sparsity(describe_layers(model), 0.7, "uniform", "none", structure=structure)
+    forward = count_forward_flops(model, 2, in_chans=4)
+    active = plan_active(plan)
+    report = forward_report(forward, active, realisable_densities(plan, active))
+    assert report["dense_forward_flops"] == 512.0
+    assert report["sparse_forward_flops"] == sparse
+    assert report["realisable_forward_flops"] == realisable
+
+
+def test_train_records_the_structure_and_inspect_and_report_show_it(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from dstbench.cli.app import main
+
+    tiny = ["--preset", "quick", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32", "--quiet"]
+    run = tmp_path / "run"
+    assert main(["train", *tiny, "--method", "set", "--structure", "Channel", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["sparsity"]["structure"] == "channel"
+    assert json.loads((run / "plan.json").read_text())["structure"] == "channel"
+    flops = json.loads((run / "summary.json").read_text())["flops"]
+    assert flops["realisable_inference_flops"] == pytest.approx(flops["inference_flops"])  # whole channels
+    capsys.readouterr()
+    assert main(["inspect", str(run)]) == 0
+    assert "structure channel" in capsys.readouterr().out
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "set [channel]" in (tmp_path / "report" / "report.md").read_text()
+    assert main(["train", *tiny, "--structure", "nm:4:2", "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip() == "dstbench: error: structure 'nm:4:2': N:M needs 0 < N < M, got N=4, M=2"
