@@ -7,7 +7,8 @@ options that cannot change the numbers (device, workers, paths). Runs are groupe
 nothing is merged or dropped; the tables show every setting that differs between rows:
 
 * model, dataset, epochs, distribution (with its dense-layer profile) and sparsity always;
-* the method's non-default hyper-parameters in its label, e.g. ``rigl (delta_t=20)``;
+* the method's non-default hyper-parameters in its label, e.g. ``rigl (delta_t=20)``, and its mask
+  structure unless unstructured, e.g. ``sr-ste [nm:2:4]``;
 * any other option that differs between rows in an ``other settings`` column.
 
 Per cell: n seeds, test accuracy mean ± std and its 95 % Student-t interval, and against a baseline
@@ -53,7 +54,7 @@ _NOT_SETTINGS = frozenset(
      "logger"}
 )
 # Dense training ignores how sparsity would be distributed.
-_DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active"})
+_DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active", "structure"})
 
 
 def _sparsity(summary: Summary) -> float:
@@ -101,6 +102,11 @@ def _label(method: str, hps: Mapping[str, Any], siblings: Sequence[Mapping[str, 
     else:
         shown = sorted(k for k in hps if any(other.get(k) != hps[k] for other in siblings))
     return f"{method} ({', '.join(f'{k}={format_value(hps[k])}' for k in shown)})" if shown else method
+
+
+def _structured(label: str, structure: str) -> str:
+    """A method's label with its mask structure when it has one: ``rigl [nm:2:4]``."""
+    return label if structure == "unstructured" else f"{label} [{structure}]"
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -211,7 +217,7 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
     hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
     return {
         "method": first["method"],
-        "label": _label(first["method"], hps, method_hps),
+        "label": _structured(_label(first["method"], hps, method_hps), _settings(first).get("structure", "unstructured")),
         "settings": _settings(first),
         "hyperparameters": hps,
         "model": first.get("model"),

@@ -7,6 +7,9 @@ proves each backend equal to the masked layer on that layer's real input, then t
 (:mod:`dstbench.speed.timing`) and prints ``masked time / backend time``:
 
 * ``unstructured``: random mask with the plan's exact count; backends ``csr``;
+* ``nm24``: 2 of every 4 input channels (the engine's N:M selection, ``nm:2:4``, on random scores:
+  density 0.5 whatever the sparsity); backend ``csr``, the only sparse kernel on CPU (PyTorch's
+  2:4 ``semi-structured`` kernels need CUDA: ``benchmarks/gpu_check.py``);
 * ``block4``: random 4x4 tiles at the same density; backend ``bsr``;
 * ``channel``: whole output channels (density x outputs kept); ``shrink`` = a conv with only those
   outputs, beside its removed-FLOP ratio (outputs / kept outputs), which is the most it can give.
@@ -30,6 +33,8 @@ from torch import nn
 import dstbench.models  # noqa: F401  (registers the CIFAR models)
 from dstbench.core.distributions import plan_sparsity
 from dstbench.core.layers import describe_layers
+from dstbench.core.structured_select import structured_topk
+from dstbench.core.structures import parse_structure
 from dstbench.speed import get_backend, prove
 from dstbench.speed.timing import cpu_model, time_interleaved
 
@@ -59,6 +64,8 @@ def _mask(module: nn.Module, density: float, structure: str, gen: torch.Generato
         mask = torch.zeros_like(weight, dtype=torch.bool)
         mask[: max(1, round(density * out))] = True
         return mask
+    if structure == "nm24":
+        return structured_topk(torch.rand(weight.shape, generator=gen), parse_structure("nm:2:4"), weight.numel() // 2)
     if structure == "block4":
         matrix = weight.reshape(out, -1)
         tiles = torch.rand(out // 4, matrix.shape[1] // 4, generator=gen) < density
@@ -85,6 +92,8 @@ def time_layer(module: nn.Module, shape: tuple[int, ...], density: float, struct
     rows, cols = module.weight.shape[0], module.weight[0].numel()
     if structure == "block4" and (rows % 4 or cols % 4):
         return {}  # no 4x4 tiling (the RGB stem, the 10-class head)
+    if structure == "nm24" and module.weight.shape[1] % 4:
+        return {}  # no groups of 4 input channels (the RGB stem)
     mask = _mask(module, density, structure, gen)
     layer[0].register_buffer("weight_mask", mask)
     x = torch.randn(args.batch, *shape)
@@ -96,11 +105,11 @@ def time_layer(module: nn.Module, shape: tuple[int, ...], density: float, struct
         fns: dict[str, Callable[[], Any]] = {"masked": lambda: masked(x), "shrink": lambda: small(x)}
         flops = mask.shape[0] / int(mask.reshape(mask.shape[0], -1).any(1).sum())
     else:
-        backend = get_backend("csr" if structure == "unstructured" else "bsr")
+        backend = get_backend("bsr" if structure == "block4" else "csr")
         other = backend.prepare(layer, x).model
         prove(backend, masked, other, x)
         fns = {"masked": lambda: masked(x), backend.name: lambda: other(x)}
-        flops = 1.0 / density
+        flops = 2.0 if structure == "nm24" else 1.0 / density
     seconds = time_interleaved(fns, torch.device("cpu"), args.threads, args.rounds, args.min_time)
     name = next(key for key in fns if key != "masked")
     return {"speedup": seconds["masked"] / seconds[name], "flop_ratio": flops, "masked_ms": seconds["masked"] * 1e3}
@@ -154,7 +163,7 @@ def main() -> int:
     parser.add_argument("--models", default="cifar_vgg19,cifar_resnet32")
     parser.add_argument("--sparsities", default="0.9,0.95,0.98,0.99")
     parser.add_argument("--distributions", default="uniform,erk")
-    parser.add_argument("--structures", default="unstructured,block4,channel")
+    parser.add_argument("--structures", default="unstructured,nm24,block4,channel")
     parser.add_argument("--batch", type=int, default=1, help="input batch (1: latency; the training batch: throughput)")
     parser.add_argument("--threads", type=int, default=1, help=f"torch threads (this machine has {os.cpu_count()})")
     parser.add_argument("--rounds", type=int, default=2)

@@ -21,6 +21,7 @@ import yaml
 
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
+from dstbench.core.structures import parse_structure
 from dstbench.core.hparams import (
     Fraction,
     Momentum,
@@ -122,6 +123,9 @@ class SparsityOptions:
     """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
     min_active: NonNegativeInt = 1
     """Minimum active weights per sparsified layer."""
+    structure: str = "unstructured"
+    """Mask structure of every layer: unstructured, nm:N:M (e.g. nm:2:4), block:RxC (e.g. block:4x4) or
+    channel; when not given, the method's own (sr-ste: nm:2:4). See docs/methods.md, Structures."""
 
 
 @dataclass
@@ -217,6 +221,7 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
             setattr(self, f.name, _typed(getattr(self, f.name), hints[f.name], f.name, "option"))
         check_fields(self, lambda name: f"--{name.replace('_', '-')}")
         self.sparsity += 0.0  # -0.0 is 0.0: one run name (s0, not s-0) and one identity
+        self.structure = str(parse_structure(self.structure))  # one spelling, one identity
         if not self.out.strip():
             raise ConfigError("--out is empty; give a folder for the run")
         if self.grad_accum > self.batch_size:
@@ -266,15 +271,8 @@ class Preset:
 
 
 _CIFAR = {
-    "dataset": "cifar10",
-    "batch_size": 64,
-    "lr": 0.1,
-    "eta_min": 4e-8,
-    "momentum": 0.9,
-    "epochs": 158,
-    "sparsity": 0.9,
-    "distribution": "uniform",
-    "dense_layers": "mest",
+    "dataset": "cifar10", "batch_size": 64, "lr": 0.1, "eta_min": 4e-8, "momentum": 0.9, "epochs": 158,
+    "sparsity": 0.9, "distribution": "uniform", "dense_layers": "mest",
 }
 
 PRESETS: dict[str, Preset] = {
@@ -402,6 +400,10 @@ def resolve_config(
         values.update(_typed_fields(load_yaml_config(config_file), config_file))
     values.update(_typed_fields(overrides or {}, "the command line"))
     method = values.get("method", TrainConfig.method)
+    if "structure" not in values:  # the method's own default
+        from dstbench.core.registry import get_method
+
+        values["structure"] = get_method(method).default_structure
     preset_hp = recipe.hyperparameters(method) if recipe is not None else {}
     merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     cfg = TrainConfig(**values, hp=merged_hp).validate()

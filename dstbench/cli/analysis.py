@@ -28,6 +28,7 @@ from dstbench.cli.options import (
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import parse_hp_assignments
+from dstbench.core.structures import STRUCTURE_FORMS
 from dstbench.core.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
 from dstbench.grid.sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
@@ -70,6 +71,7 @@ def _add_flops(sub: Any) -> None:
     add("--dense-layers", type=Choice(get_args(DenseProfile)), choices=get_args(DenseProfile), default="none",
         help="layers kept dense")  # fmt: skip
     add("--min-active", type=NON_NEGATIVE_INT, default=1, help="minimum active weights per layer")
+    add("--structure", help=f"mask structure: {STRUCTURE_FORMS} (default: the method's own, else unstructured)")
     add("--method", help="mask updater whose training FLOPs to count (needs --epochs and --train-samples)")
     add("--epochs", type=POSITIVE_INT, help="training epochs (needed with --method)")
     add("--train-samples", type=POSITIVE_INT, help="N_train, samples per epoch, e.g. 1281167 for ImageNet (needed with --method)")
@@ -112,7 +114,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     from dstbench.core.layers import describe_layers
     from dstbench.core.registry import create_updater
 
-    from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, predict_flops
+    from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, predict_flops, realisable_densities
     from dstbench.runs.tickets import method_inputs
 
     _check_flops_args(args)
@@ -120,7 +122,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     model = _build_model(args.model, args.num_classes)
     sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0
     layers = describe_layers(model)
-    plan = plan_sparsity(layers, sparsity, args.distribution, args.dense_layers, min_active=args.min_active)
+    structure = args.structure or (updater.default_structure if updater is not None else "unstructured")
+    plan = plan_sparsity(layers, sparsity, args.distribution, args.dense_layers, min_active=args.min_active, structure=structure)
     forward = count_forward_flops(model, args.input_size)
     result: dict[str, Any] = {
         "model": args.model,
@@ -129,9 +132,10 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         "sparsity": plan.sparsity,
         "distribution": plan.distribution,
         "dense_layers": plan.dense_layers,
+        "structure": plan.structure,
     }
     if updater is None:
-        result.update(forward_report(forward, plan_active(plan)))
+        result.update(forward_report(forward, plan_active(plan), realisable_densities(plan, plan_active(plan))))
     else:
         result.update(
             method=args.method, epochs=args.epochs, train_samples=args.train_samples, batch_size=args.batch_size
@@ -163,7 +167,8 @@ def _render_flops(result: dict[str, Any]) -> str:
         lines.append(f"{name:40s} {layer['dense_flops']:14.4g} {layer['density']:9.4f} {layer['sparse_flops']:14.4g}")
     lines.append(
         f"forward FLOPs per sample: dense {result['dense_forward_flops']:.4g}, "
-        f"sparse {result['sparse_forward_flops']:.4g}"
+        f"sparse {result['sparse_forward_flops']:.4g}, realisable with {result['structure']} kernels "
+        f"{result['realisable_forward_flops']:.4g}"
     )
     if "train_flops" in result:
         lines.append(

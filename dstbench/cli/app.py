@@ -167,6 +167,8 @@ def describe_method(name: str, cls: type) -> list[str]:
         declared = [f"{f.name}={getattr(needs, f.name)}" for f in dataclasses.fields(Needs)
                     if getattr(needs, f.name) != f.default]  # fmt: skip
         lines.append(f"  needs: {', '.join(declared) or 'a sparse forward and backward only'}")
+    if (structure := getattr(cls, "default_structure", "unstructured")) != "unstructured":
+        lines.append(f"  default structure: {structure} (--structure sets another)")
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else "(required)"

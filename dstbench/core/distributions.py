@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import Sparsity, check_value
+from dstbench.core.structures import parse_structure
 
 if TYPE_CHECKING:  # only annotations: planning must not import torch (the CLI's help imports this)
     from dstbench.core.layers import PrunableLayer
@@ -179,6 +180,8 @@ class SparsityPlan:
     targets: tuple[LayerTarget, ...]
     min_active: int = 1
     """The per-layer floor the counts were planned with; global selections guard layers with it."""
+    structure: str = "unstructured"
+    """The mask structure (:mod:`dstbench.core.structures`); the counts above are already rounded to it."""
 
     def target(self, name: str) -> LayerTarget:
         for target in self.targets:
@@ -217,8 +220,11 @@ def plan_sparsity(
     *,
     min_active: int = 1,
     erk_power_scale: float = 1.0,
+    structure: str = "unstructured",
 ) -> SparsityPlan:
-    """Exact per-layer active counts for ``layers``. At ``sparsity == 0`` every layer is dense."""
+    """Exact per-layer active counts for ``layers``. At ``sparsity == 0`` every layer is dense. Under a
+    ``structure`` each sparsified layer's count is the structure's (:meth:`Structure.count`)."""
+    shape = parse_structure(structure)
     if min_active < 0:
         raise ConfigError(f"min_active must be >= 0, got {min_active}")
     densities = layer_densities(layers, sparsity, distribution, dense_layers, erk_power_scale)
@@ -229,6 +235,8 @@ def plan_sparsity(
     if distribution == "global" and sparsity > 0.0:
         sparsified = [layer for layer in layers if layer.name not in dense]
         active.update(global_counts([layer.numel for layer in sparsified], sparsity, min_active, names=[layer.name for layer in sparsified]))
+    if sparsity > 0.0 and not shape.unstructured:
+        active.update({layer.name: shape.count(layer.shape, active[layer.name]) for layer in layers if layer.name not in dense})
     targets = tuple(
         LayerTarget(
             layer=layer,
@@ -238,7 +246,7 @@ def plan_sparsity(
         )
         for layer in layers
     )
-    return SparsityPlan(float(sparsity), distribution, dense_layers, targets, min_active)
+    return SparsityPlan(float(sparsity), distribution, dense_layers, targets, min_active, str(shape))
 
 
 def _check_floor(sparsified: Sequence[PrunableLayer], densities: Mapping[str, float], sparsity: float, min_active: int) -> None:

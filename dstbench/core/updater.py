@@ -82,6 +82,8 @@ class MaskUpdater:
     inputs: ClassVar[tuple[str, ...]] = ()
     """Fields naming a finished run the method cannot start without (LT's ``ticket_from``). The
     training side loads each and hands it over in ``RunView.inputs`` / ``UpdateContext.inputs``."""
+    default_structure: ClassVar[str] = "unstructured"
+    """The mask structure a run of this method gets when ``--structure`` is not given (SR-STE: nm:2:4)."""
     cadence_fields: ClassVar[Mapping[str, CadenceUnit]] = {}
     """Fields that set how often the topology changes, by unit; presets for short runs (``quick``)
     set them for every method, plugins included, so a short comparison stays like-for-like."""

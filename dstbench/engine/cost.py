@@ -42,6 +42,7 @@ from torch import nn
 
 from dstbench.core.distributions import SparsityPlan
 from dstbench.core.layers import find_prunable_layers
+from dstbench.core.structures import parse_structure
 from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, gradient_density_of, update_steps_of
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.engine.topology import TopologyRecord
@@ -59,6 +60,7 @@ __all__ = [
     "run_flops",
     "forward_report",
     "plan_active",
+    "realisable_densities",
     "predict_flops",
 ]
 
@@ -219,13 +221,16 @@ def flops_summary(
     phases: Sequence[DensityPhase],
     schedule: TrainingSchedule,
     final_active: Mapping[str, int],
+    realisable: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Training and inference FLOPs, and the dense baseline 3·f_D·N·E of the same model."""
+    """Training and inference FLOPs, and the dense baseline 3·f_D·N·E of the same model;
+    ``realisable``: per-layer densities a structured kernel computes (:func:`realisable_densities`)."""
     train = training_flops(forward, updater.needs, phases, schedule, gradient_densities)
     dense_train = 3 * forward.dense * schedule.samples
     return {
         "dense_forward_flops": forward.dense,
         "inference_flops": forward.at(forward.densities(final_active)),
+        "realisable_inference_flops": forward.at(realisable or {}),
         "train_flops": train,
         "dense_train_flops": dense_train,
         "train_flops_relative": train / dense_train,
@@ -252,15 +257,29 @@ def run_flops(engine: SparseEngine, input_size: int, train_samples: int, in_chan
     )
     phases = density_timeline(initial_active(engine.layers, records), records)
     forward = count_forward_flops(engine.model, input_size, in_chans)
-    return flops_summary(forward, engine.updater, gradient_densities(engine), phases, schedule, _active(engine.layers))
+    final = _active(engine.layers)
+    realisable = realisable_densities(engine.plan, final)
+    return flops_summary(forward, engine.updater, gradient_densities(engine), phases, schedule, final, realisable)
 
 
-def forward_report(forward: ForwardFlops, active: Mapping[str, int]) -> dict[str, Any]:
-    """f_D, f_S and the per-layer table at the given active counts."""
+def realisable_densities(plan: SparsityPlan, active: Mapping[str, int]) -> dict[str, float]:
+    """Per layer, the fraction of its dense FLOPs a kernel for the plan's structure really computes at
+    ``active`` weights (:meth:`Structure.realisable_density`): ``N/M`` under N:M (a 2:4 kernel halves
+    the matmul), the kept fraction of blocks or of output channels, and 1 (dense kernels skip nothing)
+    unstructured. A channel's removed output also removes the next layer's matching inputs where the
+    network is a plain chain; that saving is not counted here (residual adds and concatenations decide
+    it per architecture), so channel figures are a lower bound on what a shrunk network skips."""
+    rule = parse_structure(plan.structure)
+    return {t.name: rule.realisable_density(t.layer.shape, active[t.name]) for t in plan.targets if t.sparsified and t.name in active}
+
+
+def forward_report(forward: ForwardFlops, active: Mapping[str, int], realisable: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """f_D, f_S, the FLOPs a structured kernel computes, and the per-layer table at ``active``."""
     densities = forward.densities(active)
     return {
         "dense_forward_flops": forward.dense,
         "sparse_forward_flops": forward.at(densities),
+        "realisable_forward_flops": forward.at(realisable or {}),
         "layers": forward.table(densities),
     }
 
@@ -310,9 +329,10 @@ def predict_flops(
     final = {**initial, **{layer.name: layer.k for layer in engine.sparse_layers}}
     if updater.needs.density_policy == "at_most":  # SRigL ends below k, as it starts: fan-in x neurons
         final = initial
-    cost = flops_summary(forward, updater, gradient_densities(engine), phases, schedule, final)
+    realisable = realisable_densities(plan, final)
+    cost = flops_summary(forward, updater, gradient_densities(engine), phases, schedule, final, realisable)
     return {
-        **forward_report(forward, initial),
+        **forward_report(forward, initial, realisable_densities(plan, initial)),
         **cost,
         "steps": total_steps,
         "steps_per_epoch": steps_per_epoch,

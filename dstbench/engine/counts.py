@@ -9,6 +9,7 @@ import torch
 from dstbench.core.context import MaskedLayer
 from dstbench.core.errors import MaskInvariantError
 from dstbench.core.steps import StepInfo
+from dstbench.core.structures import UNSTRUCTURED, Structure
 from dstbench.core.updater import MaskUpdater
 
 __all__ = ["count_targets", "count_problems", "zero_problems"]
@@ -34,11 +35,23 @@ def count_targets(
 
 
 def count_problems(
-    updater: MaskUpdater, layers: Sequence[MaskedLayer], counts: dict[str, int], info: StepInfo | None
+    updater: MaskUpdater,
+    layers: Sequence[MaskedLayer],
+    counts: dict[str, int],
+    info: StepInfo | None,
+    structure: Structure = UNSTRUCTURED,
 ) -> list[str]:
-    """Counts against the declared policy at ``info`` (``None``: the end of training, the plan)."""
+    """Counts against the declared policy at ``info`` (``None``: the end of training, the plan).
+
+    Under a structure every per-layer target is the structure's count for it (:meth:`Structure.count`),
+    and a global policy's total is not checked: each layer's count is rounded to whole units on its
+    own, so the total moves by less than half a unit per layer (N:M: fixed per layer)."""
     policy = updater.needs.density_policy
     targets, total = count_targets(updater, layers, info)
+    if not structure.unstructured:
+        shapes = {layer.name: tuple(layer.weight.shape) for layer in layers}
+        targets = {name: structure.count(shapes[name], target) if name in shapes else target for name, target in targets.items()}
+        total = None
     problems = []
     if total is not None and sum(counts.values()) != total:
         problems.append(f"{sum(counts.values())} active weights in all, target {total} ({policy})")

@@ -3,15 +3,13 @@
 One training step, in one call::
 
     loss.backward()
-    engine.step(step, batch)            # stash dense grads, method's on_step, mask gradients,
-                                        # optimizer.step() (unless the method skips it on its mask
-                                        # steps), weights and optimizer state back to zero off the
-                                        # mask, then the topology update if the method's schedule says so
+    engine.step(step, batch)  # dense-gradient stash, on_step, masked gradients, optimizer.step()
+                              # (unless skipped on mask steps), re-masking, then the scheduled update
     optimizer.zero_grad()
 
 Guarantees:
 
-* every prunable weight has a persistent boolean buffer ``weight_mask``;
+* every prunable weight has a persistent boolean buffer ``weight_mask``, holding the plan's structure;
 * each sparsified layer holds exactly its target count (or what the method's declared density policy
   allows: at least it, the same total, or the method's scheduled counts), checked at every change, and
   a scheduled method must end at the plan;
@@ -40,11 +38,13 @@ from dstbench.core.errors import MaskInvariantError
 from dstbench.core.layers import find_prunable_layers, output_layer_name
 from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
+from dstbench.core.structures import parse_structure
 from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
 from dstbench.engine.backward_set import backward_set_for
 from dstbench.engine.counts import count_problems, count_targets, zero_problems
 from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
 from dstbench.engine.initial_weights import load_initial_weights
+from dstbench.engine.structure import cover_masks, project_masks, structure_problems
 from dstbench.engine.topology import TopologyRecord, layer_change
 from dstbench.engine.zeroing import zero_off
 
@@ -75,13 +75,12 @@ class SparseEngine:
         on_masks: MaskCallback | None = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """``inputs``: what the method declared in ``MaskUpdater.inputs`` (LT's ticket), loaded by the
-        training side; the method reads them in ``RunView.inputs`` and ``UpdateContext.inputs``."""
+        """``inputs``: what the method declared in ``MaskUpdater.inputs`` (LT's ticket), loaded by training."""
         if plan.sparsified:
             check_distribution_policy(plan.distribution, updater.needs.density_policy, updater.name)
         self.model = model
         self.plan = plan
-        self.updater = updater
+        self.structure, self.updater = parse_structure(plan.structure), updater  # structure: engine/structure.py
         self.optimizer = optimizer
         self.seed = seed
         self.steps_per_epoch = steps_per_epoch
@@ -160,8 +159,7 @@ class SparseEngine:
         return self.backward.masks()
 
     def update_due(self, step: int) -> bool:
-        """Whether the method's schedule changes the topology after ``step`` (asked by steppers that
-        take plain steps without the engine, such as the compiled one)."""
+        """Whether the method's schedule changes the topology after ``step`` (for the compiled stepper)."""
         return update_fires(self.updater, self.info(step))
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -205,8 +203,7 @@ class SparseEngine:
         self._after_optimizer(step)
 
     def is_plain_step(self, step: int) -> bool:
-        """A step on which the method decides nothing (no update, no per-step hook, no backward set):
-        its whole work is :meth:`masked_step`."""
+        """A step on which the method decides nothing: its whole work is :meth:`masked_step`."""
         needs = self.updater.needs
         return not (needs.per_step_hook or needs.backward_set or self.update_due(step))
 
@@ -215,12 +212,15 @@ class SparseEngine:
         """A plain step's tensor work: mask the gradients, ``optimizer.step()``, re-mask. Tensors only,
         changed in place, so the compiled stepper compiles it and the CUDA-graph stepper captures it."""
         if self.updater.needs.masked_optimizer:
-            with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
-            if with_grad:
-                torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
+            self._mask_grads()
         if self.optimizer is not None:
             self.optimizer.step()
         self.apply_masks()
+
+    def _mask_grads(self) -> None:
+        with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
+        if with_grad:
+            torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
 
     def _before_optimizer(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step."""
@@ -243,9 +243,7 @@ class SparseEngine:
             self.updater.on_step(self.context(step, "step", batch=batch))
             self._count_step_hook(start)
         if needs.masked_optimizer:
-            with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
-            if with_grad:
-                torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
+            self._mask_grads()
         skip = self._pending_update and skips_optimizer(self.updater, info)
         self.skipped_steps += int(skip)
         self.previous_step_skipped = skip
@@ -330,14 +328,16 @@ class SparseEngine:
         if masks is None:
             old = legacy_hook(self.updater, "backward_masks")
             masks = old(self.context(step, "backward")) if old is not None else {}
+        masks = cover_masks(self.structure, self.masks(), masks)  # B holds the projected mask
         self.backward.install(masks, require_all=require_all, owner=self.updater.name)
 
     def _install(self, new_masks: Masks, *, require_all: bool, info: StepInfo) -> None:
         """Validate a method's masks against the density policy, then copy them into the buffers."""
         check_masks(self.updater.name, self.sparse_layers, new_masks, require_all=require_all)
+        new_masks = project_masks(self.structure, self.sparse_layers, new_masks)
         by_name = {layer.name: layer for layer in self.sparse_layers}
         counts = {name: int(new_masks.get(name, layer.mask).sum()) for name, layer in by_name.items()}
-        problems = count_problems(self.updater, self.sparse_layers, counts, info)
+        problems = count_problems(self.updater, self.sparse_layers, counts, info, self.structure)
         if problems:
             raise MaskInvariantError(f"{self.updater.name}: {problems[0]}")
         self._last_info = info
@@ -356,8 +356,7 @@ class SparseEngine:
         return realised_sparsity(sparse, counts)
 
     def targets(self, info: StepInfo | None) -> tuple[dict[str, int], int | None]:
-        """The count each layer must hold and the total (None: no rule on the total) after an update
-        decided at ``info.step``; ``None``: the end of training."""
+        """Per-layer counts and total (None: no rule) after an update at ``info.step`` (None: the end)."""
         return count_targets(self.updater, self.sparse_layers, info)
 
     def violations(self, *, final: bool = False) -> list[str]:
@@ -366,7 +365,8 @@ class SparseEngine:
         counts = {layer.name: int(layer.mask.sum()) for layer in self.sparse_layers}
         scheduled = self.updater.needs.density_policy in ("scheduled", "scheduled_global")
         info = self._last_info if scheduled and not final else None
-        problems = count_problems(self.updater, self.sparse_layers, counts, info)
+        problems = count_problems(self.updater, self.sparse_layers, counts, info, self.structure)
+        problems += structure_problems(self.structure, self.sparse_layers)
         optimizer = self.optimizer if self.updater.needs.masked_optimizer else None
         for layer in self.sparse_layers:
             problems += zero_problems(layer, self.backward.mask(layer), optimizer) + self.backward.problems(layer)

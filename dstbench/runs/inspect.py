@@ -8,7 +8,8 @@ neurons that have any (SRigL keeps them equal).
 Layer collapse is shown, not hidden: a sparsified layer with no active weight is ``collapsed``, and a
 layer that a global selection raised to ``min_active`` is ``clamped`` (from the method's selection
 report, :mod:`dstbench.core.global_select`). Under ``--distribution global`` the per-layer targets are
-placeholders (only the total binds), which the text output says.
+placeholders (only the total binds), which the text output says. Under a structure (``plan.json``'s
+``structure``) each layer says whether its mask holds it and which layers the structure cannot apply to.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 
 from dstbench.core.distributions import realised_sparsity
+from dstbench.core.structured_select import holds_structure
+from dstbench.core.structures import parse_structure
 from dstbench.runs.rundir import RunDir
 
 __all__ = ["inspect_run", "render_inspection"]
@@ -32,6 +35,7 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
     summary = run.read_json(run.summary) if run.summary.exists() else None
     selection = _selection(summary, checkpoint)
     clamped = selection.get("clamped_layers", {})
+    structure = parse_structure(plan.get("structure", "unstructured"))  # folders before structures: unstructured
     layers = []
     for entry in plan["layers"]:
         weight: torch.Tensor = state[f"{entry['name']}.weight"]
@@ -52,6 +56,8 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
                 "clamped": entry["name"] in clamped,
                 "fan_in_min": int(fan_in.min()) if fan_in.numel() else 0,
                 "fan_in_max": int(fan_in.max()) if fan_in.numel() else 0,
+                "structured": bool(entry["sparsified"]) and structure.applies(tuple(mask.shape)),
+                "holds_structure": holds_structure(mask, structure),
             }
         )
     sparsified = [(layer["numel"], layer["active"]) for layer in layers if layer["sparsified"]]
@@ -63,6 +69,7 @@ def inspect_run(path: str | Path) -> dict[str, Any]:
     return {
         "run_dir": str(run.path),
         "distribution": plan.get("distribution"),
+        "structure": str(structure),
         "min_active": selection.get("min_active"),
         "complete": summary is not None,
         "epochs_done": len(run.read_jsonl(run.metrics)),
@@ -85,6 +92,8 @@ def _selection(summary: dict[str, Any] | None, checkpoint: dict[str, Any]) -> di
 
 def render_inspection(report: dict[str, Any]) -> str:
     lines = [f"{report['run_dir']}: {report['epochs_done']} epochs, test_acc {report['test_acc']}"]
+    if report.get("structure", "unstructured") != "unstructured":
+        lines.append(f"structure {report['structure']}: layers marked (unstructured) cannot take it and keep any mask")
     if report.get("distribution") == "global":
         lines.append("distribution global: the total is the target; per-layer targets are placeholders")
     lines.append(f"{'layer':40s} {'numel':>10s} {'active':>10s} {'target':>10s} {'max|pruned|':>12s} {'fan-in':>11s}")
@@ -92,6 +101,10 @@ def render_inspection(report: dict[str, Any]) -> str:
         flag = "" if layer["sparsified"] else " (dense)"
         if layer.get("collapsed"):
             flag += " (collapsed)"
+        if layer["sparsified"] and report.get("structure", "unstructured") != "unstructured" and not layer.get("structured"):
+            flag += " (unstructured)"
+        if not layer.get("holds_structure", True):
+            flag += " (BREAKS THE STRUCTURE)"
         if layer.get("clamped"):
             flag += f" (clamped to min_active {report.get('min_active')})"
         lines.append(

@@ -168,6 +168,7 @@ class RunDir:
             "sparsity": plan.sparsity,
             "distribution": plan.distribution,
             "dense_layers": plan.dense_layers,
+            "structure": plan.structure,
             "layers": [
                 {
                     "name": t.name,

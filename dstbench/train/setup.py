@@ -182,7 +182,9 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     sparsity = cfg.sparsity if updater.needs.sparse else 0.0
-    plan = plan_sparsity(describe_layers(model), sparsity, cfg.distribution, cfg.dense_layers, min_active=cfg.min_active)
+    plan = plan_sparsity(
+        describe_layers(model), sparsity, cfg.distribution, cfg.dense_layers, min_active=cfg.min_active, structure=cfg.structure
+    )
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
