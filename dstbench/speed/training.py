@@ -32,7 +32,7 @@ from dstbench.core.errors import ConfigError
 from dstbench.core.layers import find_prunable_layers
 from dstbench.core.needs import Needs
 from dstbench.speed.backends import Backend, BackendUnavailable, backend_names, get_backend
-from dstbench.speed.kernels import col2im, im2col
+from dstbench.speed.gemm import col2im, im2col
 
 __all__ = ["CsrPattern", "TrainingKernels", "check_training", "attach", "make_csr_trainable", "needs_dense_grad"]
 
@@ -116,7 +116,7 @@ class _CsrProduct(torch.autograd.Function):
 
 
 class CsrTrainingConv2d(nn.Conv2d):
-    """A masked Conv2d that trains as one CSR GEMM on its im2col matrix (:func:`dstbench.speed.kernels.im2col`)."""
+    """A masked Conv2d that trains as one CSR GEMM on its im2col matrix (:func:`dstbench.speed.gemm.im2col`)."""
 
     csr_pattern: CsrPattern
 
