@@ -120,7 +120,6 @@ def _cmd_plot_speed(args: argparse.Namespace) -> int:
     from dstbench.analysis.runs import complete_runs
     from dstbench.analysis.speed import speed_rows
     from dstbench.analysis.speed_plots import speed_figure
-    from dstbench.cli.analysis import written
 
     figure_paths(args.out)  # a bad --out fails before any run is read
     summaries = run_summaries(complete_runs(*args.dirs))
@@ -131,7 +130,6 @@ def _cmd_plot_speed(args: argparse.Namespace) -> int:
 def _cmd_plot_crossover(args: argparse.Namespace) -> int:
     from dstbench.analysis.plots import figure_paths, save_figure
     from dstbench.analysis.speed_plots import crossover_figure
-    from dstbench.cli.analysis import written
     from dstbench.runs.atomic import atomic_write_json
     from dstbench.speed.crossover import LayerTiming, crossover
 
