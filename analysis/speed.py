@@ -4,8 +4,9 @@ same runs as the accuracy table.
 ``dstbench speed RUN_DIR`` writes ``speed.json`` into the run folder (a derived file, like the
 report's, not one of the run's sealed files, so it is read here as a plain bounded JSON file). For
 every cell of the accuracy table (:func:`dstbench.analysis.report.report_rows`) and every backend
-measured on its runs, one row: how many of the cell's runs were proved and timed, the end-to-end
-speedup over ``masked`` at batch 1 (latency) and at the measured batch (throughput), and the
+measured on its runs, one row: how many of the cell's runs were proved and timed, the speedup over
+``masked`` of one training step (backends that train), of inference at batch 1 (latency) and at the
+measured batch (throughput), end to end, and the
 re-compression overhead: the time to rebuild the backend's format after one mask update, times the
 run's number of updates (the analogue of the paper's re-compilation overhead, Figure 5 right), also
 as a share of the run's training time. Means over the cell's seeds; a backend refused on a run says why.
@@ -48,7 +49,8 @@ def _backend_row(row: Mapping[str, Any], name: str, measured: Sequence[tuple[dic
     refused = [record for _, record, _ in records if record["status"] != "proved"]
 
     def speedup(speed: Mapping[str, Any], label: str) -> float | None:
-        value = speed["end_to_end"][label][name]["speedup_over_masked"]
+        timed = speed["end_to_end"][label] if label.startswith("batch_") else speed.get(label, {})
+        value = timed.get(name, {}).get("speedup_over_masked")
         return None if value is None else float(value)
 
     totals = [float(record["rebuild_seconds_total"]) for _, record, _ in proved]
@@ -60,6 +62,7 @@ def _backend_row(row: Mapping[str, Any], name: str, measured: Sequence[tuple[dic
         "reason": refused[0].get("reason") if refused else None,
         "batch_sizes": sorted({int(speed["batch_size"]) for speed, _, _ in proved}),
         "threads": sorted({int(speed["provenance"]["threads"]) for speed, _, _ in proved}),
+        "train_speedup": _mean([speedup(speed, "training_step") for speed, _, _ in proved]),
         "latency_speedup": _mean([speedup(speed, "batch_1") for speed, _, _ in proved]),
         "throughput_speedup": _mean([speedup(speed, f"batch_{speed['batch_size']}") for speed, _, _ in proved]),
         "rebuild_seconds_per_update": _mean([float(record["rebuild_seconds_per_update"]) for _, record, _ in proved]),
@@ -98,20 +101,20 @@ def _share(value: float | None) -> str:
 
 def speed_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: per cell and backend, speedups over ``masked`` and the re-compression overhead."""
-    header = ["method", "sparsity", "backend", "runs timed", "batch 1", "batch B", "B", "threads",
+    header = ["method", "sparsity", "backend", "runs timed", "train step", "batch 1", "batch B", "B", "threads",
               "rebuild ms/update", "updates", "overhead s", "overhead % of training"]  # fmt: skip
     body = []
     for row in rows:
         lead = [row["label"], f"{100 * row['sparsity']:.6g}%", row["backend"], f"{row['proved']}/{row['runs']}"]
         if not row["proved"]:
-            body.append([*lead, f"{row['status']}: {row['reason']}", *["-"] * 7])
+            body.append([*lead, f"{row['status']}: {row['reason']}", *["-"] * 8])
             continue
         body.append([
-            *lead, _x(row["latency_speedup"]), _x(row["throughput_speedup"]), ",".join(map(str, row["batch_sizes"])),
+            *lead, _x(row["train_speedup"]), _x(row["latency_speedup"]), _x(row["throughput_speedup"]), ",".join(map(str, row["batch_sizes"])),
             ",".join(map(str, row["threads"])), _ms(row["rebuild_seconds_per_update"]), format_value(row["updates"]),
             "-" if row["rebuild_seconds_total"] is None else f"{row['rebuild_seconds_total']:.3g}", _share(row["overhead_fraction"]),
         ])  # fmt: skip
     note = ("Measured by `dstbench speed` (end to end, speedup = masked time / backend time, interleaved in one "
-            "process); overhead = rebuild time per mask update x the run's updates. Read them with the threads "
+            "process; train step: forward, backward and SGD, for backends that train); overhead = rebuild time per mask update x the run's updates. Read them with the threads "
             "and load recorded in each speed.json.")  # fmt: skip
     return "## Speed (measured, speedup over masked)\n\n" + _markdown(header, body) + "\n\n" + note + "\n"

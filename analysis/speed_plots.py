@@ -1,7 +1,8 @@
 """Figure 5 analogues of measured speed, and where each sparse kernel starts to win.
 
 * :func:`speed_figure` (``plot speed``): per cell of the accuracy table (method at its sparsity), the
-  end-to-end speedup of each backend over ``masked`` at batch 1 and at the measured batch, and the
+  end-to-end speedup of each backend over ``masked`` of one training step (the paper's Figure 5 left;
+  backends that train), of inference at batch 1 and at the measured batch, and the
   re-compression overhead (rebuild time per mask update x updates): the paper's Figure 5, with
   measured kernels instead of its compiler. A backend refused on a cell has no bar; the break-even
   line (1x) is drawn, so a loss reads as a loss.
@@ -15,18 +16,24 @@ a figure with nothing to draw raises :class:`~dstbench.analysis.plots.NothingToP
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from dstbench.analysis.plots import NothingToPlot, _legend_outside, _log_sparsity_axis
 
 __all__ = ["speed_figure", "crossover_figure", "BACKEND_COLORS"]
 
 BACKEND_COLORS = {"masked": "#7f7f7f", "shrink": "#2ca02c", "csr": "#1f77b4", "bsr": "#ff7f0e", "semi-structured": "#9467bd"}
+
+
+_TIMES = FuncFormatter(lambda value, _: f"{value:g}x")
+_TIMES_2_5 = FuncFormatter(lambda value, _: f"{value:g}x" if round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else "")
 
 
 def _color(backend: str) -> str:
@@ -50,16 +57,18 @@ def _bars(axis: Axes, rows: Sequence[Mapping[str, Any]], key: str, cells: list[s
 
 
 def speed_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
-    """Three panels over the cells: speedup at batch 1, speedup at the measured batch, overhead (s)."""
+    """Four panels over the cells: speedup of a training step, of inference at batch 1 and at the
+    measured batch, and the re-compression overhead (s)."""
     timed = [row for row in rows if row["proved"] and row["backend"] != "masked"]
     if not timed:
         raise NothingToPlot("nothing to plot: no run has a speed.json with a backend besides masked (run `dstbench speed RUN_DIR`)")
     cells = list(dict.fromkeys(_cell(row) for row in timed))
     backends = list(dict.fromkeys(row["backend"] for row in timed))
-    figure = Figure(figsize=(max(10.0, 1.6 * len(cells) * 3), 4.4), layout="constrained")
-    latency, throughput, overhead = figure.subplots(1, 3)
+    figure = Figure(figsize=(max(13.0, 1.6 * len(cells) * 4), 4.4), layout="constrained")
+    training, latency, throughput, overhead = figure.subplots(1, 4)
     batches = sorted({b for row in timed for b in row["batch_sizes"]})
     for axis, key, title in (
+        (training, "train_speedup", f"Training step speedup over masked, batch {','.join(map(str, batches))}"),
         (latency, "latency_speedup", "Inference speedup over masked, batch 1"),
         (throughput, "throughput_speedup", f"Inference speedup over masked, batch {','.join(map(str, batches))}"),
     ):
@@ -79,8 +88,8 @@ def crossover_figure(data: Mapping[str, Any]) -> Figure:
     backends = list(dict.fromkeys(name for layer in data["layers"].values() for name in layer["backends"]))
     if not backends:
         raise NothingToPlot(f"nothing to plot: no layer of {data['model']} was timed")
-    figure = Figure(figsize=(6.5 * len(backends), 4.8), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(backends)))
+    figure = Figure(figsize=(10.0, 4.2 * len(backends)), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(len(backends), 1))
     colors = [f"C{i % 10}" for i in range(len(data["layers"]))]
     for axis, backend in zip(axes, backends):
         sparsities: set[float] = set()
@@ -96,6 +105,8 @@ def crossover_figure(data: Mapping[str, Any]) -> Figure:
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         _log_sparsity_axis(axis, sorted(sparsities))
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(_TIMES)
+        axis.yaxis.set_minor_formatter(_TIMES_2_5)
         axis.set_xlabel("sparsity (log scale of 1 - s)")
         axis.set_ylabel("speedup over masked (log scale)")
         axis.set_title(f"{data['model']}: {backend} per layer, batch {data['batch']}", fontsize="medium")

@@ -75,9 +75,10 @@ def _cmd_speed(args: argparse.Namespace) -> int:
 
 def _render(result: dict[str, Any], target: Path) -> str:
     lines = [f"{result['run_dir']} -> {target}"]
-    lines.append(f"{'backend':16s} {'batch 1 ms':>11s} {'x masked':>9s} {'batch ' + str(result['batch_size']) + ' img/s':>15s} {'x masked':>9s} {'rebuild ms':>11s}")
+    lines.append(f"{'backend':16s} {'batch 1 ms':>11s} {'x masked':>9s} {'batch ' + str(result['batch_size']) + ' img/s':>15s} {'x masked':>9s} "
+                 f"{'rebuild ms':>11s} {'train step ms':>14s} {'x masked':>9s}")  # fmt: skip
     ends = result["end_to_end"]
-    one, big = ends["batch_1"], ends[f"batch_{result['batch_size']}"]
+    one, big, train = ends["batch_1"], ends[f"batch_{result['batch_size']}"], result.get("training_step", {})
     for name, record in result["backends"].items():
         if record["status"] != "proved":
             lines.append(f"{name:16s} {record['status']}: {record['reason']}")
@@ -85,8 +86,9 @@ def _render(result: dict[str, Any], target: Path) -> str:
         lines.append(
             f"{name:16s} {one[name]['seconds'] * 1e3:11.2f} {one[name]['speedup_over_masked']:9.2f} "
             f"{big[name]['images_per_second']:15.1f} {big[name]['speedup_over_masked']:9.2f} {record['rebuild_seconds_per_update'] * 1e3:11.1f}"
+            + (f" {train[name]['seconds'] * 1e3:14.1f} {train[name]['speedup_over_masked']:9.2f}" if name in train else f" {'-':>14s} {'-':>9s}")
         )
-        lines.extend(f"  {note}" for note in record["notes"])
+        lines.extend(f"  {note}" for note in [*record["notes"], *([record["training_status"]] if "training_status" in record else [])])
     return "\n".join(lines)
 
 

@@ -67,10 +67,15 @@ def layer_shapes(name: str) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     return list(seen.values())
 
 
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = getattr(module, "weight")
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
 def structured_mask(module: nn.Module, density: float, structure: str, gen: torch.Generator) -> torch.Tensor:
     """A random mask of ``structure`` (unstructured, block4, channel) keeping ``density`` of the weights."""
-    weight = module.weight
-    assert isinstance(weight, torch.Tensor)
+    weight = _weight(module)
     out = weight.shape[0]
     if structure == "channel":
         mask = torch.zeros_like(weight, dtype=torch.bool)
@@ -90,7 +95,11 @@ def shrunk_layer(module: nn.Module, mask: torch.Tensor) -> nn.Module:
     keep = mask.reshape(mask.shape[0], -1).any(dim=1)
     small = type(module).__new__(type(module))
     small.__dict__ = dict(module.__dict__)
-    small._parameters = {"weight": nn.Parameter((module.weight * mask)[keep].clone()), "bias": None}
+    bias = getattr(module, "bias")
+    small._parameters = {
+        "weight": nn.Parameter((_weight(module) * mask)[keep].clone()),
+        "bias": None if bias is None else nn.Parameter(bias[keep].detach().clone()),
+    }
     setattr(small, "out_channels" if isinstance(module, nn.Conv2d) else "out_features", int(keep.sum()))
     return small
 
@@ -100,7 +109,8 @@ def time_layer(module: nn.Module, shape: tuple[int, ...], density: float, struct
     structure does not apply (no 4x4 tiling: the RGB stem, a 10-class head)."""
     gen = torch.Generator().manual_seed(0)
     layer = nn.Sequential(copy.deepcopy(module))
-    rows, cols = module.weight.shape[0], module.weight[0].numel()
+    weight = _weight(module)
+    rows, cols = weight.shape[0], weight[0].numel()
     if structure == "block4" and (rows % 4 or cols % 4):
         return {}
     mask = structured_mask(module, density, structure, gen)
@@ -119,7 +129,7 @@ def time_layer(module: nn.Module, shape: tuple[int, ...], density: float, struct
         other = backend.prepare(layer, x).model
         prove(backend, masked, other, x)
         fns = {"masked": lambda: masked(x), backend.name: lambda: other(x)}
-        flops = module.weight.numel() / int(mask.sum())
+        flops = weight.numel() / int(mask.sum())
     seconds = time_interleaved(fns, torch.device("cpu"), timing.threads, timing.rounds, timing.min_time)
     name = next(key for key in fns if key != "masked")
     return {"speedup": seconds["masked"] / seconds[name], "flop_ratio": flops, "masked_ms": seconds["masked"] * 1e3}
@@ -153,6 +163,6 @@ def crossover(model: str, sparsities: Sequence[float], backends: Sequence[str], 
                     points.append({"sparsity": sparsity, **result})
             if points:
                 rows[backend] = {"points": points, "wins_from": wins_from(points)}
-        layers[name] = {"weight": list(module.weight.shape), "input": list(shape), "backends": rows}
+        layers[name] = {"weight": list(_weight(module).shape), "input": list(shape), "backends": rows}
     return {"model": model, "batch": timing.batch, "rounds": timing.rounds, "min_time": timing.min_time,
             "provenance": provenance(torch.device("cpu"), timing.threads, torch.float32), "layers": layers}  # fmt: skip

@@ -119,6 +119,7 @@ class CsrTrainingConv2d(nn.Conv2d):
     """A masked Conv2d that trains as one CSR GEMM on its im2col matrix (:func:`dstbench.speed.gemm.im2col`)."""
 
     csr_pattern: CsrPattern
+    weight_mask: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.csr_pattern.refresh(self.weight_mask):
@@ -131,6 +132,7 @@ class CsrTrainingLinear(nn.Linear):
     """A masked Linear that trains as ``W_csr @ x^T``."""
 
     csr_pattern: CsrPattern
+    weight_mask: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.csr_pattern.refresh(self.weight_mask):
