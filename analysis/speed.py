@@ -4,7 +4,7 @@ same runs as the accuracy table.
 ``dstbench speed RUN_DIR`` writes ``speed.json`` into the run folder (a derived file, like the
 report's, not one of the run's sealed files, so it is read here as a plain bounded JSON file). For
 every cell of the accuracy table (:func:`dstbench.analysis.report.report_rows`) and every backend
-measured on its runs, one row: how many of the cell's runs were proved and timed, the speedup over
+measured on its runs, one row: how many of the cell's runs were proved and timed (of all its runs), the speedup over
 ``masked`` of one training step (backends that train), of inference at batch 1 (latency) and at the
 measured batch (throughput), end to end, and the
 re-compression overhead: the time to rebuild the backend's format after one mask update, times the
@@ -57,7 +57,7 @@ def _backend_row(row: Mapping[str, Any], name: str, measured: Sequence[tuple[dic
     shares = [float(record["rebuild_seconds_total"]) / seconds for _, record, seconds in proved if seconds]
     return {
         "method": row["method"], "label": row["label"], "sparsity": row["sparsity"], "settings": row["settings"],
-        "backend": name, "runs": len(records), "proved": len(proved),
+        "backend": name, "proved": len(proved),
         "status": refused[0]["status"] if refused and not proved else "proved",
         "reason": refused[0].get("reason") if refused else None,
         "batch_sizes": sorted({int(speed["batch_size"]) for speed, _, _ in proved}),
@@ -83,7 +83,8 @@ def speed_rows(rows: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mappin
             if speed is not None:
                 measured.append((speed, summaries.get(run_dir, {}).get("train_seconds")))
         backends = dict.fromkeys(name for speed, _ in measured for name in speed["backends"])
-        out.extend(_backend_row(row, name, measured) for name in backends)
+        ordered = sorted(backends, key=lambda name: name != "masked")  # the baseline first, then as measured
+        out.extend({**_backend_row(row, name, measured), "runs": len(row["run_dirs"])} for name in ordered)
     return out
 
 

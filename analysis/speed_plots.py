@@ -64,21 +64,21 @@ def speed_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
         raise NothingToPlot("nothing to plot: no run has a speed.json with a backend besides masked (run `dstbench speed RUN_DIR`)")
     cells = list(dict.fromkeys(_cell(row) for row in timed))
     backends = list(dict.fromkeys(row["backend"] for row in timed))
-    figure = Figure(figsize=(max(13.0, 1.6 * len(cells) * 4), 4.4), layout="constrained")
+    figure = Figure(figsize=(max(14.0, 1.8 * len(cells) * 4), 4.4), layout="constrained")
     training, latency, throughput, overhead = figure.subplots(1, 4)
     batches = sorted({b for row in timed for b in row["batch_sizes"]})
     for axis, key, title in (
-        (training, "train_speedup", f"Training step speedup over masked, batch {','.join(map(str, batches))}"),
-        (latency, "latency_speedup", "Inference speedup over masked, batch 1"),
-        (throughput, "throughput_speedup", f"Inference speedup over masked, batch {','.join(map(str, batches))}"),
+        (training, "train_speedup", f"Training step, batch {','.join(map(str, batches))}"),
+        (latency, "latency_speedup", "Inference, batch 1"),
+        (throughput, "throughput_speedup", f"Inference, batch {','.join(map(str, batches))}"),
     ):
         _bars(axis, timed, key, cells, backends)
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="break-even (1x)")
-        axis.set_ylabel("speedup (masked time / backend time)")
+        axis.set_ylabel("speedup over masked (x)")
         axis.set_title(title, fontsize="medium")
     _bars(overhead, timed, "rebuild_seconds_total", cells, backends)
-    overhead.set_ylabel("re-compression time (s) = rebuild per update x updates")
-    overhead.set_title("Re-compression overhead of the run's mask updates", fontsize="medium")
+    overhead.set_ylabel("seconds: rebuild per update x updates")
+    overhead.set_title("Re-compression overhead", fontsize="medium")
     _legend_outside(overhead, title="backend")
     return figure
 
