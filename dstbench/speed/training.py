@@ -150,7 +150,8 @@ def make_csr_trainable(name: str, module: nn.Module) -> None:
     """Switch ``module`` (exactly an nn.Conv2d or nn.Linear) to its CSR-training class, in place."""
     target = _TRAINING_CLASSES.get(type(module))
     if target is None:
-        raise BackendUnavailable(f"backend csr: layer {name} is a {type(module).__name__}, which its training kernels do not cover")
+        kind = f"{type(module).__module__}.{type(module).__qualname__}"
+        raise BackendUnavailable(f"backend csr: layer {name} is a {kind}, which its training kernels (torch.nn Conv2d and Linear) do not cover")
     module.__class__ = target
     module.csr_pattern = CsrPattern()  # type: ignore[assignment]
 
