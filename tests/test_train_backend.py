@@ -172,3 +172,18 @@ def test_a_layer_the_csr_kernels_do_not_cover_is_named() -> None:
     with pytest.raises(BackendUnavailable, match="^backend csr: layer 0 is a grouped"):
         attach(nn.Sequential(grouped), "csr", torch.device("cpu"))
 
+
+
+def test_a_loaded_checkpoint_re_compresses_before_the_next_forward() -> None:
+    """A resume loads masks with ``load_state_dict``: the next forward must compute with them."""
+    conv = _conv_with_mask(1, 0.3, 1, 1)
+    model = nn.Sequential(conv)
+    attach(model, "csr", torch.device("cpu"))
+    x = torch.randn(2, 3, 7, 7)
+    model(x)
+    saved = _conv_with_mask(2, 0.5, 1, 1)  # another run's weights and masks, as a checkpoint holds them
+    model.load_state_dict(nn.Sequential(saved).state_dict())
+    assert isinstance(conv, CsrTrainingConv2d) and conv.csr_pattern.rebuilds == 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), saved(x), rtol=1e-5, atol=1e-5)
+    assert conv.csr_pattern.rebuilds == 2
