@@ -40,11 +40,12 @@ from typing import Any
 from dstbench.runs.atomic import atomic_write_text
 from dstbench.runs.configs import flat_config
 
-from dstbench.analysis.runs import Skipped, report_runs
+from dstbench.analysis.runs import Run, Skipped, report_runs
+from dstbench.analysis.speed import speed_rows, speed_table
 from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, describe, welch
 from dstbench.analysis.tables import SHOWN, csv_table, format_tables, format_value
 
-__all__ = ["report_rows", "write_report"]
+__all__ = ["report_rows", "run_summaries", "write_report"]
 
 Summary = Mapping[str, Any]
 
@@ -278,6 +279,11 @@ def report_rows(
     return rows
 
 
+def run_summaries(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """What :func:`report_rows` reads of each finished run: its summary, folder and config."""
+    return [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in runs]
+
+
 def write_report(
     folder: str | Path,
     *,
@@ -295,9 +301,12 @@ def write_report(
     runs, passed_over = report_runs(folder, skip_incomplete=skip_incomplete)
     if skipped is not None:
         skipped.extend(passed_over)
-    summaries = [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in runs]
+    summaries = run_summaries(runs)
     rows = report_rows(summaries, baseline=baseline, paper=paper)
     text = format_tables(rows, paper=paper, title=f"Report: {folder}")
+    measured = speed_rows(rows, {summary["run_dir"]: summary for summary in summaries})
+    if measured:  # runs that `dstbench speed` timed
+        text += "\n" + speed_table(measured)
     target = Path(folder if out is None else out)
     atomic_write_text(target / "report.md", text)
     atomic_write_text(target / "report.csv", csv_table(rows))

@@ -176,6 +176,10 @@ class RunOptions:
     """torch.compile the training step (CPU and CUDA); eager training stays the reference."""
     cuda_graph: bool = True
     """With --compile on CUDA, capture the whole step in one CUDA graph (--no-cuda-graph: compile only)."""
+    backend: str = "masked"
+    """Execution backend of the sparse layers in training: masked (a dense kernel on the masked weight, the
+    reference) or csr (torch CSR kernels forward and backward, formats rebuilt at every mask update; the
+    same results to float tolerance). See docs/speed.md."""
     out: str = "runs/run"
     """Run directory."""
     logger: Literal["none", "tensorboard", "wandb"] = "none"

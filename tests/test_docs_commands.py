@@ -31,6 +31,11 @@ NOT_RUN = {
     "dstbench speed /tmp/h7runs/vgg19-u98": "times VGG-19 for minutes; tests/test_speed.py runs the command on a tiny run",
     "dstbench train --model cifar_vgg19 --dataset synthetic": "docs/speed.md's VGG-19 run in /tmp/h7runs; tests/test_speed.py times a tiny run",
     "dstbench flops --model resnet50": "a ResNet-50 forward pass (7 s); tests/test_analysis_flops.py checks its numbers",
+    "dstbench compare --methods set,rigl --model cifar_vgg19": "docs/speed.md's VGG-19 grid timed below it; tests/test_speed_report.py reports tiny runs",
+    "dstbench speed runs/speed/": "times VGG-19 runs for minutes; tests/test_speed.py runs the command on a tiny run",
+    "dstbench report runs/speed": "the VGG-19 grid of docs/speed.md (run folders are not shipped); tests/test_speed_report.py",
+    "dstbench plot speed runs/speed": "the VGG-19 grid of docs/speed.md (run folders are not shipped); tests/test_speed_report.py",
+    "dstbench plot crossover --model cifar_vgg19": "times every VGG-19 layer (1.5 min or more); tests/test_speed_report.py runs it on tiny_cnn",
 }
 TRAINING = {"train", "compare", "sweep"}
 TINY = ["--epochs", "1", "--max-train-samples", "16", "--max-test-samples", "16", "--batch-size", "16"]

@@ -170,6 +170,8 @@ def test_speed_command_writes_proved_timed_json(tiny_run: Path, tmp_path: Path, 
     assert result["backends"]["csr"]["status"] == "proved" and result["backends"]["csr"]["updates"] >= 1
     assert result["end_to_end"]["batch_1"]["masked"]["speedup_over_masked"] == 1.0
     assert set(result["end_to_end"]["batch_16"]) == {"masked", "csr", "shrink"}
+    assert set(result["training_step"]) == {"masked", "csr"}  # the backends that train, proved on one step first
+    assert result["backends"]["csr"]["training_proof"]["weight_grad_rel_error"] <= 1e-4
     assert result["provenance"]["threads"] >= 1 and result["mask_file"]["checkpoint_sha256"]
     assert set(result["layers"]["batch_1"]) == {name for name, _ in masked_layers(_tiny(tiny_run))}
     assert "bsr" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
+from dstbench.cli.speed import add_plot_kinds, written
 from dstbench.cli.options import (
     Choice,
     GridFlags,
@@ -285,7 +286,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 # -- plot ------------------------------------------------------------------------------------------
 def _add_plot(sub: Any) -> None:
-    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, ablation")
+    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, ablation, speed, crossover")
     kinds = plot.add_subparsers(dest="plot_command", required=True, parser_class=type(plot))
 
     iou = kinds.add_parser("iou", help="mask IoU against training progress (BiDST Figure 4)")
@@ -313,11 +314,7 @@ def _add_plot(sub: Any) -> None:
     ablation.add_argument("--hp", required=True, help="the swept hyper-parameter, e.g. lam or bidst.lam")
     ablation.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     ablation.set_defaults(func=_cmd_plot_ablation)
-
-
-def _written(paths: list[Path]) -> int:
-    print("wrote " + ", ".join(map(str, paths)))
-    return 0
+    add_plot_kinds(kinds)  # speed, crossover
 
 
 def _cmd_plot_iou(args: argparse.Namespace) -> int:
@@ -326,7 +323,7 @@ def _cmd_plot_iou(args: argparse.Namespace) -> int:
 
     figure_paths(args.out)  # a bad --out fails before any run is read
     runs = find_runs(*args.run_dirs)
-    return _written(plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps))
+    return written(plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps))
 
 
 def _cmd_plot_curve(args: argparse.Namespace) -> int:
@@ -346,7 +343,7 @@ def _cmd_plot_curve(args: argparse.Namespace) -> int:
                     run_dirs.add(candidate)
                     break
     chance = sorted({chance_accuracy(load_run(run_dir).plan) for run_dir in run_dirs})
-    return _written(plot_sparsity_curve(points, args.out, chance=chance))
+    return written(plot_sparsity_curve(points, args.out, chance=chance))
 
 
 def _cmd_plot_overhead(args: argparse.Namespace) -> int:
@@ -355,7 +352,7 @@ def _cmd_plot_overhead(args: argparse.Namespace) -> int:
     from dstbench.analysis.runs import complete_runs
 
     figure_paths(args.out)
-    return _written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
+    return written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
 
 
 def _cmd_plot_ablation(args: argparse.Namespace) -> int:
@@ -364,7 +361,7 @@ def _cmd_plot_ablation(args: argparse.Namespace) -> int:
     from dstbench.grid.sweep import load_sweep
 
     figure_paths(args.out)
-    return _written(plot_ablation(load_sweep(args.sweep_dir), args.hp, args.out))
+    return written(plot_ablation(load_sweep(args.sweep_dir), args.hp, args.out))
 
 
 # -- report ----------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 :mod:`dstbench.cli.app` calls :func:`add_command` while it builds its parser. The numbers go to
 ``speed.json`` in the run folder (or ``--out/RUN_NAME/speed.json``), written atomically; the table
 printed is the end-to-end speedup over ``masked`` per backend, and every refused backend's reason.
+The figures of measured speed, ``plot speed`` and ``plot crossover``, are registered here too, on the
+``plot`` command of :mod:`dstbench.cli.analysis`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 from dstbench.cli.options import split_list
 from dstbench.core.errors import ConfigError
+from dstbench.core.hparams import Sparsity, check_value
 from dstbench.core.validation import POSITIVE_FLOAT, POSITIVE_INT
 
-__all__ = ["add_command"]
+__all__ = ["add_command", "add_plot_kinds", "written"]
 
 
 def add_command(sub: Any) -> None:
@@ -72,9 +75,10 @@ def _cmd_speed(args: argparse.Namespace) -> int:
 
 def _render(result: dict[str, Any], target: Path) -> str:
     lines = [f"{result['run_dir']} -> {target}"]
-    lines.append(f"{'backend':16s} {'batch 1 ms':>11s} {'x masked':>9s} {'batch ' + str(result['batch_size']) + ' img/s':>15s} {'x masked':>9s} {'rebuild ms':>11s}")
+    lines.append(f"{'backend':16s} {'batch 1 ms':>11s} {'x masked':>9s} {'batch ' + str(result['batch_size']) + ' img/s':>15s} {'x masked':>9s} "
+                 f"{'rebuild ms':>11s} {'train step ms':>14s} {'x masked':>9s}")  # fmt: skip
     ends = result["end_to_end"]
-    one, big = ends["batch_1"], ends[f"batch_{result['batch_size']}"]
+    one, big, train = ends["batch_1"], ends[f"batch_{result['batch_size']}"], result.get("training_step", {})
     for name, record in result["backends"].items():
         if record["status"] != "proved":
             lines.append(f"{name:16s} {record['status']}: {record['reason']}")
@@ -82,6 +86,59 @@ def _render(result: dict[str, Any], target: Path) -> str:
         lines.append(
             f"{name:16s} {one[name]['seconds'] * 1e3:11.2f} {one[name]['speedup_over_masked']:9.2f} "
             f"{big[name]['images_per_second']:15.1f} {big[name]['speedup_over_masked']:9.2f} {record['rebuild_seconds_per_update'] * 1e3:11.1f}"
+            + (f" {train[name]['seconds'] * 1e3:14.1f} {train[name]['speedup_over_masked']:9.2f}" if name in train else f" {'-':>14s} {'-':>9s}")
         )
-        lines.extend(f"  {note}" for note in record["notes"])
+        lines.extend(f"  {note}" for note in [*record["notes"], *([record["training_status"]] if "training_status" in record else [])])
     return "\n".join(lines)
+
+
+def written(paths: list[Path]) -> int:
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+# -- plot speed, plot crossover -----------------------------------------------------------------------
+def add_plot_kinds(kinds: Any) -> None:
+    """``plot speed`` and ``plot crossover``, on the ``plot`` command's subparsers (:mod:`dstbench.cli.analysis`)."""
+    speed = kinds.add_parser("speed", help="speedup over masked per method and backend, and re-compression overhead, from `dstbench speed` (Figure 5)")
+    speed.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories (runs timed by `dstbench speed`)")
+    speed.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    speed.set_defaults(func=_cmd_plot_speed)
+    cross = kinds.add_parser("crossover", help="per-layer speedup against sparsity of each backend on a model's real layer shapes")
+    cross.add_argument("--model", required=True, help="timm model name, e.g. cifar_vgg19 (see `dstbench models`)")
+    cross.add_argument("--sparsities", default="0.5,0.8,0.9,0.95,0.98,0.99", help="comma-separated sparsities (default: 0.5,0.8,0.9,0.95,0.98,0.99)")
+    cross.add_argument("--backends", default="csr,bsr,shrink", help="csr (unstructured masks), bsr (4x4 blocks), shrink (channels) (default: all)")
+    cross.add_argument("--batch", type=POSITIVE_INT, default=1, help="input batch (1: latency; the training batch: throughput) (default: 1)")
+    cross.add_argument("--threads", type=POSITIVE_INT, default=1, help="CPU threads for torch (default: 1)")
+    cross.add_argument("--rounds", type=POSITIVE_INT, default=1, help="interleaved timing rounds per point (default: 1)")
+    cross.add_argument("--min-time", type=POSITIVE_FLOAT, default=0.02, help="seconds of blocked_autorange per kernel per round (default: 0.02)")
+    cross.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written, and FILE.json with the measured points)")
+    cross.set_defaults(func=_cmd_plot_crossover)
+
+
+def _cmd_plot_speed(args: argparse.Namespace) -> int:
+    from dstbench.analysis.plots import figure_paths, save_figure
+    from dstbench.analysis.report import report_rows, run_summaries
+    from dstbench.analysis.runs import complete_runs
+    from dstbench.analysis.speed import speed_rows
+    from dstbench.analysis.speed_plots import speed_figure
+
+    figure_paths(args.out)  # a bad --out fails before any run is read
+    summaries = run_summaries(complete_runs(*args.dirs))
+    rows = speed_rows(report_rows(summaries), {summary["run_dir"]: summary for summary in summaries})
+    return written(save_figure(speed_figure(rows), args.out))
+
+
+def _cmd_plot_crossover(args: argparse.Namespace) -> int:
+    from dstbench.analysis.plots import figure_paths, save_figure
+    from dstbench.analysis.speed_plots import crossover_figure
+    from dstbench.runs.atomic import atomic_write_json
+    from dstbench.speed.crossover import LayerTiming, crossover
+
+    paths = figure_paths(args.out)
+    sparsities = [check_value("--sparsities", value, Sparsity) for value in split_list(args.sparsities, float, "sparsities") or []]
+    backends: list[str] = split_list(args.backends, str, "backends") or []
+    data = crossover(args.model, sparsities, backends, LayerTiming(args.batch, args.threads, args.rounds, args.min_time))
+    target = paths[0].with_suffix(".json")
+    atomic_write_json(target, data)
+    return written([*save_figure(crossover_figure(data), args.out), target])

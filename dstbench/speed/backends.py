@@ -55,9 +55,20 @@ class Backend:
     name: str = ""
     supports_backward: bool = False
     tolerance: float = 1e-5
+    supports_training: bool = False
+    """Whether ``train --backend NAME`` can use it (:mod:`dstbench.speed.training`): a backward with
+    weight gradients, and a format rebuilt whenever the engine changes a mask."""
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
         raise NotImplementedError
+
+    def check_device(self, device: torch.device) -> None:
+        """Raise :class:`BackendUnavailable` (one line) when this backend cannot run on ``device`` at all."""
+
+    def train_layer(self, name: str, module: nn.Module) -> None:
+        """Make ``module`` (a masked Conv2d/Linear being trained) compute with this backend's kernels,
+        in place: its parameters, mask and name stay the ones the engine and the optimizer hold."""
+        raise BackendUnavailable(f"backend {self.name} has no training kernels")
 
 
 class LayerBackend(Backend):

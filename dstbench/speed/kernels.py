@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dstbench.speed.backends import Backend, BackendUnavailable, LayerBackend, Prepared, masked_layers, register_backend
+from dstbench.speed.gemm import check_conv, col2im, im2col
+from dstbench.speed.training import make_csr_trainable
 
 __all__ = ["SparseGemmConv2d", "SparseGemmLinear", "block_size", "is_two_four"]
 
@@ -65,22 +67,8 @@ class SparseGemmConv2d(nn.Module):
         self.dilation: tuple[int, int] = conv.dilation  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
-        matrix = cols[0] if n == 1 else cols.transpose(0, 1).reshape(cols.shape[1], -1)
-        out = torch.sparse.mm(self.weight, matrix).reshape(-1, n, ho, wo).transpose(0, 1)
-        if self.bias is not None:
-            out = out + self.bias.reshape(1, -1, 1, 1)
-        return out
-
-
-def _check_conv(backend: str, name: str, module: nn.Module) -> None:
-    if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)):
-        raise BackendUnavailable(
-            f"backend {backend}: layer {name} is a grouped, non-zero-padded or 'same'-padded convolution, which its GEMM form does not cover"
-        )
+        matrix, shape = im2col(x, self)
+        return col2im(torch.sparse.mm(self.weight, matrix), shape, self.bias)
 
 
 def _wrap(module: nn.Module, weight: torch.Tensor) -> nn.Module:
@@ -97,6 +85,10 @@ class MaskedBackend(Backend):
     name = "masked"
     supports_backward = True
     tolerance = 0.0
+    supports_training = True
+
+    def train_layer(self, name: str, module: nn.Module) -> None:
+        """Nothing to change: training's own kernel is the dense one on the masked weight."""
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
         out = copy.deepcopy(model)
@@ -111,9 +103,14 @@ class CsrBackend(LayerBackend):
 
     name = "csr"
     tolerance = 1e-5
+    supports_training = True
 
     def check(self, name: str, module: nn.Module, device: torch.device) -> None:
-        _check_conv(self.name, name, module)
+        check_conv(self.name, name, module)
+
+    def train_layer(self, name: str, module: nn.Module) -> None:
+        check_conv(self.name, name, module)
+        make_csr_trainable(name, module)
 
     def convert(self, module: nn.Module) -> nn.Module:
         with warnings.catch_warnings():  # "CSR support is in beta": said once in docs/speed.md, not per layer
@@ -142,7 +139,7 @@ class BsrBackend(LayerBackend):
     tolerance = 1e-5
 
     def check(self, name: str, module: nn.Module, device: torch.device) -> None:
-        _check_conv(self.name, name, module)
+        check_conv(self.name, name, module)
         if block_size(_mask(module)) is None:
             raise BackendUnavailable(
                 f"backend bsr: layer {name}'s mask is not block-structured (no RxR tile, R in 32..2, all on or all off)"
@@ -194,12 +191,15 @@ class SemiStructuredBackend(LayerBackend):
     name = "semi-structured"
     tolerance = 1e-2  # half-precision accumulation order differs from the dense kernel's
 
-    def check(self, name: str, module: nn.Module, device: torch.device) -> None:
+    def check_device(self, device: torch.device) -> None:
         if device.type != "cuda":
             raise BackendUnavailable("backend semi-structured needs a CUDA device (PyTorch's 2:4 kernels); this is " + device.type)
         if torch.cuda.get_device_capability(device) < (8, 0):
             raise BackendUnavailable("backend semi-structured needs compute capability 8.0 or newer (Ampere)")
-        _check_conv(self.name, name, module)
+
+    def check(self, name: str, module: nn.Module, device: torch.device) -> None:
+        self.check_device(device)
+        check_conv(self.name, name, module)
         if not is_two_four(_mask(module)):
             raise BackendUnavailable(f"backend semi-structured: layer {name}'s mask is not 2:4 (at most 2 of every 4 inputs)")
 

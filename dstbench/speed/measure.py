@@ -5,6 +5,7 @@ The model is rebuilt from the run folder alone: ``config.json`` names the model 
 update, also in ``masks/``), and ``topology.jsonl`` counts the updates that each cost one
 re-compression. Every backend is first proved equal to ``masked`` (:func:`dstbench.speed.prove`); a
 backend that does not apply or does not match is recorded with its one-line reason and not timed.
+Backends that train also get one training step timed (:mod:`dstbench.speed.train_step`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dstbench.runs.integrity import sha256
 from dstbench.runs.rundir import RunDir
 from dstbench.speed.backends import BackendMismatch, BackendUnavailable, Prepared, get_backend, masked_layers, prove
 from dstbench.speed.timing import format_bytes, provenance, time_interleaved
+from dstbench.speed.train_step import training_steps
 
 __all__ = ["LoadedRun", "load_run", "measure", "Settings"]
 
@@ -124,7 +126,7 @@ def _layer_inputs(model: nn.Module, names: list[str], inputs: torch.Tensor) -> d
     return seen
 
 
-def _timed(fns: dict[str, Any], settings: Settings, batch: int) -> dict[str, Any]:
+def timed(fns: dict[str, Any], settings: Settings, batch: int) -> dict[str, Any]:
     seconds = time_interleaved(fns, settings.device, settings.threads, settings.rounds, settings.min_run_time)
     base = seconds.get("masked")
     return {
@@ -149,9 +151,11 @@ def measure(loaded: LoadedRun, settings: Settings) -> dict[str, Any]:
     result["end_to_end"] = {}
     for label, x in (("batch_1", one), (f"batch_{batch}", big)):
         fns = {name: (lambda m=ready.model, x=x: m(x)) for name, ready in prepared.items()}
-        result["end_to_end"][label] = _timed(fns, settings, x.shape[0])
+        result["end_to_end"][label] = timed(fns, settings, x.shape[0])
         if settings.device.type == "cuda":
             _peak_memory(prepared, x, result["end_to_end"][label])
+    steps = training_steps(loaded.model, [name for name in prepared if get_backend(name).supports_training], big, records)
+    result["training_step"] = timed(steps, settings, batch)
     if settings.layers:
         result["layers"] = _per_layer(prepared, settings, {"batch_1": one, f"batch_{batch}": big})
     return result
@@ -176,6 +180,6 @@ def _per_layer(prepared: dict[str, Prepared], settings: Settings, batches: dict[
                 name: (lambda mod=ready.model.get_submodule(layer), inp=inputs[name][layer]: mod(inp))
                 for name, ready in prepared.items() if layer in inputs[name]
             }  # fmt: skip
-            rows[layer] = _timed(fns, settings, x.shape[0])
+            rows[layer] = timed(fns, settings, x.shape[0])
         out[label] = rows
     return out

@@ -24,6 +24,7 @@ from dstbench.core.updater import MaskUpdater
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.runs.tickets import method_inputs
 from dstbench.runs.rundir import RunDir
+from dstbench.speed.training import TrainingKernels, attach, check_training
 from dstbench.train.distributed import Platform
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
             f"--sparsity 0 leaves {cfg.method} no weight to prune or move; train a dense network with --method dense"
         )
     platform.check(cfg, updater)
+    check_training(cfg.backend, platform.device, compile=cfg.compile, amp=cfg.amp and platform.device.type == "cuda")
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
     return updater
@@ -160,6 +162,7 @@ class Training:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    kernels: TrainingKernels | None = None  # the execution backend's layers (None: masked, the dense kernel)
 
     @property
     def device(self) -> torch.device:
@@ -196,8 +199,9 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
         on_masks=platform.mask_callback(updater, run), inputs=method_inputs(updater),
     )  # fmt: skip
     engine.loss_fn = criterion
+    kernels = attach(model, cfg.backend, device)  # the layers the engine holds, computing with the backend
     return Training(
         cfg=cfg, platform=platform, run=run, data=data, model=model, forward_model=platform.wrap(model), plan=plan,
         optimizer=optimizer, criterion=criterion, engine=engine, steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+        total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), kernels=kernels,
     )  # fmt: skip

@@ -44,6 +44,8 @@ class EagerStepper:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int, last_micro: bool) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.t
+        if t.kernels is not None:  # the backend computes dense weight gradients where the engine reads them
+            t.kernels.before_step(t.engine.updater.needs, t.engine.update_due(step))
         with autocast(t.cfg, t.device):
             logits = t.forward_model(x)
             loss = t.criterion(logits.float(), y)

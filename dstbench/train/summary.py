@@ -64,4 +64,18 @@ def _results(t: Training, history: History) -> dict[str, Any]:
         "method_report": engine.updater.report(),
         # This run's own, from its masks and updates; a lottery ticket adds its ticket's training.
         "flops": pipeline_flops(cfg.hp, own_flops),
+        "step_time": _step_time(t, seconds, own_flops),
+    }
+
+
+def _step_time(t: Training, seconds: float, flops: dict[str, Any]) -> dict[str, Any]:
+    """Measured wall time per optimizer step (data loading included, evaluation not) beside the FLOPs
+    counted for one, under the run's execution backend, with its re-compressions of mask formats."""
+    steps = t.total_steps
+    report = t.kernels.report() if t.kernels is not None else {}
+    return {
+        "backend": t.cfg.backend,
+        "seconds_per_step": seconds / steps if steps else None,
+        "train_flops_per_step": float(flops["train_flops"]) / steps if steps else None,
+        **report,
     }
