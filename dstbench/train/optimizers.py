@@ -82,7 +82,8 @@ def _param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> lis
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_all:
         return [{"params": params, "weight_decay": weight_decay}]
-    skip = getattr(model, "no_weight_decay", lambda: set())()
+    names = getattr(model, "no_weight_decay", None)
+    skip: set[str] = set(names()) if callable(names) else set()
     groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
     return sorted(groups, key=lambda group: group["weight_decay"] == 0.0)
 
