@@ -85,6 +85,8 @@ def _check_config(cfg: DataConfig) -> DatasetInfo:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1 or unset, got {value}")
+    if cfg.auto_augment != "none" and not cfg.augment:
+        raise ConfigError(f"--auto-augment {cfg.auto_augment} follows the crop and flip: it needs --augment")
     if cfg.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
     return info

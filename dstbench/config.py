@@ -105,8 +105,7 @@ class DataOptions:
     augment: bool = True
     """Random crop and horizontal flip of training images (CIFAR)."""
     auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
-    """Policy applied to training images after crop and flip: torchvision.transforms.v2 RandAugment (2 ops,
-    magnitude 9) or TrivialAugmentWide; on the memory loader a batched on-device version (docs/recipes.md)."""
+    """torchvision v2 RandAugment or TrivialAugmentWide after crop and flip (batched on the device in memory)."""
     num_workers: NonNegativeInt = 2
     """DataLoader worker processes (loaders torch and ffcv)."""
 
@@ -129,16 +128,14 @@ class SparsityOptions:
 
 @dataclass
 class OptimOptions:
-    """The optimizer and its schedule (SGD by default; warm-up and per-step cosine annealing), and the
-    training recipe around them (label smoothing, mixup/cutmix, EMA)."""
+    """Optimizer (SGD by default), its warm-up + per-step cosine schedule, and the recipe (docs/recipes.md)."""
 
     epochs: Annotated[int, Range(ge=1, le=MAX_EPOCHS)] = 160
     """Training epochs."""
     grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step (at most --batch-size: each micro-batch needs a sample)."""
     opt: Literal["sgd", "adam", "adamw", "nadamw", "lamb", "lion", "rmsprop"] = "sgd"
-    """Optimizer, built by timm's create_optimizer_v2: sgd (torch SGD with --momentum and --nesterov), adam,
-    adamw, nadamw, lamb, lion or rmsprop."""
+    """Optimizer, by timm's create_optimizer_v2 (sgd: torch SGD with --momentum, --nesterov; docs/recipes.md)."""
     opt_eps: Annotated[float, Range(gt=0.0)] | None = None
     """Optimizer epsilon (Adam family, LAMB, RMSprop; unset: the optimizer's default)."""
     opt_betas: tuple[float, ...] | None = None
@@ -152,8 +149,7 @@ class OptimOptions:
     weight_decay: NonNegative = 1e-4
     """Weight decay (L2 for SGD; decoupled for adamw, nadamw, lamb, lion)."""
     decay_bn_and_bias: bool = True
-    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off applies timm's no-decay
-    rule (norms, biases, and the model's no_weight_decay() names such as position embeddings)."""
+    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off: timm's no-decay rule."""
     warmup_epochs: NonNegative = 0.0
     """Linear learning-rate warm-up, in epochs."""
     eta_min: NonNegative = 0.0
@@ -161,12 +157,11 @@ class OptimOptions:
     label_smoothing: Fraction = 0.0
     """Label smoothing of the cross-entropy loss (of the mixed targets with --mixup/--cutmix)."""
     mixup: NonNegative = 0.0
-    """Mixup alpha (timm.data.Mixup; 0: off); with --cutmix, each batch uses one of the two at random."""
+    """Mixup alpha (timm.data.Mixup; 0: off); with --cutmix, one of the two per batch."""
     cutmix: NonNegative = 0.0
     """CutMix alpha (timm.data.Mixup; 0: off)."""
     ema: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
-    """Decay of an EMA of the weights (timm.utils.ModelEmaV3; 0: off), masked like the model and evaluated
-    beside it every epoch (ema_test_acc)."""
+    """Decay of a masked EMA of the weights (timm.utils.ModelEmaV3; 0: off), evaluated as ema_test_acc."""
 
 
 @dataclass
@@ -245,10 +240,6 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
             )
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
-        if self.opt_betas is not None and (len(self.opt_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.opt_betas)):
-            raise ConfigError(f"--opt-betas expects two values in [0, 1), e.g. 0.9,0.999; got {self.opt_betas}")
-        if self.auto_augment != "none" and not self.augment:
-            raise ConfigError(f"--auto-augment {self.auto_augment} follows the crop and flip: it needs --augment")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; choose from cpu, cuda")
         return self

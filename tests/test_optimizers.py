@@ -108,10 +108,11 @@ def test_an_option_the_optimizer_has_no_use_for_is_refused(flag: str, opt: str) 
 
 
 def test_betas_are_two_values_in_the_unit_interval() -> None:
+    rigl = create_updater("rigl", {})
     with pytest.raises(ConfigError, match=r"^--opt-betas expects two values in \[0, 1\)"):
-        TrainConfig(opt="adamw", opt_betas=(0.9,)).validate()
+        check_optimizer(TrainConfig(opt="adamw", opt_betas=(0.9,)), rigl, "rigl")
     with pytest.raises(ConfigError, match=r"^--opt-betas expects two values"):
-        TrainConfig(opt="adamw", opt_betas=(0.9, 1.0)).validate()
+        check_optimizer(TrainConfig(opt="lion", opt_betas=(0.9, 1.0)), rigl, "rigl")
 
 
 def test_default_is_todays_sgd_and_adamw_takes_its_options() -> None:
@@ -138,3 +139,23 @@ def test_timm_no_weight_decay_names_are_exempt() -> None:
     assert id(vit.pos_embed) in exempt and id(vit.cls_token) in exempt and id(vit.blocks[0].attn.qkv.bias) in exempt
     assert id(vit.blocks[0].attn.qkv.weight) not in exempt
 
+
+
+def test_the_options_are_part_of_the_run_identity_and_read_from_yaml(tmp_path: Path) -> None:
+    import json
+
+    from dstbench.config import resolve_config
+    from dstbench.runs.reuse import find_mismatch
+
+    (tmp_path / "c.yaml").write_text("opt: adamw\nopt_betas: [0.9, 0.95]\nopt_eps: 1.0e-6\nema: 0.99\nmixup: 0.8\n")
+    cfg = resolve_config(None, str(tmp_path / "c.yaml"), {"out": "x"})
+    assert (cfg.opt, cfg.opt_betas, cfg.opt_eps, cfg.ema, cfg.mixup) == ("adamw", (0.9, 0.95), 1e-6, 0.99, 0.8)
+    saved = json.loads(json.dumps(cfg.to_json()))  # as config.json holds it: betas as a list
+    assert find_mismatch(saved, None, cfg) is None
+    assert find_mismatch(saved, None, resolve_config(None, str(tmp_path / "c.yaml"), {"out": "x", "opt": "lamb"})) == (
+        "opt", "adamw", "lamb")  # fmt: skip
+    old = TrainConfig(out="x").to_json()  # a run from before these options: their defaults
+    for key in ("opt", "opt_betas", "opt_eps", "mixup", "cutmix", "ema"):
+        del old["optim"][key]
+    del old["data"]["auto_augment"]
+    assert find_mismatch(old, None, TrainConfig(out="x")) is None

@@ -131,9 +131,10 @@ def test_batched_policy_applies_torchvisions_op_to_each_image(policy: str) -> No
 
 
 def test_auto_augment_needs_augment_and_is_refused_on_ffcv() -> None:
-    with pytest.raises(ConfigError, match="^--auto-augment randaugment follows the crop and flip: it needs --augment"):
-        TrainConfig(auto_augment="randaugment", augment=False).validate()
     from dstbench.data import DataConfig, build_data
+
+    with pytest.raises(ConfigError, match="^--auto-augment randaugment follows the crop and flip: it needs --augment"):
+        build_data(DataConfig(dataset="synthetic", augment=False, auto_augment="randaugment"), torch.device("cpu"))
 
     cfg = DataConfig(dataset="synthetic", loader="ffcv", auto_augment="randaugment")
     with pytest.raises(ConfigError, match="^--auto-augment randaugment is not implemented on --loader ffcv"):

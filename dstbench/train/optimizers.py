@@ -68,6 +68,8 @@ def check_optimizer(cfg: OptimOptions, updater: MaskUpdater, method: str) -> Non
         raise ConfigError(f"--opt-eps does not apply to --opt {cfg.opt} (it has no epsilon)")
     if cfg.opt_betas is not None and not info.has_betas:
         raise ConfigError(f"--opt-betas does not apply to --opt {cfg.opt} (it has no betas)")
+    if cfg.opt_betas is not None and (len(cfg.opt_betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.opt_betas)):
+        raise ConfigError(f"--opt-betas expects two values in [0, 1), e.g. 0.9,0.999; got {cfg.opt_betas}")
     if updater.needs.reads_momentum and momentum_state(cfg.opt, cfg.momentum) is None:
         raise ConfigError(
             f"{method} reads the optimizer's momentum; --opt {cfg.opt} --momentum 0 keeps none: use --momentum > 0 "
