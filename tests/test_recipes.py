@@ -139,3 +139,22 @@ def test_auto_augment_needs_augment_and_is_refused_on_ffcv() -> None:
     cfg = DataConfig(dataset="synthetic", loader="ffcv", auto_augment="randaugment")
     with pytest.raises(ConfigError, match="^--auto-augment randaugment is not implemented on --loader ffcv"):
         build_data(cfg, torch.device("cpu"))
+
+
+def test_the_loaders_apply_the_policy_seeded_and_only_when_asked() -> None:
+    from data.streaming import imagenet_transform
+    from torchvision.transforms import v2
+
+    from dstbench.data import DataConfig, build_data
+
+    def first_batch(policy: str, seed: int = 0) -> torch.Tensor:
+        cfg = DataConfig(dataset="synthetic", synthetic_train_samples=32, synthetic_test_samples=8, batch_size=16,
+                         auto_augment=policy, seed=seed)  # fmt: skip
+        return next(iter(build_data(cfg, torch.device("cpu")).train))[0]
+
+    plain, augmented = first_batch("none"), first_batch("randaugment")
+    assert torch.equal(augmented, first_batch("randaugment"))  # seeded by (seed, epoch)
+    assert not torch.equal(augmented, plain) and not torch.equal(augmented, first_batch("randaugment", seed=1))
+    steps = imagenet_transform(True, 32, "trivialaugment").transforms
+    assert [type(s) for s in steps[:3]][2] is v2.TrivialAugmentWide
+    assert not any(isinstance(s, v2.TrivialAugmentWide) for s in imagenet_transform(True, 32).transforms)
