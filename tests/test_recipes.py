@@ -104,7 +104,10 @@ def test_mixing_is_seeded_per_batch_and_leaves_numpy_alone() -> None:
     assert not torch.equal(first[1], other[1])
     assert torch.allclose(first[1].sum(1), torch.ones(7)) and first[1].shape == (7, 4)
     assert first[1].min() >= 0.1 / 4 - 1e-7  # smoothing carried by the mixed targets
-    assert type(recipe.criterion()).__name__ == "SoftTargetCrossEntropy"
+    loss = recipe.criterion()
+    logits = torch.randn(7, 4)
+    assert torch.equal(loss(logits, first[1]), torch.sum(-first[1] * logits.log_softmax(-1), -1).mean())
+    assert torch.equal(loss(logits, y), torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1))
     assert Recipe.build(TrainConfig(), 4).mix(x, y, 0, 0) == (x, y)
 
 

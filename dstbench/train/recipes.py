@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from dstbench.config import TrainConfig
 
-__all__ = ["Recipe", "mask_like_model"]
+__all__ = ["MixedTargetLoss", "Recipe", "mask_like_model"]
 
 
 def _masked_weights(module: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -45,6 +45,25 @@ def mask_like_model(ema_module: nn.Module, model: nn.Module) -> None:
     for (ema_weight, ema_mask), (_, mask) in zip(_masked_weights(ema_module), _masked_weights(model), strict=True):
         ema_mask.copy_(mask)
         ema_weight.mul_(ema_mask)
+
+
+class MixedTargetLoss(nn.Module):
+    """timm's ``SoftTargetCrossEntropy`` for mixed (soft) targets, which carry the smoothing; class
+    indices (the unmixed batch a method scores before training, SNIP's and GraSP's) get the smoothed
+    cross-entropy they would have had without mixing."""
+
+    def __init__(self, label_smoothing: float) -> None:
+        super().__init__()
+        from timm.loss import SoftTargetCrossEntropy
+
+        self.soft = SoftTargetCrossEntropy()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            return nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        loss: torch.Tensor = self.soft(logits, target)
+        return loss
 
 
 @dataclass
@@ -70,11 +89,9 @@ class Recipe:
         return cls(seed=cfg.seed, label_smoothing=cfg.label_smoothing, mixup=mixup, ema_decay=cfg.ema)
 
     def criterion(self) -> nn.Module:
-        """Soft-target cross-entropy for mixed targets (which carry the smoothing), else cross-entropy."""
+        """Cross-entropy, or with mixup/cutmix :class:`MixedTargetLoss`."""
         if self.mixup is not None:
-            from timm.loss import SoftTargetCrossEntropy
-
-            return SoftTargetCrossEntropy()
+            return MixedTargetLoss(self.label_smoothing)
         return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
 
     def mix(self, x: torch.Tensor, y: torch.Tensor, epoch: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
