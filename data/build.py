@@ -85,6 +85,8 @@ def _check_config(cfg: DataConfig) -> DatasetInfo:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1 or unset, got {value}")
+    if cfg.auto_augment != "none" and not cfg.augment:
+        raise ConfigError(f"--auto-augment {cfg.auto_augment} follows the crop and flip: it needs --augment")
     if cfg.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
     return info
@@ -118,7 +120,8 @@ def _memory_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> 
     common: dict[str, Any] = dict(device=device, mean=info.mean, std=info.std, seed=cfg.seed,
                                   channels_last=cfg.channels_last, storage_device=storage,
                                   shard=(cfg.shard_rank, cfg.shard_count))
-    train = TensorLoader(splits.train, cfg.batch_size, train=True, augment=cfg.augment, **common)
+    train = TensorLoader(splits.train, cfg.batch_size, train=True, augment=cfg.augment, auto_augment=cfg.auto_augment,
+                         **common)
     test = TensorLoader(splits.test, cfg.eval_batch_size, train=False, **common)
     return DataBundle(train, test, splits.train.num_classes, info.input_size, train.num_samples)
 
@@ -128,7 +131,8 @@ def _streaming_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) 
 
     if cfg.shard_count > 1:
         raise ConfigError("DDP reads imagefolder data through FFCV: prepare betons and pass --loader ffcv")
-    train_ds, test_ds = aligned_folders(cfg.data_dir, augment=cfg.augment, size=info.input_size)
+    train_ds, test_ds = aligned_folders(cfg.data_dir, augment=cfg.augment, size=info.input_size,
+                                        auto_augment=cfg.auto_augment)
     num_classes = len(train_ds.classes)
     train_sub = subset(train_ds, cfg.max_train_samples, cfg.seed)
     test_sub = subset(test_ds, cfg.max_test_samples, cfg.seed)
@@ -142,6 +146,9 @@ def _streaming_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) 
 def _ffcv_bundle(cfg: DataConfig, info: DatasetInfo, device: torch.device) -> DataBundle:
     from .ffcv_io import FFCVLoader, check_beton, read_meta
 
+    if cfg.auto_augment != "none":
+        raise ConfigError(f"--auto-augment {cfg.auto_augment} is not implemented on --loader ffcv; use --loader memory "
+                          "or torch")
     if cfg.beton_dir is None:
         raise ConfigError("loader='ffcv' needs beton_dir, a folder with train.beton and test.beton "
                           "(write them with `dstbench data prepare`)")

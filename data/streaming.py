@@ -39,12 +39,16 @@ def load_rgb(path: str) -> Image.Image:
         raise DataError(f"cannot decode image {path}: {describe(exc)}") from None
 
 
-def imagenet_transform(train: bool, size: int = 224) -> Any:
+def imagenet_transform(train: bool, size: int = 224, auto_augment: str = "none") -> Any:
+    """torchvision's ImageNet pipeline; ``auto_augment`` adds that v2 policy after the flip (PIL)."""
     import torchvision.transforms as T
+
+    from .auto_augment import policy_transform
 
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:
-        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        policy = [] if auto_augment == "none" else [policy_transform(auto_augment)]
+        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *policy, T.ToTensor(), norm])
     return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor(), norm])
 
 
@@ -73,7 +77,7 @@ def image_folder(path: Path, transform: Any) -> Any:
 
 
 def aligned_folders(data_dir: str | os.PathLike[str] | None, *, augment: bool,
-                    size: int | None) -> tuple[Any, Any]:
+                    size: int | None, auto_augment: str = "none") -> tuple[Any, Any]:
     """Train and val ImageFolders whose labels agree.
 
     ImageFolder numbers the classes it finds in each folder separately, so a val/ with a class
@@ -81,7 +85,7 @@ def aligned_folders(data_dir: str | os.PathLike[str] | None, *, augment: bool,
     class that train lacks is an error. ``size=None`` means no transform (PIL images, for ``prepare``).
     """
     train_dir, test_dir = split_dirs(data_dir)
-    train_tf = None if size is None else imagenet_transform(augment, size)
+    train_tf = None if size is None else imagenet_transform(augment, size, auto_augment)
     test_tf = None if size is None else imagenet_transform(False, size)
     train = image_folder(train_dir, train_tf)
     test = image_folder(test_dir, test_tf)

@@ -17,6 +17,7 @@ import torch
 from dstbench.core.errors import ConfigError
 
 from .arrays import ArrayDataset
+from .auto_augment import PolicyDraws, apply_policy, draw_policy
 from .augment import Normalizer, crop_flip, draw_crop_flip, epoch_generator
 
 
@@ -25,7 +26,8 @@ class TensorLoader:
 
     Training (``train=True``): each epoch shuffles with a generator seeded by (seed, epoch), pads by
     ``pad`` with zeros, takes a random crop of the original size and flips half the images, then
-    normalises. Evaluation (``train=False``): fixed order, no augmentation. The last partial batch is
+    normalises; ``auto_augment`` (randaugment, trivialaugment) then applies that policy per image
+    (:mod:`.auto_augment`). Evaluation (``train=False``): fixed order, no augmentation. The last partial batch is
     kept in both cases so every sample is seen.
     """
 
@@ -44,6 +46,7 @@ class TensorLoader:
         pad: int = 4,
         storage_device: torch.device | None = None,
         shard: tuple[int, int] = (0, 1),
+        auto_augment: str = "none",
     ) -> None:
         """``shard=(rank, count)``: yield only this rank's contiguous piece of every batch (DDP).
 
@@ -65,6 +68,7 @@ class TensorLoader:
         self.num_samples = len(data)
         self.train = train
         self.augment = augment and train
+        self.auto_augment = auto_augment if train else "none"
         self.seed = seed
         self.channels_last = channels_last
         self.pad = pad
@@ -96,6 +100,7 @@ class TensorLoader:
         n = self.num_samples
         store = self.images.device
         aug: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        policy: PolicyDraws | None = None
         if self.train:
             # Drawn on the CPU (identical on every device), then moved once per epoch.
             gen = epoch_generator(self.seed, epoch)
@@ -103,6 +108,7 @@ class TensorLoader:
             if self.augment:
                 dy, dx, flip = draw_crop_flip(n, self.pad, gen)
                 aug = (dy.to(self.device), dx.to(self.device), flip.to(self.device))
+            policy = draw_policy(self.auto_augment, n, gen) if self.auto_augment != "none" else None
         else:
             order = torch.arange(n, device=store)
         for start in range(0, n, self.batch_size):
@@ -115,6 +121,8 @@ class TensorLoader:
             if aug is not None:
                 sl = slice(lo, hi)
                 x = crop_flip(x, aug[0][sl], aug[1][sl], aug[2][sl], self.pad)
+            if policy is not None:
+                x = apply_policy(self.auto_augment, x, policy[lo:hi])
             yield self._norm(x, self.channels_last), y
 
     def _piece(self, start: int, stop: int) -> tuple[int, int]:

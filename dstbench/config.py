@@ -105,6 +105,8 @@ class DataOptions:
     """Batch size for evaluation."""
     augment: bool = True
     """Random crop and horizontal flip of training images (CIFAR)."""
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
+    """torchvision v2 RandAugment or TrivialAugmentWide after crop and flip (batched on the device in memory)."""
     num_workers: NonNegativeInt = 2
     """DataLoader worker processes (loaders torch and ffcv)."""
 
@@ -130,28 +132,40 @@ class SparsityOptions:
 
 @dataclass
 class OptimOptions:
-    """The optimizer and its schedule: SGD with warm-up and per-step cosine annealing."""
+    """Optimizer (SGD by default), its warm-up + per-step cosine schedule, and the recipe (docs/recipes.md)."""
 
     epochs: Annotated[int, Range(ge=1, le=MAX_EPOCHS)] = 160
     """Training epochs."""
     grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step (at most --batch-size: each micro-batch needs a sample)."""
+    opt: Literal["sgd", "adam", "adamw", "nadamw", "lamb", "lion", "rmsprop"] = "sgd"
+    """Optimizer, by timm's create_optimizer_v2 (sgd: torch SGD with --momentum, --nesterov; docs/recipes.md)."""
+    opt_eps: Annotated[float, Range(gt=0.0)] | None = None
+    """Optimizer epsilon (Adam family, LAMB, RMSprop; unset: the optimizer's default)."""
+    opt_betas: tuple[float, ...] | None = None
+    """Optimizer betas, e.g. 0.9,0.999 (Adam family, LAMB, Lion; unset: the optimizer's default)."""
     lr: NonNegative = 0.1
-    """Peak learning rate (SGD)."""
+    """Peak learning rate."""
     momentum: Momentum = 0.9
-    """SGD momentum."""
+    """SGD (and RMSprop) momentum."""
     nesterov: bool = False
     """Nesterov momentum."""
     weight_decay: NonNegative = 1e-4
-    """L2 weight decay."""
+    """Weight decay (L2 for SGD; decoupled for adamw, nadamw, lamb, lion)."""
     decay_bn_and_bias: bool = True
-    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off exempts them."""
+    """Decay BN and bias parameters too, as MEST/GraSP (BiDST's code lineage) do; off: timm's no-decay rule."""
     warmup_epochs: NonNegative = 0.0
     """Linear learning-rate warm-up, in epochs."""
     eta_min: NonNegative = 0.0
     """Final learning rate of the per-step cosine schedule."""
     label_smoothing: Fraction = 0.0
-    """Label smoothing of the cross-entropy loss."""
+    """Label smoothing of the cross-entropy loss (of the mixed targets with --mixup/--cutmix)."""
+    mixup: NonNegative = 0.0
+    """Mixup alpha (timm.data.Mixup; 0: off); with --cutmix, one of the two per batch."""
+    cutmix: NonNegative = 0.0
+    """CutMix alpha (timm.data.Mixup; 0: off)."""
+    ema: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
+    """Decay of a masked EMA of the weights (timm.utils.ModelEmaV3; 0: off), evaluated as ema_test_acc."""
 
 
 @dataclass

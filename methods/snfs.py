@@ -68,7 +68,7 @@ class SNFS(MaskUpdater):
     def needs(self) -> Needs:
         # Growth reads the momentum of inactive weights, so gradients and momentum stay dense every step
         # (training cost 2 f_S + f_D); per-layer counts move, only the total is fixed.
-        return Needs(dense_grad="every_step", masked_optimizer=False, density_policy="global")
+        return Needs(dense_grad="every_step", masked_optimizer=False, density_policy="global", reads_momentum=True)
 
     def validate(self) -> None:
         if self.prune_rate_min > self.prune_rate:
@@ -94,10 +94,14 @@ class SNFS(MaskUpdater):
 
     # -- statistics --------------------------------------------------------------------------------
     def momentum(self, ctx: UpdateContext, layer: MaskedLayer) -> torch.Tensor:
-        """|momentum| of every entry: SGD's buffer, or Adam's m1 / (sqrt(m2) + 1e-8)."""
+        """|momentum| of every entry: SGD's buffer; with a second moment (Adam family, LAMB) the official
+        code's m1 / (sqrt(m2) + 1e-8); Lion's m1 alone (its step is sign-based, it keeps no m2)."""
         state = ctx.optimizer_state(layer)
         if isinstance(state.get("exp_avg"), torch.Tensor):
-            return (state["exp_avg"] / (state["exp_avg_sq"].sqrt() + 1e-8)).abs()
+            second = state.get("exp_avg_sq")
+            if isinstance(second, torch.Tensor):
+                return (state["exp_avg"] / (second.sqrt() + 1e-8)).abs()
+            return state["exp_avg"].abs()
         buffer = state.get("momentum_buffer")
         if not isinstance(buffer, torch.Tensor):
             raise ConfigError("snfs grows weights by their momentum: use SGD with --momentum > 0, or Adam")

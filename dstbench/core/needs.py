@@ -44,6 +44,9 @@ class Needs:
         skip_optimizer_on_update: the optimizer step is skipped on the steps the topology changes
             (google-research/rigl ``sparse_optimizers.py``: the mask update replaces the weight update
             inside ``tf.cond``).
+        reads_momentum: the method reads the optimizer's running average of the gradient (SNFS grows
+            by it): SGD's ``momentum_buffer`` or the ``exp_avg`` of the Adam family, LAMB and Lion. The
+            trainer refuses an optimizer that keeps none (``--momentum 0``) before anything runs.
         gradient_density: per-layer density of the weight-gradient a ``dense_grad`` method needs, for
             the FLOP accountant (default: dense, or the backward set). BiDST needs it only on its
             active set and search space.
@@ -58,6 +61,7 @@ class Needs:
     backward_set: bool = False
     step_hook_at: StepHookAt = "before_optimizer"
     skip_optimizer_on_update: bool = False
+    reads_momentum: bool = False
     gradient_density: Mapping[str, float] | None = field(default=None, hash=False)
 
     def hook_runs(self, after_optimizer: bool) -> bool:

@@ -34,6 +34,7 @@ def save_checkpoint(t: Training, epoch: int, history: History) -> None:
             "model": t.model.state_dict(),
             "optimizer": t.optimizer.state_dict(),
             "engine": t.engine.state_dict(),
+            **t.recipe.state_dict(),
             "metrics": history.metrics,
             "train_seconds": history.train_seconds,
             "torch_rng": torch.get_rng_state(),
@@ -51,6 +52,7 @@ def restore_checkpoint(t: Training, state: dict[str, Any]) -> History:
         t.model.load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         t.engine.load_state_dict(state["engine"])
+        t.recipe.load_state_dict(state)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {t.run.checkpoint} does not match this run: {exc}") from None
     torch.set_rng_state(state["torch_rng"])

@@ -190,7 +190,7 @@ class CudaGraphStepper(_FastStepper):
         self._side_stream = torch.cuda.Stream(device=t.device) if t.device.type == "cuda" else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int, last_micro: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.engine.is_plain_step(step) and self._ready(x):
+        if self.engine.is_plain_step(step) and self._ready(x, y):
             return self._replay(x, y)
         if self._graph is not None:
             # Replays leave their gradients in the captured tensors; an eager backward would add to them.
@@ -203,12 +203,12 @@ class CudaGraphStepper(_FastStepper):
                 self.optimizer.zero_grad(set_to_none=self._graph is None)
         return loss, logits
 
-    def _ready(self, x: torch.Tensor) -> bool:
+    def _ready(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         """Whether this plain step replays the captured graph (captures it first when due)."""
         if self._graph is None:
             if self.eager_steps < GRAPH_WARMUP_STEPS or x.shape[0] != self.t.cfg.batch_size:
                 return False  # capture a full batch: a short last batch of an epoch runs eagerly
-            self._capture(x)
+            self._capture(x, y)
         return tuple(x.shape) == tuple(self._static["x"].shape)
 
     @contextlib.contextmanager
@@ -223,11 +223,9 @@ class CudaGraphStepper(_FastStepper):
             yield
         torch.cuda.current_stream(self.t.device).wait_stream(side)
 
-    def _capture(self, x: torch.Tensor) -> None:
-        self._static = {
-            "x": torch.zeros_like(x),
-            "y": torch.zeros(x.shape[0], dtype=torch.int64, device=self.t.device),
-        }
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # y as the batches bring it: class indices, or soft targets (N, classes) with --mixup/--cutmix.
+        self._static = {"x": torch.zeros_like(x), "y": torch.zeros_like(y)}
         self.optimizer.zero_grad(set_to_none=True)  # grads are allocated from the graph's pool
         graph = self.recorder(self.t.device)
         graph.capture(self._whole_step)

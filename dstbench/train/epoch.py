@@ -125,9 +125,10 @@ class EpochReporter:
         self.logger.log_epoch(row)
         if self.progress:
             cfg = self.t.cfg
+            ema = f" ema_test_acc {row['ema_test_acc']:.4f}" if "ema_test_acc" in row else ""
             tqdm.write(
                 f"[{cfg.method}] epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.4f} "
-                f"test_acc {row['test_acc']:.4f} updates {row['topology_updates']} ({row['epoch_seconds']:.1f}s)"
+                f"test_acc {row['test_acc']:.4f}{ema} updates {row['topology_updates']} ({row['epoch_seconds']:.1f}s)"
             )
 
     def close(self) -> None:

@@ -71,9 +71,11 @@ def _train_locked(
     for epoch in range(history.epochs_done, cfg.epochs):
         tally = EpochTally(t)
         t.model.train()
-        for step, last_micro, x, y in batches(t, epoch, progress):
+        for micro, (step, last_micro, x, y) in enumerate(batches(t, epoch, progress)):
             set_lr(t.optimizer, t.lr(step))
-            loss, logits = stepper.step(x, y, step, last_micro)
+            loss, logits = stepper.step(*t.recipe.mix(x, y, epoch, micro), step, last_micro)
+            if last_micro:
+                t.recipe.after_step(t.model)
             guard.record(loss, epoch, step)
             tally.add(loss, logits, y)
             if last_micro and step + 1 == cfg.save_rewind_step:
@@ -82,6 +84,8 @@ def _train_locked(
         history.train_seconds += tally.stop()
         platform.average_buffers(t.model)  # every rank evaluates and saves the same model
         row = tally.row(t, epoch, evaluate(t.model, t.data.test, cfg, t.device, platform))
+        if t.recipe.ema is not None:
+            row["ema_test_loss"], row["ema_test_acc"] = evaluate(t.recipe.ema.module, t.data.test, cfg, t.device, platform)
         history.metrics.append(row)
         reporter.epoch(row)
         # The checkpoint first: metrics and topology are never ahead of it (a kill in between leaves

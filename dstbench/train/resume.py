@@ -106,6 +106,7 @@ def start_fresh(t: Training) -> History:
     run.write_plan(t.plan)
     init_batch = next(iter(t.data.train)) if t.engine.updater.needs.init_batch else None
     t.engine.initialize(init_batch)
+    t.recipe.start(t.model)
     if cfg.save_rewind_step == 0:
         run.save_rewind(0, t.model.state_dict())
     return history

@@ -8,7 +8,7 @@ on any machine (data order, augmentation and mask randomness are seeded by (seed
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import timm
@@ -26,6 +26,8 @@ from dstbench.runs.tickets import method_inputs
 from dstbench.runs.rundir import RunDir
 from dstbench.speed.training import TrainingKernels, attach, check_training
 from dstbench.train.distributed import Platform
+from dstbench.train.optimizers import build_optimizer, check_optimizer
+from dstbench.train.recipes import Recipe
 
 if TYPE_CHECKING:
     from dstbench.data import DataConfig
@@ -65,6 +67,7 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
         )
     platform.check(cfg, updater)
     check_training(cfg.backend, platform.device, compile=cfg.compile, amp=cfg.amp and platform.device.type == "cuda")
+    check_optimizer(cfg, updater, cfg.method)
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
     return updater
@@ -75,20 +78,6 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     check_model_name(name)
     model: nn.Module = timm.create_model(name, num_classes=num_classes)
     return model
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum. Conv/FC weights are always decayed; BN and biases iff ``decay_bn_and_bias``."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for param in model.parameters():
-        if not param.requires_grad:
-            continue
-        (decay if param.ndim > 1 or cfg.decay_bn_and_bias else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
@@ -163,6 +152,7 @@ class Training:
     total_steps: int
     warmup_steps: int
     kernels: TrainingKernels | None = None  # the execution backend's layers (None: masked, the dense kernel)
+    recipe: Recipe = field(default_factory=Recipe)
 
     @property
     def device(self) -> torch.device:
@@ -193,15 +183,18 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
         raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    recipe = Recipe.build(cfg, data.num_classes)
+    criterion = recipe.criterion()
     engine = SparseEngine(
         model, plan, updater, optimizer, seed=cfg.seed, steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs,
         on_masks=platform.mask_callback(updater, run), inputs=method_inputs(updater),
     )  # fmt: skip
     engine.loss_fn = criterion
+    recipe.attach(model)  # after the engine: the EMA copies the model with its mask buffers (dense kernels)
     kernels = attach(model, cfg.backend, device)  # the layers the engine holds, computing with the backend
     return Training(
         cfg=cfg, platform=platform, run=run, data=data, model=model, forward_model=platform.wrap(model), plan=plan,
         optimizer=optimizer, criterion=criterion, engine=engine, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), kernels=kernels,
+        recipe=recipe,
     )  # fmt: skip

@@ -61,10 +61,11 @@ class EagerStepper:
 
 def make_stepper(t: Training) -> Stepper:
     """The stepper the config asks for. A method with per-step hooks gets no CUDA graph (its hooks
-    run eagerly around the compiled model)."""
+    run eagerly around the compiled model), nor does an optimizer other than SGD (the graph captures
+    fused SGD; the other optimizers' steps are not known to be capturable: they run compiled only)."""
     if not t.cfg.compile:
         return EagerStepper(t)
     hooks = t.engine.updater.needs.per_step_hook
-    if t.cfg.cuda_graph and t.device.type in CudaGraphStepper.device_types and not hooks:
+    if t.cfg.cuda_graph and t.device.type in CudaGraphStepper.device_types and not hooks and t.cfg.opt == "sgd":
         return CudaGraphStepper(t)
     return CompiledStepper(t)

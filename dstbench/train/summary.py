@@ -21,6 +21,8 @@ def finish(t: Training, history: History, stepper_report: dict[str, Any] | None)
     if problems:
         raise RuntimeError("sparse invariants broken at the end of training: " + "; ".join(problems))
     summary = _results(t, history)
+    last = history.metrics[-1] if history.metrics else {}
+    summary.update({key: last[key] for key in ("ema_test_acc", "ema_test_loss") if key in last})  # --ema
     if stepper_report is not None:
         summary["compile"] = stepper_report
     summary.update(t.platform.summary())
