@@ -26,7 +26,6 @@ This module computes the rows; :mod:`.tables` formats them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -70,8 +69,10 @@ def _key(summary: Summary) -> tuple[Any, ...]:
     return (summary["method"], _sparsity(summary), hps, json.dumps(_settings(summary), sort_keys=True, default=str))
 
 
-def _default_hyperparameters(method: str) -> dict[str, Any] | None:
-    """The registered class's defaults (JSON-normalised), or None for a method no longer installed."""
+def _default_hyperparameters(method: str, budget: str) -> dict[str, Any] | None:
+    """The registered class's defaults at ``budget`` (cadences scaled, JSON-normalised), or None for a
+    method no longer installed."""
+    from dstbench.core.budget import budget_defaults
     from dstbench.core.errors import DstbenchError
     from dstbench.core.registry import get_method
 
@@ -79,25 +80,21 @@ def _default_hyperparameters(method: str) -> dict[str, Any] | None:
         cls = get_method(method)
     except DstbenchError:
         return None
-    defaults: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            defaults[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults[f.name] = f.default_factory()
-    normalised: dict[str, Any] = json.loads(json.dumps(defaults, default=str))
+    normalised: dict[str, Any] = json.loads(json.dumps(budget_defaults(cls, budget), default=str))
     return normalised
 
 
-def _label(method: str, hps: Mapping[str, Any], siblings: Sequence[Mapping[str, Any]]) -> str:
-    """``method (name=value, ...)`` with the non-default hyper-parameters (or, for a method that is no
-    longer registered, those that differ between its cells)."""
-    defaults = _default_hyperparameters(method)
+def _label(method: str, hps: Mapping[str, Any], siblings: Sequence[Mapping[str, Any]], budget: str = "1x") -> str:
+    """``method (budget, name=value, ...)``: the budget unless 1x (``rigl (2x)``), then the hyper-parameters
+    that differ from the method's defaults at that budget (or, for a method that is no longer
+    registered, those that differ between its cells)."""
+    defaults = _default_hyperparameters(method, budget)
     if defaults is not None:
         shown = sorted(k for k in hps if k in defaults and hps[k] != defaults[k])
     else:
         shown = sorted(k for k in hps if any(other.get(k) != hps[k] for other in siblings))
-    return f"{method} ({', '.join(f'{k}={format_value(hps[k])}' for k in shown)})" if shown else method
+    parts = ([budget] if budget != "1x" else []) + [f"{k}={format_value(hps[k])}" for k in shown]
+    return f"{method} ({', '.join(parts)})" if parts else method
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -180,7 +177,7 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
     hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
     return {
         "method": first["method"],
-        "label": _label(first["method"], hps, method_hps),
+        "label": _label(first["method"], hps, method_hps, str(_settings(first).get("budget", "1x"))),
         "settings": _settings(first),
         "hyperparameters": hps,
         "model": first.get("model"),

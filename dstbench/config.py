@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 
+from dstbench.core.budget import Budget, stretch
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import (
@@ -148,6 +149,8 @@ class OptimOptions:
     """Final learning rate of the per-step cosine schedule."""
     label_smoothing: Fraction = 0.0
     """Label smoothing of the cross-entropy loss."""
+    budget: Budget = "1x"
+    """RigL's longer schedules: 2x/5x multiply --epochs, --warmup-epochs and every method cadence."""
 
 
 @dataclass
@@ -394,4 +397,4 @@ def resolve_config(
     merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     cfg = TrainConfig(**values, hp=merged_hp).validate()
     cfg.hp = typed_hyperparameters(cfg.method, cfg.hp)
-    return cfg
+    return stretch(cfg, MAX_EPOCHS)
