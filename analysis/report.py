@@ -52,15 +52,29 @@ _NOT_SETTINGS = frozenset(
 _DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active"})
 
 
+def _ignores_sparsity(summary: Summary) -> bool:
+    """Dense training ignores the configured sparsity and its distribution; ``small-dense`` does not
+    (they set how narrow its network is), so its cells stay apart by sparsity."""
+    from dstbench.core.errors import DstbenchError
+    from dstbench.core.registry import get_method
+
+    if summary.get("needs", {}).get("sparse", True):
+        return False
+    try:
+        return not get_method(str(summary["method"])).narrows_model
+    except DstbenchError:
+        return True
+
+
 def _sparsity(summary: Summary) -> float:
     """The nominal sparsity, except 0 for dense training (which ignores the configured value)."""
-    return float(summary["sparsity"]) if summary.get("needs", {}).get("sparse", True) else 0.0
+    return 0.0 if _ignores_sparsity(summary) else float(summary["sparsity"])
 
 
 def _settings(summary: Summary) -> dict[str, Any]:
     """The options that define a run (its config.json where known, else the summary's own fields)."""
     config = flat_config(summary["config"]) if summary.get("config") else {key: summary.get(key) for key in SHOWN}
-    dense_only = _DENSE_IGNORES if not summary.get("needs", {}).get("sparse", True) else frozenset()
+    dense_only = _DENSE_IGNORES if _ignores_sparsity(summary) else frozenset()
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_SETTINGS and k not in dense_only}
 
 

@@ -93,6 +93,16 @@ def _build_model(name: str, num_classes: int | None) -> nn.Module:
     return model
 
 
+def _narrowed_model(args: argparse.Namespace, updater: Any, num_classes: int) -> nn.Module:
+    from dstbench.train.narrow import check_narrowable, narrow_for
+    from dstbench.train.setup import build_model
+
+    check_narrowable(args.model, args.method)
+    narrowing = narrow_for(args.model, num_classes, args.sparsity, args.distribution, args.dense_layers, args.min_active)
+    updater.narrowed(narrowing.record())
+    return build_model(args.model, num_classes, channel_multiplier=narrowing.channel_multiplier)
+
+
 def _check_flops_args(args: argparse.Namespace) -> None:
     if args.input_size < 1:
         raise ConfigError(f"--input-size must be >= 1, got {args.input_size}")
@@ -118,6 +128,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
     model = _build_model(args.model, args.num_classes)
+    if updater is not None and updater.narrows_model:  # small-dense: the narrowed network, as training builds it
+        model = _narrowed_model(args, updater, int(getattr(model, "num_classes", args.num_classes or 1000)))
     sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0
     layers = describe_layers(model)
     plan = plan_sparsity(layers, sparsity, args.distribution, args.dense_layers, min_active=args.min_active)
