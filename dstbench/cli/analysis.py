@@ -299,8 +299,10 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
-    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks every N steps (default: at each update)")
+    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks EPOCHS apart (default: 1)")
+    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks N steps apart (default: --interval 1)")
+    interval.add_argument("--per-update", action="store_true",
+                          help="each update against the mask it replaced instead (not comparable across cadences)")  # fmt: skip
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")
@@ -333,7 +335,8 @@ def _cmd_plot_iou(args: argparse.Namespace) -> int:
 
     figure_paths(args.out)  # a bad --out fails before any run is read
     runs = find_runs(*args.run_dirs)
-    return _written(plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps))
+    paths = plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps, per_update=args.per_update)
+    return _written(paths)
 
 
 def _cmd_plot_curve(args: argparse.Namespace) -> int:
