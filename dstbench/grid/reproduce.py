@@ -6,7 +6,8 @@ Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
   training once per seed (the reference for the gaps to dense); installed plugins join only when
   named in ``--methods``;
 * ``table-b1``: Table B.1, the same grid on VGG-19;
-* ``figure4``: Figure 4, mask IoU over training at 90 % (ERK), every sparse method; writes ``figure4.png``;
+* ``figure4``: Figure 4, mask IoU (masks one epoch apart) over training at 90 % (ERK), every sparse
+  method, every seed; writes ``figure4.png``;
 * ``figure3``: Figure 3, extreme sparsity (90 % to 99.9999 %), every sparse method, ResNet-32 panel;
   writes ``figure3.png``.
 
