@@ -61,6 +61,10 @@ def test_it_trains_the_narrowed_network_and_records_the_width(tmp_path: Path) ->
     full = train(resolve_config("quick", overrides={**overrides, "method": "dense", "out": str(tmp_path / "d")}), progress=False)
     ratio = summary["flops"]["train_flops"] / full["flops"]["train_flops"]
     assert 0.05 < ratio < 0.15  # the narrowed network's FLOPs, about a tenth of the full one's
+    # "x dense" is against the full-width network, as every other method's at this --model
+    assert summary["flops"]["dense_train_flops"] == pytest.approx(full["flops"]["dense_train_flops"], rel=1e-12)
+    assert summary["flops"]["train_flops_relative"] == pytest.approx(ratio, rel=1e-12)
+    assert summary["flops"]["narrowed_dense_forward_flops"] < summary["flops"]["dense_forward_flops"]
     summary["config"] = flat_config(json.loads((out / "config.json").read_text()))
     (row,) = report_rows([summary])
     assert (row["label"], row["sparsity"]) == ("small-dense", 0.9)  # its sparsity sets its width: kept
@@ -73,3 +77,11 @@ def test_a_model_without_a_multiplier_is_one_line(capsys: pytest.CaptureFixture[
         "dstbench: error: small-dense needs a model with a channel_multiplier; 'resnet18' has none (supported: tiny_cnn, "
         "cifar_resnet32, cifar_resnet32_grasp, cifar_vgg19, cifar_mobilenetv2)"
     ]
+
+
+def test_methods_details_name_the_models_it_can_narrow(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["methods", "--details"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("small-dense ") :].split("\n")[:5]
+    assert "  models (with a channel_multiplier): tiny_cnn, cifar_resnet32, cifar_resnet32_grasp, cifar_vgg19, cifar_mobilenetv2" in block
+    assert "  budget: --budget 2x|5x multiplies --epochs, --warmup-epochs and: no cadence of its own" in block

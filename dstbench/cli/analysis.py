@@ -124,6 +124,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
     from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, predict_flops
     from dstbench.runs.tickets import method_inputs
+    from dstbench.train.narrow import full_width_flops
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
@@ -161,6 +162,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
                 inputs=method_inputs(updater),
             )
         )
+        if updater.narrows_model:  # small-dense: "x dense" against the full-width network, as a run reports it
+            result.update(full_width_flops(result, args.model, int(result["num_classes"]), args.input_size))
     print(json.dumps(result, indent=2) if args.json else _render_flops(result))
     return 0
 

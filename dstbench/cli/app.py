@@ -167,6 +167,10 @@ def describe_method(name: str, cls: type) -> list[str]:
                     if getattr(needs, f.name) != f.default]  # fmt: skip
         lines.append(f"  needs: {', '.join(declared) or 'a sparse forward and backward only'}")
     lines.append(f"  budget: {describe_budget(cls)}")
+    if getattr(cls, "narrows_model", False):
+        from dstbench.train.narrow import narrowable_models
+
+        lines.append(f"  models (with a channel_multiplier): {', '.join(narrowable_models())}")
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else "(required)"

@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from dstbench.config import TrainConfig
 
 __all__ = ["Budget", "BUDGETS", "budget_factor", "scaled_cadences", "budget_defaults", "describe_budget", "stretch"]
 
@@ -74,18 +77,7 @@ def describe_budget(cls: type) -> str:
     return f"--budget {'|'.join(b for b in BUDGETS if b != '1x')} multiplies --epochs, --warmup-epochs and: {scaled}"
 
 
-class _Stretchable(typing.Protocol):
-    method: str
-    hp: dict[str, Any]
-    budget: str
-    epochs: int
-    warmup_epochs: float
-
-
-S = typing.TypeVar("S", bound=_Stretchable)
-
-
-def stretch(cfg: S, max_epochs: int) -> S:
+def stretch(cfg: TrainConfig, max_epochs: int) -> TrainConfig:
     """``cfg`` (resolved, hyper-parameters typed) under its budget: epochs, warm-up and cadences
     multiplied. Called once, by :func:`dstbench.config.resolve_config`."""
     from dstbench.core.errors import ConfigError
