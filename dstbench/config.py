@@ -392,9 +392,9 @@ def resolve_config(
     if config_file is not None:
         values.update(_typed_fields(load_yaml_config(config_file), config_file))
     values.update(_typed_fields(overrides or {}, "the command line"))
-    method = values.get("method", TrainConfig.method)
-    preset_hp = recipe.hyperparameters(method) if recipe is not None else {}
+    preset_hp = recipe.hyperparameters(values.get("method", TrainConfig.method)) if recipe is not None else {}
     merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     cfg = TrainConfig(**values, hp=merged_hp).validate()
     cfg.hp = typed_hyperparameters(cfg.method, cfg.hp)
-    return stretch(cfg, MAX_EPOCHS)
+    cfg.epochs, cfg.warmup_epochs, cfg.hp = stretch(cfg.budget, cfg.method, cfg.epochs, cfg.warmup_epochs, cfg.hp, MAX_EPOCHS)
+    return cfg

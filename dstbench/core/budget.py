@@ -19,10 +19,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from dstbench.config import TrainConfig
+from typing import Any, Literal
 
 __all__ = ["Budget", "BUDGETS", "budget_factor", "scaled_cadences", "budget_defaults", "describe_budget", "stretch"]
 
@@ -77,18 +74,17 @@ def describe_budget(cls: type) -> str:
     return f"--budget {'|'.join(b for b in BUDGETS if b != '1x')} multiplies --epochs, --warmup-epochs and: {scaled}"
 
 
-def stretch(cfg: TrainConfig, max_epochs: int) -> TrainConfig:
-    """``cfg`` (resolved, hyper-parameters typed) under its budget: epochs, warm-up and cadences
-    multiplied. Called once, by :func:`dstbench.config.resolve_config`."""
+def stretch(
+    budget: str, method: str, epochs: int, warmup_epochs: float, hp: Mapping[str, Any], max_epochs: int
+) -> tuple[int, float, dict[str, Any]]:
+    """A resolved run's epochs, warm-up and (typed) hyper-parameters under ``budget``, all multiplied;
+    called once, by :func:`dstbench.config.resolve_config`."""
     from dstbench.core.errors import ConfigError
     from dstbench.core.registry import get_method
 
-    factor = budget_factor(cfg.budget)
+    factor = budget_factor(budget)
     if factor == 1:
-        return cfg
-    if cfg.epochs * factor > max_epochs:
-        raise ConfigError(f"--budget {cfg.budget} makes {cfg.epochs * factor} epochs, more than {max_epochs}")
-    cfg.epochs *= factor
-    cfg.warmup_epochs *= factor
-    cfg.hp = scaled_cadences(get_method(cfg.method), cfg.hp, cfg.budget)
-    return cfg
+        return epochs, warmup_epochs, dict(hp)
+    if epochs * factor > max_epochs:
+        raise ConfigError(f"--budget {budget} makes {epochs * factor} epochs, more than {max_epochs}")
+    return epochs * factor, warmup_epochs * factor, scaled_cadences(get_method(method), hp, budget)
