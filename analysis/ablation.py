@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 
 from dstbench.core.errors import ConfigError
 
-from dstbench.analysis.plots import save_figure
+from dstbench.analysis.plots import _legend_outside, save_figure
+from dstbench.analysis.styles import method_style, sparsity_colors
 
-__all__ = ["ablation_series", "plot_ablation"]
+__all__ = ["ablation_series", "ablation_figure", "plot_ablation"]
 
 Series = dict[tuple[str, float], list[tuple[float, float, float | None, int]]]
 
@@ -57,12 +58,15 @@ def _spans_decades(values: Sequence[float]) -> bool:
     return min(values) > 0 and max(values) / min(values) >= 100
 
 
-def plot_ablation(points: Sequence[Mapping[str, Any]], hp: str, out: str | Path) -> list[Path]:
-    """Accuracy (%) against ``hp``, one line per (method, sparsity); written as PNG and PDF."""
+def ablation_figure(points: Sequence[Mapping[str, Any]], hp: str) -> Figure:
+    """Accuracy (%) against ``hp``, one line per (method, sparsity): sparsities coloured from a
+    sequential palette that no method uses (:func:`~dstbench.analysis.styles.sparsity_colors`), methods
+    told apart by their marker, the legend outside the axes."""
     series = ablation_series(points, hp)
     _, name = _split_name(hp)
     methods = sorted({method for method, _ in series})
-    figure = Figure(figsize=(6, 4))
+    colors = sparsity_colors(sparsity for _, sparsity in series)
+    figure = Figure(figsize=(7, 4), layout="constrained")
     axis = figure.add_subplot()
     seeds = sorted({n for line in series.values() for *_, n in line})
     for (method, sparsity), line in series.items():
@@ -70,7 +74,7 @@ def plot_ablation(points: Sequence[Mapping[str, Any]], hp: str, out: str | Path)
         ys = [100 * mean for _, mean, _, _ in line]
         errors = [0.0 if std is None else 100 * std for _, _, std, _ in line]
         label = f"{100 * sparsity:.6g}%" if len(methods) == 1 else f"{method} {100 * sparsity:.6g}%"
-        axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
+        axis.errorbar(xs, ys, yerr=errors, marker=method_style(method).marker, color=colors[sparsity], capsize=3, label=label)
     values = [value for line in series.values() for value, *_ in line]
     if _spans_decades(values):
         axis.set_xscale("log")
@@ -78,6 +82,11 @@ def plot_ablation(points: Sequence[Mapping[str, Any]], hp: str, out: str | Path)
     axis.set_ylabel("test accuracy (%)")
     spread = "mean ± std over " + ("/".join(map(str, seeds)) + " seeds" if seeds != [1] else "1 seed (no error bar)")
     axis.set_title(f"{', '.join(methods)}: accuracy against {name} ({spread})", fontsize=9)
-    axis.legend(title="sparsity" if len(methods) == 1 else "method, sparsity", fontsize=8)
+    _legend_outside(axis, title="sparsity" if len(methods) == 1 else "method, sparsity", fontsize="x-small")
     axis.grid(alpha=0.3)
-    return save_figure(figure, out)
+    return figure
+
+
+def plot_ablation(points: Sequence[Mapping[str, Any]], hp: str, out: str | Path) -> list[Path]:
+    """Write :func:`ablation_figure` as PNG and PDF."""
+    return save_figure(ablation_figure(points, hp), out)

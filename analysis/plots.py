@@ -1,6 +1,6 @@
 """Figure 3, 4 and 5 analogues, each written as PNG and PDF side by side.
 
-* :func:`iou_figure`: mask IoU against training progress (Figure 4);
+* :func:`iou_figure`: mask IoU between masks a fixed interval apart against training progress (Figure 4);
 * :func:`sparsity_curve_figure`: accuracy against sparsity on a log(1 - s) axis, with chance accuracy
   marked, and the realised sparsity against the nominal one (Figure 3);
 * Figure 5 (what a method's own work costs) is :mod:`.overhead`'s, with the helpers defined here.
@@ -46,6 +46,7 @@ __all__ = [
     "NothingToPlot",
     "figure_paths",
     "save_figure",
+    "FIGURE4_INTERVAL_EPOCHS",
     "iou_figure",
     "plot_iou",
     "sparsity_curve_figure",
@@ -151,9 +152,19 @@ def _band(axis: Axes, x: Sequence[float], mean: Sequence[float], std: Sequence[f
 
 
 # -- Figure 4: IoU ---------------------------------------------------------------------------------
-def _iou_series(run: Run, interval_epochs: float | None, interval: int | None) -> list[MaskChange]:
-    if interval_epochs is None and interval is None:
+FIGURE4_INTERVAL_EPOCHS = 1.0
+"""Figure 4's default Δ: the masks one epoch apart, for every run alike. IoU per update is not
+comparable across cadences (RigL's updates every 100 steps each change little, BiDST's every 8 epochs
+change much), the same Δ for every method is (docs/analysis.md)."""
+
+
+def _iou_series(run: Run, interval_epochs: float | None, interval: int | None, per_update: bool) -> list[MaskChange]:
+    if per_update:
+        if interval_epochs is not None or interval is not None:
+            raise ConfigError("the IoU per update has no interval: give per_update or an interval, not both")
         return update_iou_series(run)
+    if interval_epochs is None and interval is None:
+        interval_epochs = FIGURE4_INTERVAL_EPOCHS
     return interval_iou_series(run, interval_steps(run, epochs=interval_epochs, steps=interval))
 
 
@@ -171,54 +182,61 @@ def _mean_series(series: Sequence[Sequence[MaskChange]]) -> tuple[list[float], l
     return xs, means, stds
 
 
-def iou_figure(runs: Sequence[Run], *, interval_epochs: float | None = None, interval: int | None = None) -> Figure:
-    """Figure 4: global mask IoU against training progress, one line per (method, sparsity), seeds
-    averaged with a ±1 std band.
+def _n_label(base: str, n: int) -> str:
+    """A legend entry that always gives the number of seeds, one included."""
+    return _seed_label(base, [n]) if n > 1 else f"{base} (n={n})"
 
-    With an interval (epochs or steps) every run is sampled at that same fixed Δ (docs/analysis.md);
-    without, each point is one topology update against the masks it replaced, and runs that never
-    updated (static, dense) have nothing to show: if no run updated, :class:`NothingToPlot`.
+
+def _iou_title(interval_epochs: float | None, interval: int | None, per_update: bool) -> str:
+    if per_update:
+        return "Mask IoU at each topology update (not comparable across cadences)"
+    what = f"{interval} step(s)" if interval is not None else f"{interval_epochs or FIGURE4_INTERVAL_EPOCHS:g} epoch(s)"
+    return f"Mask IoU between masks {what} apart (sparsified layers, global)"
+
+
+def iou_figure(
+    runs: Sequence[Run], *, interval_epochs: float | None = None, interval: int | None = None, per_update: bool = False
+) -> Figure:
+    """Figure 4: global mask IoU against training progress, one line per (method, sparsity), seeds
+    averaged with a ±1 std band; each legend entry gives its number of seeds.
+
+    Every run is sampled at the same fixed Δ (``interval`` steps, ``interval_epochs``, or
+    :data:`FIGURE4_INTERVAL_EPOCHS`), as the paper's figure is. ``per_update`` plots each topology
+    update against the masks it replaced instead (a diagnostic: not comparable across cadences); runs
+    that never updated have nothing to show then, and if no run updated, :class:`NothingToPlot`.
     """
     groups: dict[tuple[str, float], list[list[MaskChange]]] = {}
     for run in runs:
-        groups.setdefault((run.method, run.sparsity), []).append(_iou_series(run, interval_epochs, interval))
+        groups.setdefault((run.method, run.sparsity), []).append(_iou_series(run, interval_epochs, interval, per_update))
     if not any(series for group in groups.values() for series in group):
         names = ", ".join(str(run.path) for run in runs)
         raise NothingToPlot(
             f"nothing to plot: no run changed its mask ({names}); the IoU between updates needs a method that "
-            "updates its mask (try --interval to sample at fixed times)"
+            "updates its mask (leave out --per-update to sample at fixed times)"
         )
     sparsities = sorted({s for _, s in groups})
-    methods = method_order(m for m, _ in groups)
     figure = Figure(figsize=(7.6, 4.2), layout="constrained")
     axis = figure.add_subplot()
     lines = _Lines()
-    for method in methods:
+    for method in method_order(m for m, _ in groups):
         style = method_style(method)
         for sparsity in sparsities:
             group = groups.get((method, sparsity))
             if group is None:
                 continue
             base = method + (f" {_percent(sparsity)}" if len(sparsities) > 1 else "")
-            linestyle = sparsity_linestyle(sparsity, sparsities)
             changed = [series for series in group if series]
             if not changed:  # a legend entry that says why the line is missing
                 axis.plot([], [], color=style.color, marker=style.marker, linestyle="none",
-                          label=f"{base} (no topology change)")  # fmt: skip
+                          label=f"{base} (no topology change, n={len(group)})")  # fmt: skip
                 continue
             x, mean, std = _mean_series(changed)
             _band(axis, x, mean, std, style.color)
-            lines.plot(axis, x, mean, _seed_label(base, [len(changed)]), color=style.color, marker=style.marker,
-                       markersize=4, linestyle=linestyle)  # fmt: skip
-    if interval_epochs is not None:
-        what = f"every {interval_epochs:g} epoch(s)"
-    elif interval is not None:
-        what = f"every {interval} step(s)"
-    else:
-        what = "at each topology update"
+            lines.plot(axis, x, mean, _n_label(base, len(changed)), color=style.color, marker=style.marker,
+                       markersize=4, linestyle=sparsity_linestyle(sparsity, sparsities))  # fmt: skip
     axis.set_xlabel("training progress (% of steps)")
     axis.set_ylabel("mask IoU with the previous mask")
-    axis.set_title(f"Mask IoU {what} (sparsified layers, global)")
+    axis.set_title(_iou_title(interval_epochs, interval, per_update))
     axis.set_xlim(0, 100)
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
@@ -227,10 +245,16 @@ def iou_figure(runs: Sequence[Run], *, interval_epochs: float | None = None, int
 
 
 def plot_iou(
-    runs: Sequence[Run], out: str | Path, *, interval_epochs: float | None = None, interval: int | None = None
+    runs: Sequence[Run],
+    out: str | Path,
+    *,
+    interval_epochs: float | None = None,
+    interval: int | None = None,
+    per_update: bool = False,
 ) -> list[Path]:
     """Write :func:`iou_figure` as PNG and PDF."""
-    return save_figure(iou_figure(runs, interval_epochs=interval_epochs, interval=interval), out)
+    figure = iou_figure(runs, interval_epochs=interval_epochs, interval=interval, per_update=per_update)
+    return save_figure(figure, out)
 
 
 # -- Figure 3: sparsity curve ----------------------------------------------------------------------

@@ -30,7 +30,6 @@ This module computes the rows; :mod:`.tables` formats them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -58,15 +57,29 @@ _NOT_SETTINGS = frozenset(
 _DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active", "structure"})
 
 
+def _ignores_sparsity(summary: Summary) -> bool:
+    """Dense training ignores the configured sparsity and its distribution; ``small-dense`` does not
+    (they set how narrow its network is), so its cells stay apart by sparsity."""
+    from dstbench.core.errors import DstbenchError
+    from dstbench.core.registry import get_method
+
+    if summary.get("needs", {}).get("sparse", True):
+        return False
+    try:
+        return not get_method(str(summary["method"])).narrows_model
+    except DstbenchError:
+        return True
+
+
 def _sparsity(summary: Summary) -> float:
     """The nominal sparsity, except 0 for dense training (which ignores the configured value)."""
-    return float(summary["sparsity"]) if summary.get("needs", {}).get("sparse", True) else 0.0
+    return 0.0 if _ignores_sparsity(summary) else float(summary["sparsity"])
 
 
 def _settings(summary: Summary) -> dict[str, Any]:
     """The options that define a run (its config.json where known, else the summary's own fields)."""
     config = flat_config(summary["config"]) if summary.get("config") else {key: summary.get(key) for key in SHOWN}
-    dense_only = _DENSE_IGNORES if not summary.get("needs", {}).get("sparse", True) else frozenset()
+    dense_only = _DENSE_IGNORES if _ignores_sparsity(summary) else frozenset()
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_SETTINGS and k not in dense_only}
 
 
@@ -75,8 +88,10 @@ def _key(summary: Summary) -> tuple[Any, ...]:
     return (summary["method"], _sparsity(summary), hps, json.dumps(_settings(summary), sort_keys=True, default=str))
 
 
-def _default_hyperparameters(method: str) -> dict[str, Any] | None:
-    """The registered class's defaults (JSON-normalised), or None for a method no longer installed."""
+def _default_hyperparameters(method: str, budget: str) -> dict[str, Any] | None:
+    """The registered class's defaults at ``budget`` (cadences scaled, JSON-normalised), or None for a
+    method no longer installed."""
+    from dstbench.core.budget import budget_defaults
     from dstbench.core.errors import DstbenchError
     from dstbench.core.registry import get_method
 
@@ -84,25 +99,21 @@ def _default_hyperparameters(method: str) -> dict[str, Any] | None:
         cls = get_method(method)
     except DstbenchError:
         return None
-    defaults: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            defaults[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults[f.name] = f.default_factory()
-    normalised: dict[str, Any] = json.loads(json.dumps(defaults, default=str))
+    normalised: dict[str, Any] = json.loads(json.dumps(budget_defaults(cls, budget), default=str))
     return normalised
 
 
-def _label(method: str, hps: Mapping[str, Any], siblings: Sequence[Mapping[str, Any]]) -> str:
-    """``method (name=value, ...)`` with the non-default hyper-parameters (or, for a method that is no
-    longer registered, those that differ between its cells)."""
-    defaults = _default_hyperparameters(method)
+def _label(method: str, hps: Mapping[str, Any], siblings: Sequence[Mapping[str, Any]], budget: str = "1x") -> str:
+    """``method (budget, name=value, ...)``: the budget unless 1x (``rigl (2x)``), then the hyper-parameters
+    that differ from the method's defaults at that budget (or, for a method that is no longer
+    registered, those that differ between its cells)."""
+    defaults = _default_hyperparameters(method, budget)
     if defaults is not None:
         shown = sorted(k for k in hps if k in defaults and hps[k] != defaults[k])
     else:
         shown = sorted(k for k in hps if any(other.get(k) != hps[k] for other in siblings))
-    return f"{method} ({', '.join(f'{k}={format_value(hps[k])}' for k in shown)})" if shown else method
+    parts = ([budget] if budget != "1x" else []) + [f"{k}={format_value(hps[k])}" for k in shown]
+    return f"{method} ({', '.join(parts)})" if parts else method
 
 
 def _structured(label: str, structure: str) -> str:
@@ -218,7 +229,10 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
     hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
     return {
         "method": first["method"],
-        "label": _structured(_label(first["method"], hps, method_hps), _settings(first).get("structure", "unstructured")),
+        "label": _structured(
+            _label(first["method"], hps, method_hps, str(_settings(first).get("budget", "1x"))),
+            _settings(first).get("structure", "unstructured"),
+        ),
         "settings": _settings(first),
         "hyperparameters": hps,
         "model": first.get("model"),

@@ -14,7 +14,17 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Style", "BUILTIN_STYLES", "method_style", "method_order", "sparsity_linestyle", "SPARSITY_LINESTYLES"]
+__all__ = [
+    "Style",
+    "BUILTIN_STYLES",
+    "method_style",
+    "method_order",
+    "sparsity_linestyle",
+    "SPARSITY_LINESTYLES",
+    "SPARSITY_PALETTE",
+    "sparsity_colors",
+    "method_colors",
+]
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,29 @@ def sparsity_linestyle(sparsity: float, sparsities: Iterable[float]) -> str:
     """The line style of ``sparsity`` among ``sparsities`` (sorted numerically, cycling after four)."""
     ordered = sorted(set(sparsities))
     return SPARSITY_LINESTYLES[ordered.index(sparsity) % len(SPARSITY_LINESTYLES)]
+
+
+SPARSITY_PALETTE = "viridis"
+"""The sequential colour map of a figure whose colours stand for sparsities (the ablation plot): its
+colours are none of the methods', so a sparsity is never read as a method, and their order (light to
+dark as sparsity grows) reads as an order."""
+
+
+def method_colors() -> set[str]:
+    """Every colour a method can be drawn in: the built-ins' and the plugins'."""
+    return {style.color for style in BUILTIN_STYLES.values()} | set(_PLUGIN_COLORS)
+
+
+def sparsity_colors(sparsities: Iterable[float]) -> dict[float, str]:
+    """One colour per sparsity from :data:`SPARSITY_PALETTE`, evenly spaced by rank (lowest sparsity
+    lightest), never a method's colour."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    ordered = sorted(set(sparsities))
+    palette = colormaps[SPARSITY_PALETTE]
+    # From 0.85 (yellow-green) to 0.15 (dark purple): the palette's ends are too pale or too dark to read.
+    positions = [0.85 - 0.7 * i / max(1, len(ordered) - 1) for i in range(len(ordered))] if len(ordered) > 1 else [0.5]
+    colors = {s: to_hex(palette(p)) for s, p in zip(ordered, positions)}
+    assert not set(colors.values()) & method_colors()  # the palette shares no colour with the methods
+    return colors

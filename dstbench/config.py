@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 
+from dstbench.core.budget import Budget, stretch
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.structures import parse_structure
@@ -166,6 +167,8 @@ class OptimOptions:
     """CutMix alpha (timm.data.Mixup; 0: off)."""
     ema: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
     """Decay of a masked EMA of the weights (timm.utils.ModelEmaV3; 0: off), evaluated as ema_test_acc."""
+    budget: Budget = "1x"
+    """RigL's longer schedules: 2x/5x multiply --epochs, --warmup-epochs and every method cadence."""
 
 
 @dataclass
@@ -426,4 +429,5 @@ def resolve_config(
     merged_hp = {**preset_hp, **values.pop("hp", {}), **(hp or {})}
     cfg = TrainConfig(**values, hp=merged_hp).validate()
     cfg.hp = typed_hyperparameters(cfg.method, cfg.hp)
+    cfg.epochs, cfg.warmup_epochs, cfg.hp = stretch(cfg.budget, cfg.method, cfg.epochs, cfg.warmup_epochs, cfg.hp, MAX_EPOCHS)
     return cfg

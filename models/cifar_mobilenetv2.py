@@ -36,6 +36,8 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .width import pop_multiplier, scale_width
+
 __all__ = ["CifarMobileNetV2", "InvertedResidual", "MOBILENETV2_CIFAR_CFG", "cifar_mobilenetv2"]
 
 # GraSP/MEST/kuangliu CIFAR-10 normalisation (per-image std, not dataset-wide std); see cifar_resnet.py.
@@ -230,6 +232,12 @@ def _create_cifar_mobilenetv2(variant: str, pretrained: bool = False, **kwargs: 
         raise ValueError(f"{variant}: no pretrained weights exist; create it with pretrained=False")
     if kwargs.pop("features_only", False):
         raise ValueError(f"{variant}: features_only is not supported; use forward_features() instead")
+    multiplier = pop_multiplier(variant, kwargs)
+    if multiplier != 1.0:
+        stages = kwargs.get("cfg", MOBILENETV2_CIFAR_CFG)
+        kwargs["cfg"] = tuple((e, scale_width(c, multiplier), n, s) for e, c, n, s in stages)
+        kwargs["stem_width"] = scale_width(kwargs.get("stem_width", 32), multiplier)
+        kwargs["num_features"] = scale_width(kwargs.get("num_features", 1280), multiplier)
     return build_model_with_cfg(CifarMobileNetV2, variant, pretrained=False, **kwargs)
 
 

@@ -45,6 +45,8 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .width import pop_multiplier, scale_width
+
 __all__ = ["CifarResNet", "BasicBlock", "ZeroPadShortcut", "cifar_resnet32", "cifar_resnet32_grasp"]
 
 # The pretrained-cfg quotes the normalisation the loaders apply (``dstbench.data.catalog``, the one place
@@ -295,6 +297,8 @@ def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) 
         raise ValueError(f"{variant}: no pretrained weights exist; create it with pretrained=False")
     if kwargs.pop("features_only", False):
         raise ValueError(f"{variant}: features_only is not supported; use forward_features() instead")
+    multiplier = pop_multiplier(variant, kwargs)
+    kwargs["widths"] = tuple(scale_width(w, multiplier) for w in kwargs["widths"])
     return build_model_with_cfg(CifarResNet, variant, pretrained=False, **kwargs)
 
 

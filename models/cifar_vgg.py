@@ -29,6 +29,8 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .width import pop_multiplier, scale_width
+
 __all__ = ["CifarVGG", "VGG19_CFG", "cifar_vgg19"]
 
 # GraSP/MEST CIFAR-10 normalisation (per-image std, not dataset-wide std); see cifar_resnet.py.
@@ -199,6 +201,8 @@ def _create_cifar_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         raise ValueError(f"{variant}: no pretrained weights exist; create it with pretrained=False")
     if kwargs.pop("features_only", False):
         raise ValueError(f"{variant}: features_only is not supported; use forward_features() instead")
+    multiplier = pop_multiplier(variant, kwargs)
+    kwargs["cfg"] = [v if isinstance(v, str) else scale_width(v, multiplier) for v in kwargs["cfg"]]
     return build_model_with_cfg(CifarVGG, variant, pretrained=False, **kwargs)
 
 

@@ -13,6 +13,8 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from .width import pop_multiplier, scale_width
+
 __all__ = ["TinyCNN", "tiny_cnn"]
 
 
@@ -52,4 +54,5 @@ class TinyCNN(nn.Module):
 def tiny_cnn(pretrained: bool = False, **kwargs: Any) -> TinyCNN:
     if pretrained:
         raise ValueError("tiny_cnn has no pretrained weights")
-    return TinyCNN(num_classes=kwargs.get("num_classes", 10), in_chans=kwargs.get("in_chans", 3))
+    width = scale_width(16, pop_multiplier("tiny_cnn", kwargs))
+    return TinyCNN(num_classes=kwargs.get("num_classes", 10), in_chans=kwargs.get("in_chans", 3), width=width)

@@ -96,3 +96,26 @@ def test_sweep_hp_grid_names_runs_by_value_and_prints_its_table(tmp_path: Path, 
     assert "| bidst (lam=0.01, update_frequency=2) |" in printed and "| bidst (lam=1e-06, update_frequency=2) |" in printed
     assert printed.count("| static |") == 3  # accuracy, Table 1 layout and cost tables
     assert main(["plot", "ablation", str(out), "--hp", "bidst.lam", "--out", str(tmp_path / "a.png")]) == 0
+
+
+def test_sparsity_colours_are_a_sequential_palette_no_method_uses_and_the_legend_is_outside() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex, to_rgb
+
+    from dstbench.analysis.ablation import ablation_figure
+    from dstbench.analysis.styles import method_colors, sparsity_colors
+
+    points = POINTS + [_point(1e-6, 0.95, 0, 0.7), _point(1e-2, 0.95, 0, 0.6)]
+    figure = ablation_figure(points, "lam")
+    (axis,) = figure.axes
+    colors = [to_hex(container.lines[0].get_color()) for container in axis.containers]  # each errorbar's data line
+    assert colors == [sparsity_colors([0.9, 0.95, 0.99])[s] for s in (0.9, 0.95, 0.99)]
+    assert colors == ["#9bd93c", "#21918c", "#463480"]  # viridis at 0.85, 0.5, 0.15: light to dark
+    assert len(set(colors)) == 3 and not set(colors) & method_colors()
+    lightness = [sum(to_rgb(c)) for c in colors]
+    assert lightness == sorted(lightness, reverse=True)  # sequential: darker as sparsity grows
+    assert sparsity_colors([0.5]) == {0.5: "#21918c"}
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    legend = axis.get_legend().get_window_extent(canvas.get_renderer())
+    assert legend.x0 >= axis.get_window_extent(canvas.get_renderer()).x1  # beside the axes, never over data

@@ -77,7 +77,7 @@ def test_sparsity_curve_figure_from_the_sweep(sweep_dir: Path, tmp_path: Path) -
 
 def test_iou_and_overhead_figures_from_real_runs(compare_dir: Path, tmp_path: Path) -> None:
     runs = [str(compare_dir / "rigl_s0.9_seed0"), str(compare_dir / "static_s0.9_seed0")]
-    for extra in ([], ["--interval", "1"], ["--interval-steps", "2"]):
+    for extra in ([], ["--interval", "1"], ["--interval-steps", "2"], ["--per-update"]):
         out = tmp_path / f"iou{len(extra)}{extra[-1] if extra else ''}.png"
         assert main(["plot", "iou", *runs, "--out", str(out), *extra]) == 0
         assert out.stat().st_size > 1000 and out.with_suffix(".pdf").stat().st_size > 1000

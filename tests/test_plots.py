@@ -188,12 +188,12 @@ def test_sparsity_curve_legends_are_outside_the_axes() -> None:
 def test_iou_lines_per_setting_in_numeric_order_with_seed_means(runs_dir: Path) -> None:
     runs = find_runs(runs_dir)
     runs.sort(key=lambda run: -run.sparsity)  # the figure must not depend on the order it is given
-    figure = iou_figure(runs)
+    figure = iou_figure(runs, per_update=True)
     assert _legend_labels(figure.axes[0]) == [
         "rigl 90% (mean ± std, n=2)",
         "rigl 99% (mean ± std, n=2)",
-        "static 90% (no topology change)",
-        "static 99% (no topology change)",
+        "static 90% (no topology change, n=2)",
+        "static 99% (no topology change, n=2)",
     ]
     lines = _lines(figure.axes[0])
     assert lines["rigl 90% (mean ± std, n=2)"].get_linestyle() == "-"
@@ -206,13 +206,46 @@ def test_iou_lines_per_setting_in_numeric_order_with_seed_means(runs_dir: Path) 
     _assert_legends_outside(figure)
 
 
+def test_iou_by_default_compares_masks_one_epoch_apart_for_every_method(runs_dir: Path) -> None:
+    """Figure 4's data: the fixed-interval IoU (comparable across cadences), n per line, and the
+    static lines (IoU 1 at both sparsities) drawn as coinciding, not hidden under each other."""
+    from dstbench.analysis.topology import interval_iou_series
+
+    figure = iou_figure(find_runs(runs_dir))
+    assert _legend_labels(figure.axes[0]) == [
+        "rigl 90% (mean ± std, n=2)",
+        "rigl 99% (mean ± std, n=2)",
+        "static 90% (mean ± std, n=2)",
+        "static 99% (mean ± std, n=2) (coincides with static 90% (mean ± std, n=2))",
+    ]
+    assert figure.axes[0].get_title() == "Mask IoU between masks 1 epoch(s) apart (sparsified layers, global)"
+    lines = _lines(figure.axes[0])
+    for sparsity in ("0.9", "0.99"):
+        seeds = [load_run(runs_dir / f"rigl_s{sparsity}_seed{seed}") for seed in (0, 1)]
+        assert seeds[0].steps_per_epoch == 4  # 64 samples in batches of 16: Δ = 4 steps, 2 epochs
+        series = [interval_iou_series(run, 4) for run in seeds]
+        line = lines[f"rigl {100 * float(sparsity):g}% (mean ± std, n=2)"]
+        np.testing.assert_allclose(line.get_xdata(), [50.0, 100.0])
+        np.testing.assert_allclose(line.get_ydata(), [statistics.fmean(p) for p in zip(*[[c.iou for c in s] for s in series])])
+        assert all(value < 1.0 for value in line.get_ydata())  # rigl changed its mask within each epoch
+    twin = lines["static 99% (mean ± std, n=2) (coincides with static 90% (mean ± std, n=2))"]
+    assert list(twin.get_ydata()) == [1.0, 1.0] and twin.get_linestyle() == "--"
+
+
+def test_one_seed_still_says_n(runs_dir: Path) -> None:
+    figure = iou_figure([load_run(runs_dir / "rigl_s0.9_seed0")], interval=2)
+    assert _legend_labels(figure.axes[0]) == ["rigl (n=1)"]
+    assert figure.axes[0].get_title() == "Mask IoU between masks 2 step(s) apart (sparsified layers, global)"
+    np.testing.assert_allclose(_lines(figure.axes[0])["rigl (n=1)"].get_xdata(), [25.0, 50.0, 75.0, 100.0])
+
+
 def test_iou_of_runs_that_never_update_is_a_one_line_error(
     runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(NothingToPlot, match="no run changed its mask"):
-        iou_figure([load_run(runs_dir / "static_s0.9_seed0")])
+        iou_figure([load_run(runs_dir / "static_s0.9_seed0")], per_update=True)
     out = tmp_path / "iou.png"
-    assert main(["plot", "iou", str(runs_dir / "static_s0.9_seed0"), "--out", str(out)]) == 2
+    assert main(["plot", "iou", str(runs_dir / "static_s0.9_seed0"), "--per-update", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dstbench: error: nothing to plot") and len(err.strip().splitlines()) == 1
     assert not out.exists() and not out.with_suffix(".pdf").exists()

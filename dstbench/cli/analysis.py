@@ -96,6 +96,16 @@ def _build_model(name: str, num_classes: int | None) -> nn.Module:
     return model
 
 
+def _narrowed_model(args: argparse.Namespace, updater: Any, num_classes: int) -> nn.Module:
+    from dstbench.train.narrow import check_narrowable, narrow_for
+    from dstbench.train.setup import build_model
+
+    check_narrowable(args.model, args.method)
+    narrowing = narrow_for(args.model, num_classes, args.sparsity, args.distribution, args.dense_layers, args.min_active)
+    updater.narrowed(narrowing.record())
+    return build_model(args.model, num_classes, channel_multiplier=narrowing.channel_multiplier)
+
+
 def _check_flops_args(args: argparse.Namespace) -> None:
     if args.input_size < 1:
         raise ConfigError(f"--input-size must be >= 1, got {args.input_size}")
@@ -117,10 +127,13 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
     from dstbench.engine.cost import count_forward_flops, forward_report, plan_active, predict_flops, realisable_densities
     from dstbench.runs.tickets import method_inputs
+    from dstbench.train.narrow import full_width_flops
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
     model = _build_model(args.model, args.num_classes)
+    if updater is not None and updater.narrows_model:  # small-dense: the narrowed network, as training builds it
+        model = _narrowed_model(args, updater, int(getattr(model, "num_classes", args.num_classes or 1000)))
     sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0
     layers = describe_layers(model)
     structure = args.structure or (updater.default_structure if updater is not None else "unstructured")
@@ -154,6 +167,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
                 inputs=method_inputs(updater),
             )
         )
+        if updater.narrows_model:  # small-dense: "x dense" against the full-width network, as a run reports it
+            result.update(full_width_flops(result, args.model, int(result["num_classes"]), args.input_size))
     print(json.dumps(result, indent=2) if args.json else _render_flops(result))
     return 0
 
@@ -293,8 +308,10 @@ def _add_plot(sub: Any) -> None:
     iou.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
     iou.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     interval = iou.add_mutually_exclusive_group()
-    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks every EPOCHS (default: at each update)")
-    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks every N steps (default: at each update)")
+    interval.add_argument("--interval", type=POSITIVE_FLOAT, help="compare masks EPOCHS apart (default: 1)")
+    interval.add_argument("--interval-steps", type=POSITIVE_INT, help="compare masks N steps apart (default: --interval 1)")
+    interval.add_argument("--per-update", action="store_true",
+                          help="each update against the mask it replaced instead (not comparable across cadences)")  # fmt: skip
     iou.set_defaults(func=_cmd_plot_iou)
 
     curve = kinds.add_parser("sparsity-curve", help="accuracy against sparsity from a sweep (BiDST Figure 3)")
@@ -323,7 +340,9 @@ def _cmd_plot_iou(args: argparse.Namespace) -> int:
 
     figure_paths(args.out)  # a bad --out fails before any run is read
     runs = find_runs(*args.run_dirs)
-    return written(plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps))
+    return written(
+        plot_iou(runs, args.out, interval_epochs=args.interval, interval=args.interval_steps, per_update=args.per_update)
+    )
 
 
 def _cmd_plot_curve(args: argparse.Namespace) -> int:

@@ -156,6 +156,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def describe_method(name: str, cls: type) -> list[str]:
     """A method's paper, what it needs (its declared cost) and every hyper-parameter with its default
     and docstring, for ``dstbench methods --details``; plugins are described the same way."""
+    from dstbench.core.budget import describe_budget
     from dstbench.core.updater import Needs
 
     lines = [f"{name:12s} {getattr(cls, 'paper', '') or cls.__name__}"]
@@ -167,6 +168,11 @@ def describe_method(name: str, cls: type) -> list[str]:
         declared = [f"{f.name}={getattr(needs, f.name)}" for f in dataclasses.fields(Needs)
                     if getattr(needs, f.name) != f.default]  # fmt: skip
         lines.append(f"  needs: {', '.join(declared) or 'a sparse forward and backward only'}")
+    lines.append(f"  budget: {describe_budget(cls)}")
+    if getattr(cls, "narrows_model", False):
+        from dstbench.train.narrow import narrowable_models
+
+        lines.append(f"  models (with a channel_multiplier): {', '.join(narrowable_models())}")
     if (structure := getattr(cls, "default_structure", "unstructured")) != "unstructured":
         lines.append(f"  default structure: {structure} (--structure sets another)")
     docs = field_docs(cls)
@@ -234,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     inspect.set_defaults(func=_cmd_inspect)
 
-    methods = sub.add_parser("methods", help="list registered mask updaters")
+    methods = sub.add_parser(
+        "methods", help="list registered mask updaters",
+        epilog="Baselines: dense, small-dense (a dense network narrowed to the sparse one's active weights) and "
+        "--budget 2x|5x of train/compare/sweep (RigL's longer schedules; --details says what each method scales).",
+    )  # fmt: skip
     methods.add_argument(
         "--details", action="store_true", help="also print each method's paper, needs and hyper-parameters"
     )

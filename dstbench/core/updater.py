@@ -88,6 +88,11 @@ class MaskUpdater:
     """Fields that set how often the topology changes, by unit; presets for short runs (``quick``)
     set them for every method, plugins included, so a short comparison stays like-for-like."""
 
+    narrows_model: ClassVar[bool] = False
+    """True for a method that trains a narrower network than ``--model`` (``small-dense``): the run
+    builds the model at the width :func:`dstbench.train.narrow.narrow_for` picks and tells the method
+    through :meth:`narrowed`."""
+
     def __post_init__(self) -> None:
         from dstbench.core.hparams import check_hyperparameters
 
@@ -139,6 +144,9 @@ class MaskUpdater:
     def on_step(self, ctx: UpdateContext) -> None:
         """Per-step hook (``needs.per_step_hook``), at ``needs.step_hook_at``; ``ctx.batch`` is the
         step's batch."""
+
+    def narrowed(self, record: Mapping[str, Any]) -> None:
+        """The chosen width and weight counts of a ``narrows_model`` method's network."""
 
     def report(self) -> dict[str, Any]:
         """Method-specific numbers for ``summary.json`` (e.g. a time-averaged density)."""

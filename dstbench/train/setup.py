@@ -23,6 +23,7 @@ from dstbench.core.registry import create_updater
 from dstbench.core.updater import MaskUpdater
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.runs.tickets import method_inputs
+from dstbench.train.narrow import check_narrowable, narrow_for
 from dstbench.runs.rundir import RunDir
 from dstbench.speed.training import TrainingKernels, attach, check_training
 from dstbench.train.distributed import Platform
@@ -42,6 +43,7 @@ __all__ = [
     "data_config",
     "get_lr",
     "lr_at",
+    "model_options",
     "set_lr",
 ]
 
@@ -69,15 +71,27 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
     check_training(cfg.backend, platform.device, compile=cfg.compile, amp=cfg.amp and platform.device.type == "cuda")
     check_optimizer(cfg, updater, cfg.method)
     check_model_name(cfg.model)
+    if updater.narrows_model:
+        check_narrowable(cfg.model, cfg.method)
     dataset_info(cfg.dataset)
     return updater
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Any timm model by name; the CIFAR backbones are registered by importing ``dstbench.models``."""
     check_model_name(name)
-    model: nn.Module = timm.create_model(name, num_classes=num_classes)
+    model: nn.Module = timm.create_model(name, num_classes=num_classes, **kwargs)
     return model
+
+
+def model_options(cfg: TrainConfig, updater: MaskUpdater, num_classes: int) -> dict[str, Any]:
+    """Constructor options of the run's model: the width a ``narrows_model`` method trains at (the
+    method is told the counts), none otherwise."""
+    if not updater.narrows_model:
+        return {}
+    narrowing = narrow_for(cfg.model, num_classes, cfg.sparsity, cfg.distribution, cfg.dense_layers, cfg.min_active)
+    updater.narrowed(narrowing.record())
+    return {"channel_multiplier": narrowing.channel_multiplier}
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
@@ -171,7 +185,7 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     torch.manual_seed(cfg.seed)
     data = build_data(data_config(cfg, platform), device)
     _check_subset_sizes(cfg, data)
-    model = build_model(cfg.model, data.num_classes).to(device)
+    model = build_model(cfg.model, data.num_classes, **model_options(cfg, updater, data.num_classes)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     sparsity = cfg.sparsity if updater.needs.sparse else 0.0

@@ -8,6 +8,7 @@ from typing import Any
 from dstbench.engine.cost import run_flops
 from dstbench.runs.integrity import code_version
 from dstbench.runs.tickets import pipeline_flops
+from dstbench.train.narrow import full_width_flops
 from dstbench.train.checkpoint import History
 from dstbench.train.setup import Training
 from dstbench.train.wall_time import device_name, wall_time
@@ -36,6 +37,8 @@ def _results(t: Training, history: History) -> dict[str, Any]:
     last = metrics[-1] if metrics else {}
     records = engine.records
     own_flops = run_flops(engine, t.data.input_size, t.data.num_train_samples)
+    if engine.updater.narrows_model:  # small-dense: "× dense" against the full-width --model
+        own_flops = full_width_flops(own_flops, cfg.model, t.data.num_classes, t.data.input_size)
     return {
         "method": cfg.method,
         "model": cfg.model,
