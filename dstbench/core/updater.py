@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from dstbench.core.context import MaskedLayer, MaskUpdate, Masks, RunView, Targets, UpdateContext
+from dstbench.core.context import MaskedLayer, MaskUpdate, Masks, RunView, Targets, UpdateContext, descend_
 from dstbench.core.legacy import contract_default, legacy_hook, overrides, warn_once
 from dstbench.core.needs import Needs
 from dstbench.core.schedules import Schedule
@@ -43,6 +43,7 @@ __all__ = [
     "MaskUpdate",
     "Targets",
     "MaskUpdater",
+    "descend_",
     "random_mask",
     "schedule_of",
     "update_fires",
@@ -136,7 +137,14 @@ class MaskUpdater:
 
     def on_step(self, ctx: UpdateContext) -> None:
         """Per-step hook (``needs.per_step_hook``), at ``needs.step_hook_at``; ``ctx.batch`` is the
-        step's batch."""
+        step's batch. With ``needs.capturable_hook`` it may run inside the compiled step or a CUDA
+        graph: fixed-shape tensor work only (docs/plugins.md, "Per-step hooks under --compile")."""
+
+    def step_inputs(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """Host-side inputs of this step's ``on_step``, drawn from ``ctx.rng`` before the hook runs and
+        handed to it in ``ctx.step_inputs``: same names and shapes every step, so a captured hook
+        reads them from fixed buffers (Deep-R's Langevin noise). Default: none."""
+        return {}
 
     def report(self) -> dict[str, Any]:
         """Method-specific numbers for ``summary.json`` (e.g. a time-averaged density)."""
