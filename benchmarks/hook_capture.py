@@ -10,7 +10,7 @@ on a shared machine hits every method alike, and the median over repeats is prin
 Deep-R rewires every ``--deep-r-rewire`` steps (default 20, the quick preset's cadence): at its paper
 default (after every step) every step is a topology update and none can take the fast path.
 
-    python benchmarks/hook_capture.py [--epochs 3] [--samples 2048] [--repeats 1] [--device cuda --model cifar_resnet32]
+    python benchmarks/hook_capture.py [--epochs 3] [--samples 2048] [--repeats 2] [--device cuda --model cifar_resnet32]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--deep-r-rewire", type=int, default=20)
     parser.add_argument("--device", default="cpu", help="cuda: the GPU goal (CUDA graph under --compile)")
     parser.add_argument("--model", default="tiny_cnn", help="e.g. cifar_resnet32 on a GPU")

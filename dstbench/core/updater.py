@@ -50,6 +50,7 @@ __all__ = [
     "update_steps_of",
     "skips_optimizer",
     "gradient_density_of",
+    "hook_capture_problem",
 ]
 
 CadenceUnit = Literal["steps", "epochs"]
@@ -217,6 +218,23 @@ def skips_optimizer(updater: MaskUpdater, info: StepInfo) -> bool:
     """Whether the optimizer step is skipped on this update step."""
     old = legacy_hook(updater, "skips_optimizer_step")
     return bool(old(info)) if old is not None else updater.needs.skip_optimizer_on_update
+
+
+UNDECLARED = "it does not declare Needs(capturable_hook=True) (docs/plugins.md, 'Per-step hooks under --compile')"
+
+
+def hook_capture_problem(updater: MaskUpdater) -> str | None:
+    """Why the method's per-step hook cannot run inside the captured step (None: it can, or the
+    method has none). Declared by the method (``Needs.capturable_hook``) or detected: a 0.2
+    ``after_step`` hook predates the rules."""
+    needs = updater.needs
+    if not needs.per_step_hook:
+        return None
+    if overrides(updater, "after_step"):
+        return "it defines the 0.2 hook after_step, which predates the captured-step rules"
+    if isinstance(needs.capturable_hook, str):
+        return needs.capturable_hook
+    return None if needs.capturable_hook else UNDECLARED
 
 
 def gradient_density_of(updater: MaskUpdater, layers: list[MaskedLayer]) -> Mapping[str, float] | None:

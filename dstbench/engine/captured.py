@@ -16,36 +16,14 @@ stays the reference; ``tests/test_compiled.py`` compares the two for every built
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from dstbench.core.context import UpdateContext
 from dstbench.core.errors import ConfigError
-from dstbench.core.legacy import overrides
-from dstbench.core.updater import MaskUpdater
+from dstbench.core.updater import hook_capture_problem
+from dstbench.engine.sparse_engine import SparseEngine
 
-if TYPE_CHECKING:
-    from dstbench.engine.sparse_engine import SparseEngine
-
-__all__ = ["CapturedStep", "hook_capture_problem"]
-
-UNDECLARED = "it does not declare Needs(capturable_hook=True) (docs/plugins.md, 'Per-step hooks under --compile')"
-
-
-def hook_capture_problem(updater: MaskUpdater) -> str | None:
-    """Why the method's per-step hook cannot run inside the captured step (None: it can, or the
-    method has none). Declared by the method (``Needs.capturable_hook``) or detected: a 0.2
-    ``after_step`` hook predates the rules."""
-    needs = updater.needs
-    if not needs.per_step_hook:
-        return None
-    if overrides(updater, "after_step"):
-        return "it defines the 0.2 hook after_step, which predates the captured-step rules"
-    if isinstance(needs.capturable_hook, str):
-        return needs.capturable_hook
-    return None if needs.capturable_hook else UNDECLARED
-
+__all__ = ["CapturedStep"]
 
 class CapturedStep:
     """One engine's capturable step: :meth:`run` is the tensor work, :meth:`stage` its host-side inputs."""

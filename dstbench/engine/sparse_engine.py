@@ -39,9 +39,8 @@ from dstbench.core.errors import MaskInvariantError
 from dstbench.core.layers import find_prunable_layers, output_layer_name
 from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
-from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
+from dstbench.core.updater import MaskUpdater, hook_capture_problem, skips_optimizer, update_fires
 from dstbench.engine.backward_set import backward_set_for
-from dstbench.engine.captured import hook_capture_problem
 from dstbench.engine.counts import count_problems, count_targets, zero_problems
 from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
 from dstbench.engine.initial_weights import load_initial_weights

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from dstbench.core.errors import ConfigError
-from dstbench.engine.captured import CapturedStep, hook_capture_problem
+from dstbench.core.updater import hook_capture_problem
+from dstbench.engine.captured import CapturedStep
 from dstbench.train.epoch import autocast
 from dstbench.train.setup import Training
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from dstbench.engine.captured import hook_capture_problem
+from dstbench.core.updater import hook_capture_problem
 from dstbench.train.compiled import CompiledStepper, CudaGraphStepper
 from dstbench.train.epoch import autocast
 from dstbench.train.setup import Training
