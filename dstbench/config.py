@@ -23,6 +23,7 @@ from dstbench.core.budget import Budget, stretch
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.structures import parse_structure
+from dstbench.core.fastpath import resolve_compile
 from dstbench.core.hparams import (
     Fraction,
     Momentum,
@@ -189,8 +190,9 @@ class RunOptions:
     --jobs (compare/sweep) runs beside it. More threads speed up one run on an idle machine."""
     channels_last: bool = False
     """channels_last memory format for the model and its inputs."""
-    compile: bool = False
-    """torch.compile the training step (CPU and CUDA); eager training stays the reference."""
+    compile: bool | None = None
+    """torch.compile the training step; eager stays the reference. Unset: on for a CUDA device that can
+    capture the step (one CUDA graph per step), off on the CPU; config.json records the choice."""
     cuda_graph: bool = True
     """With --compile on CUDA, capture the whole step in one CUDA graph (--no-cuda-graph: compile only)."""
     backend: str = "masked"
@@ -254,6 +256,7 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; choose from cpu, cuda")
+        self.compile = resolve_compile(self.device, self.grad_accum, self.cuda_graph) if self.compile is None else self.compile
         return self
 
     def to_json(self) -> dict[str, Any]:

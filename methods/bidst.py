@@ -43,7 +43,7 @@ from dstbench.core.hparams import Positive, PositiveInt, Range
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.selection import topk_mask
-from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, UpdateContext
+from dstbench.core.updater import MaskedLayer, MaskUpdater, Needs, RunView, UpdateContext, descend_
 
 __all__ = ["BiDST", "LayerScores", "table_search_space", "search_space_size"]
 
@@ -165,7 +165,17 @@ class BiDST(MaskUpdater):
             per_step_hook=True,
             step_hook_at="both" if self.second_pass else "before_optimizer",
             gradient_density=density if self._layers else None,
+            capturable_hook=self._capture_problem() or True,
         )
+
+    def _capture_problem(self) -> str:
+        """Why the per-step work cannot be captured ("" when it can): the strict second pass runs the
+        model again, the ST-Gumbel slope ranks a data-dependent subset with fresh host noise."""
+        if self.second_pass:
+            return "second_pass=True evaluates the loss again on the step's batch"
+        if self.gumbel == "st_sigmoid":
+            return "gumbel=st_sigmoid ranks a data-dependent subset with the step's generator"
+        return ""
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, run: RunView) -> None:
@@ -235,7 +245,7 @@ class BiDST(MaskUpdater):
             momentum = state.momentum
             momentum.mul_(BIP_SCORE_MOMENTUM).add_(step).add_(psi, alpha=self._weight_decay[layer.name])
             step = momentum
-        psi.sub_(step, alpha=ctx.lr)
+        descend_(psi, step, ctx.lr)
 
     def _implicit_term(self, grad: torch.Tensor, direct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The second term of eq. 9 under the chosen reading (``ig_form``)."""
@@ -287,7 +297,8 @@ class BiDST(MaskUpdater):
             if state.momentum is not None:
                 state.momentum.mul_(keep_scores)
             fill = self._search_sizes[layer.name] - int(runners_up.sum())
-            state.search = runners_up | _random_subset(ctx, ~(new_mask | runners_up), fill)
+            # In place: a captured step keeps reading the search set it was traced with.
+            state.search.copy_(runners_up | _random_subset(ctx, ~(new_mask | runners_up), fill))
             new_masks[layer.name] = new_mask
         return new_masks
 

@@ -104,7 +104,7 @@ class DeepR(MaskUpdater):
     @property
     def needs(self) -> Needs:
         # Gradients only on active connections (dormant theta get none); the hook adds L1 and noise.
-        return Needs(per_step_hook=True, density_policy="global")
+        return Needs(per_step_hook=True, density_policy="global", capturable_hook=True)
 
     @cached_property
     def schedule(self) -> Periodic:
@@ -130,17 +130,32 @@ class DeepR(MaskUpdater):
         return layer.mask & (self.sign(layer) * layer.weight.detach() < 0)
 
     # -- every step: L1 and Langevin noise on active theta --------------------------------------------
+    def step_inputs(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """nu ~ N(0, 1) per sparsified weight, drawn on the host from the step's seeded generator."""
+        if not self.temperature:
+            return {}
+        return {
+            layer.name: torch.randn(layer.weight.shape, generator=ctx.rng).to(layer.weight.device, layer.weight.dtype)
+            for layer in ctx.sparse_layers
+        }
+
     def on_step(self, ctx: UpdateContext) -> None:
-        noise_scale = math.sqrt(2.0 * self.temperature / ctx.lr) if ctx.lr > 0 else 0.0
+        noise_scale = self._noise_scale(ctx.lr)
         for layer in ctx.sparse_layers:
             grad = layer.weight.grad
             if grad is None:
                 continue
             extra = self.alpha * self.sign(layer)
-            if noise_scale:
-                nu = torch.randn(layer.weight.shape, generator=ctx.rng).to(grad.device, grad.dtype)
+            nu = ctx.step_inputs.get(layer.name)
+            if nu is not None and (isinstance(noise_scale, torch.Tensor) or noise_scale):
                 extra = extra - noise_scale * nu
             grad.add_(extra * layer.mask)
+
+    def _noise_scale(self, lr: float | torch.Tensor) -> float | torch.Tensor:
+        """sqrt(2 T / eta), 0 at eta = 0; a tensor LR (the captured step's) gives a tensor, unread."""
+        if isinstance(lr, torch.Tensor):
+            return torch.where(lr > 0, torch.sqrt(2.0 * self.temperature / lr), 0.0)
+        return math.sqrt(2.0 * self.temperature / lr) if lr > 0 else 0.0
 
     # -- rewiring -------------------------------------------------------------------------------------
     def update(self, ctx: UpdateContext) -> MaskUpdate:

@@ -64,7 +64,9 @@ class TopKAST(MaskUpdater):
 
     @property
     def needs(self) -> Needs:
-        return Needs(dense_grad="every_step", backward_set=True, per_step_hook=self.exploration_penalty)
+        return Needs(
+            dense_grad="every_step", backward_set=True, per_step_hook=self.exploration_penalty, capturable_hook=True
+        )
 
     @cached_property
     def schedule(self) -> Periodic:

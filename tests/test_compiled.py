@@ -14,75 +14,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from dstbench.train.compiled import CompiledStepper, CudaGraphStepper
 from dstbench.config import resolve_config
-from dstbench.engine.sparse_engine import SparseEngine
+from dstbench.train.compiled import CudaGraphStepper
 from dstbench.train.loop import train
-
-SMALL = {"epochs": 2, "batch_size": 32, "synthetic_train_samples": 256, "synthetic_test_samples": 64}
-
-
-class _Recorder:
-    """Per-step training losses and engine invariants, observed from outside the trainer."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.losses: list[float] = []
-        self.violations: list[str] = []
-        self.checked = 0
-        recorder = self
-
-        class RecordingLoss(nn.CrossEntropyLoss):
-            def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-                loss = super().forward(input, target)
-                if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
-                    recorder.losses.append(float(loss.detach()))  # no host sync inside a CUDA graph
-                return loss
-
-        monkeypatch.setattr(torch.nn, "CrossEntropyLoss", RecordingLoss)
-        engine_step = SparseEngine.step
-        fast_step = CompiledStepper.fast_optimizer_step
-
-        def checked_eager(engine: SparseEngine, step: int, batch: Any = None) -> None:
-            engine_step(engine, step, batch)
-            recorder.check(engine)
-
-        def checked_fast(stepper: CompiledStepper) -> None:
-            fast_step(stepper)
-            recorder.check(stepper.engine)
-
-        monkeypatch.setattr(SparseEngine, "step", checked_eager)
-        monkeypatch.setattr(CompiledStepper, "fast_optimizer_step", checked_fast)
-
-    def check(self, engine: SparseEngine) -> None:
-        self.checked += 1
-        self.violations += engine.violations()
-
-
-def _run(tmp: Path, method: str, compile: bool, hp: dict[str, Any]) -> dict[str, Any]:
-    cfg = resolve_config("quick", None, {**SMALL, "method": method, "compile": compile, "out": str(tmp)}, hp)
-    return train(cfg, progress=False)
-
-
-def _masks(path: Path) -> dict[str, bytes]:
-    with np.load(path) as data:
-        return {k: data[k].tobytes() for k in data.files}
+from tests.compile_helpers import SMALL, EmulatedGraph, Recorder, masks_of, run_small
 
 
 def test_compiled_rigl_matches_eager_and_never_recompiles_after_an_update(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hp = {"delta_t": 3}
+    torch._dynamo.reset()  # graphs other tests compiled in this process would be reused, not counted
     with monkeypatch.context() as patch:
-        eager = _Recorder(patch)
-        _run(tmp_path / "eager", "rigl", False, hp)
+        eager = Recorder(patch)
+        run_small(tmp_path / "eager", "rigl", False, hp)
     with monkeypatch.context() as patch:
-        fast = _Recorder(patch)
-        summary = _run(tmp_path / "compiled", "rigl", True, hp)
+        fast = Recorder(patch)
+        summary = run_small(tmp_path / "compiled", "rigl", True, hp)
 
     steps = 16
     assert eager.checked == fast.checked == steps and not eager.violations and not fast.violations
@@ -99,39 +50,26 @@ def test_compiled_rigl_matches_eager_and_never_recompiles_after_an_update(
 
     first_update = sorted((tmp_path / "eager" / "masks").glob("step_*.npz"))[0].name
     for name in ("init.npz", first_update):
-        assert _masks(tmp_path / "compiled" / "masks" / name) == _masks(tmp_path / "eager" / "masks" / name)
+        assert masks_of(tmp_path / "compiled" / "masks" / name) == masks_of(tmp_path / "eager" / "masks" / name)
     written = json.loads((tmp_path / "compiled" / "summary.json").read_text())
     assert written["compile"] == report
 
 
-def test_a_method_with_per_step_hooks_runs_them_eagerly_and_says_so_once(
+def test_an_uncapturable_per_step_hook_runs_eagerly_and_is_named_once_with_its_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recorder = _Recorder(monkeypatch)
+    recorder = Recorder(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="dstbench.train.compiled"):
-        summary = _run(tmp_path / "bidst", "bidst", True, {"update_frequency": 1})
-    notes = [r.getMessage() for r in caplog.records if "eagerly around the compiled model" in r.getMessage()]
-    assert notes == ["bidst has per-step hooks: they run eagerly around the compiled model"]
+        summary = run_small(tmp_path / "bidst", "bidst", True, {"update_frequency": 1, "second_pass": True})
+    notes = [r.getMessage() for r in caplog.records if "per-step hook" in r.getMessage()]
+    assert notes == [
+        "bidst's per-step hook is not captured (second_pass=True evaluates the loss again on the step's batch): "
+        "it runs eagerly around the compiled model"
+    ]
     report = summary["compile"]
     assert report["eager_hooks"] and report["fast_steps"] == 0 and report["eager_steps"] == 16
     assert recorder.checked == 16 and not recorder.violations
     assert summary["topology_updates"] >= 1
-
-
-class _EmulatedGraph:
-    """A CPU stand-in for ``CudaGraphRecorder`` with a CUDA graph's semantics: capturing runs nothing,
-    and each replay runs the captured step with its gradients written afresh (a captured backward
-    assigns the gradient buffers; it never adds to what an eager step left there)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.fn: Any = None
-
-    def capture(self, fn: Any) -> None:
-        self.fn = fn
-
-    def replay(self) -> Any:
-        self.fn.__self__.optimizer.zero_grad(set_to_none=False)
-        return self.fn()
 
 
 def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,14 +77,14 @@ def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pyt
     replays, eager update steps between replays writing into the captured buffers."""
     hp = {"delta_t": 3}
     with monkeypatch.context() as patch:
-        eager = _Recorder(patch)
-        _run(tmp_path / "eager", "rigl", False, hp)
+        eager = Recorder(patch)
+        run_small(tmp_path / "eager", "rigl", False, hp)
     with monkeypatch.context() as patch:
         patch.setattr(CudaGraphStepper, "device_types", ("cuda", "cpu"))
-        patch.setattr(CudaGraphStepper, "recorder", _EmulatedGraph)
+        patch.setattr(CudaGraphStepper, "recorder", EmulatedGraph)
         patch.setattr(torch, "compile", lambda *a, **k: pytest.fail("graph mode must not call torch.compile"))
-        graph = _Recorder(patch)
-        summary = _run(tmp_path / "graph", "rigl", True, hp)
+        graph = Recorder(patch)
+        summary = run_small(tmp_path / "graph", "rigl", True, hp)
     report = summary["compile"]
     assert report["mode"] == "cuda_graph" and report["cuda_graph_captures"] == 1
     # 16 steps; RigL decides after steps 0, 4, 8, 12 (TF's clock pauses on mask steps; t_end 0.75).
@@ -155,7 +93,7 @@ def test_graph_mode_orchestration_matches_eager(tmp_path: Path, monkeypatch: pyt
     assert not graph.violations and graph.checked == report["eager_steps"]
     assert graph.losses == pytest.approx(eager.losses, rel=1e-5)  # fused vs foreach SGD: rounding only
     for snap in sorted((tmp_path / "eager" / "masks").glob("*.npz")):
-        assert _masks(tmp_path / "graph" / "masks" / snap.name) == _masks(snap), snap.name
+        assert masks_of(tmp_path / "graph" / "masks" / snap.name) == masks_of(snap), snap.name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
@@ -163,11 +101,11 @@ def test_cuda_graph_step_matches_eager_on_cuda(tmp_path: Path, monkeypatch: pyte
     hp = {"delta_t": 3}
     gpu = {"device": "cuda"}
     with monkeypatch.context() as patch:
-        eager = _Recorder(patch)
+        eager = Recorder(patch)
         cfg = resolve_config("quick", None, {**SMALL, **gpu, "method": "rigl", "out": str(tmp_path / "e")}, hp)
         train(cfg, progress=False)
     with monkeypatch.context() as patch:
-        graph = _Recorder(patch)
+        graph = Recorder(patch)
         cfg = resolve_config(
             "quick", None, {**SMALL, **gpu, "method": "rigl", "compile": True, "out": str(tmp_path / "g")}, hp
         )

@@ -18,7 +18,7 @@ from torch import nn
 from dstbench.core.distributions import LayerTarget, SparsityPlan
 from dstbench.core.steps import StepInfo
 
-__all__ = ["MaskedLayer", "UpdateContext", "RunView", "MaskUpdate", "Masks", "Targets", "weight_decay_of"]
+__all__ = ["MaskedLayer", "UpdateContext", "RunView", "MaskUpdate", "Masks", "Targets", "descend_", "weight_decay_of"]
 
 Masks = dict[str, torch.Tensor]
 """Boolean masks by layer name (layers left out keep their mask)."""
@@ -111,7 +111,10 @@ class UpdateContext:
     info: StepInfo
     layers: list[MaskedLayer]
     rng: torch.Generator
-    lr: float
+    lr: float | torch.Tensor
+    """The optimizer's learning rate: a float, except in a captured per-step hook
+    (``Needs.capturable_hook``), where it is the 0-dim tensor the schedule writes into; use it only in
+    tensor arithmetic there (:func:`descend_`), never as ``float(ctx.lr)`` or in an ``if``."""
     optimizer: torch.optim.Optimizer | None
     dense_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -129,6 +132,9 @@ class UpdateContext:
     output_layer: str | None = None
     """The prunable layer the model names as its classifier (timm's ``get_classifier()``), None when
     the model does not say (:func:`dstbench.core.layers.output_layer_name`)."""
+    step_inputs: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    """In :meth:`MaskUpdater.on_step`: what :meth:`MaskUpdater.step_inputs` drew for this step on the
+    host (Deep-R's noise), so that the hook itself needs no generator and can be captured."""
 
     @property
     def sparse_layers(self) -> list[MaskedLayer]:
@@ -160,6 +166,15 @@ class UpdateContext:
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """U[0, 1) noise shaped like ``like``, from this step's seeded generator, on its device."""
         return torch.rand(like.shape, generator=self.rng).to(like.device)
+
+
+def descend_(target: torch.Tensor, step: torch.Tensor, lr: float | torch.Tensor) -> torch.Tensor:
+    """``target -= lr * step`` in place, for a float or a tensor ``ctx.lr``. A float takes PyTorch's
+    fused ``sub_(alpha=lr)`` (the eager reference's rounding, which results are pinned to); a tensor
+    LR, the captured step's, is multiplied in, so its value is never read on the host."""
+    if isinstance(lr, torch.Tensor):
+        return target.sub_(step * lr)
+    return target.sub_(step, alpha=lr)
 
 
 @dataclass

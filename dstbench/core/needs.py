@@ -50,6 +50,10 @@ class Needs:
         gradient_density: per-layer density of the weight-gradient a ``dense_grad`` method needs, for
             the FLOP accountant (default: dense, or the backward set). BiDST needs it only on its
             active set and search space.
+        capturable_hook: ``on_step`` keeps to the captured-step rules (docs/plugins.md, "Per-step hooks
+            under --compile"), so ``--compile`` runs it inside the compiled step or the CUDA graph.
+            ``False`` (the default, and every plugin written before the rules) runs it eagerly around
+            the compiled model; a string also runs it eagerly and says why (BiDST's ``second_pass``).
     """
 
     dense_grad: DenseGradWhen = "never"
@@ -63,6 +67,7 @@ class Needs:
     skip_optimizer_on_update: bool = False
     reads_momentum: bool = False
     gradient_density: Mapping[str, float] | None = field(default=None, hash=False)
+    capturable_hook: bool | str = False
 
     def hook_runs(self, after_optimizer: bool) -> bool:
         """Whether :meth:`MaskUpdater.on_step` runs before (or after) the optimizer step."""

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from dstbench.core.context import MaskedLayer, MaskUpdate, Masks, RunView, Targets, UpdateContext
+from dstbench.core.context import MaskedLayer, MaskUpdate, Masks, RunView, Targets, UpdateContext, descend_
 from dstbench.core.legacy import contract_default, legacy_hook, overrides, warn_once
 from dstbench.core.needs import Needs
 from dstbench.core.schedules import Schedule
@@ -43,12 +43,14 @@ __all__ = [
     "MaskUpdate",
     "Targets",
     "MaskUpdater",
+    "descend_",
     "random_mask",
     "schedule_of",
     "update_fires",
     "update_steps_of",
     "skips_optimizer",
     "gradient_density_of",
+    "hook_capture_problem",
 ]
 
 CadenceUnit = Literal["steps", "epochs"]
@@ -143,7 +145,14 @@ class MaskUpdater:
 
     def on_step(self, ctx: UpdateContext) -> None:
         """Per-step hook (``needs.per_step_hook``), at ``needs.step_hook_at``; ``ctx.batch`` is the
-        step's batch."""
+        step's batch. With ``needs.capturable_hook`` it may run inside the compiled step or a CUDA
+        graph: fixed-shape tensor work only (docs/plugins.md, "Per-step hooks under --compile")."""
+
+    def step_inputs(self, ctx: UpdateContext) -> dict[str, torch.Tensor]:
+        """Host-side inputs of this step's ``on_step``, drawn from ``ctx.rng`` before the hook runs and
+        handed to it in ``ctx.step_inputs``: same names and shapes every step, so a captured hook
+        reads them from fixed buffers (Deep-R's Langevin noise). Default: none."""
+        return {}
 
     def narrowed(self, record: Mapping[str, Any]) -> None:
         """The chosen width and weight counts of a ``narrows_model`` method's network."""
@@ -219,6 +228,23 @@ def skips_optimizer(updater: MaskUpdater, info: StepInfo) -> bool:
     """Whether the optimizer step is skipped on this update step."""
     old = legacy_hook(updater, "skips_optimizer_step")
     return bool(old(info)) if old is not None else updater.needs.skip_optimizer_on_update
+
+
+UNDECLARED = "it does not declare Needs(capturable_hook=True) (docs/plugins.md, 'Per-step hooks under --compile')"
+
+
+def hook_capture_problem(updater: MaskUpdater) -> str | None:
+    """Why the method's per-step hook cannot run inside the captured step (None: it can, or the
+    method has none). Declared by the method (``Needs.capturable_hook``) or detected: a 0.2
+    ``after_step`` hook predates the rules."""
+    needs = updater.needs
+    if not needs.per_step_hook:
+        return None
+    if overrides(updater, "after_step"):
+        return "it defines the 0.2 hook after_step, which predates the captured-step rules"
+    if isinstance(needs.capturable_hook, str):
+        return needs.capturable_hook
+    return None if needs.capturable_hook else UNDECLARED
 
 
 def gradient_density_of(updater: MaskUpdater, layers: list[MaskedLayer]) -> Mapping[str, float] | None:

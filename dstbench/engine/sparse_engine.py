@@ -13,9 +13,9 @@ Guarantees:
 * each sparsified layer holds exactly its target count (or what the method's declared density policy
   allows: at least it, the same total, or the method's scheduled counts), checked at every change, and
   a scheduled method must end at the plan;
-* weights, and every optimizer-state tensor shaped like the weight, are zero off the mask after every
-  step, which covers SGD momentum and Adam moments alike; grown weights and their state start at 0
-  (a method that declares ``masked_optimizer=False``, SNFS, keeps its dense state);
+* weights, and every optimizer-state tensor shaped like the weight (SGD momentum, Adam moments), are
+  zero off the mask after every step; grown weights and their state start at 0 (unless the method
+  declares ``masked_optimizer=False``, SNFS, and keeps its dense state);
 * all randomness a method sees comes from a generator seeded by (run seed, step, purpose), so reruns
   and distributed ranks produce the same masks;
 * a method with a backward set ``B`` (``needs.backward_set``, Top-KAST) trains on ``B`` while the
@@ -39,14 +39,14 @@ from dstbench.core.layers import find_prunable_layers, output_layer_name
 from dstbench.core.legacy import legacy_hook
 from dstbench.core.steps import StepInfo
 from dstbench.core.structures import parse_structure
-from dstbench.core.updater import MaskUpdater, skips_optimizer, update_fires
+from dstbench.core.updater import MaskUpdater, hook_capture_problem, skips_optimizer, update_fires
 from dstbench.engine.backward_set import backward_set_for
 from dstbench.engine.counts import count_problems, count_targets, zero_problems
 from dstbench.engine.decisions import apply_grown_values, as_update, check_masks
 from dstbench.engine.initial_weights import load_initial_weights
 from dstbench.engine.structure import cover_masks, project_masks, structure_problems
 from dstbench.engine.topology import TopologyRecord, layer_change
-from dstbench.engine.zeroing import zero_off
+from dstbench.engine.zeroing import mask_gradients, zero_off
 
 __all__ = ["SparseEngine", "derive_seed", "MaskInvariantError"]
 
@@ -134,9 +134,13 @@ class SparseEngine:
     def generator(self, step: int, stream: str) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.seed, step, stream))
 
-    def context(self, step: int, stream: str, info: StepInfo | None = None, **extra: Any) -> UpdateContext:
-        """What a method sees at ``step``, on ``info``'s clock if given (the one an update fired on)."""
-        lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
+    def context(
+        self, step: int, stream: str, info: StepInfo | None = None, lr: float | torch.Tensor | None = None, **extra: Any
+    ) -> UpdateContext:
+        """What a method sees at ``step``, on ``info``'s clock if given (the one an update fired on);
+        ``lr``: the captured step's tensor LR instead of the optimizer's, read as a float."""
+        if lr is None:
+            lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
         return UpdateContext(
             info=self.info(step) if info is None else info,
             layers=self.layers,
@@ -155,11 +159,11 @@ class SparseEngine:
         return {layer.name: layer.mask for layer in self.layers}
 
     def backward_masks(self) -> dict[str, torch.Tensor]:
-        """The backward sets ``B`` (empty for methods without one, whose ``B`` is their mask)."""
+        """The backward sets ``B`` (empty for methods without one: their ``B`` is their mask)."""
         return self.backward.masks()
 
     def update_due(self, step: int) -> bool:
-        """Whether the method's schedule changes the topology after ``step`` (for the compiled stepper)."""
+        """Whether the schedule changes the topology after ``step`` (asked by the fast steppers)."""
         return update_fires(self.updater, self.info(step))
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -207,20 +211,22 @@ class SparseEngine:
         needs = self.updater.needs
         return not (needs.per_step_hook or needs.backward_set or self.update_due(step))
 
+    def is_capturable_step(self, step: int) -> bool:
+        """No update due and no per-step hook, or a capturable one: :class:`~dstbench.engine.captured.CapturedStep`."""
+        return hook_capture_problem(self.updater) is None and not self.update_due(step)
+
     @torch.no_grad()
     def masked_step(self) -> None:
-        """A plain step's tensor work: mask the gradients, ``optimizer.step()``, re-mask. Tensors only,
-        changed in place, so the compiled stepper compiles it and the CUDA-graph stepper captures it."""
-        if self.updater.needs.masked_optimizer:
-            self._mask_grads()
+        """A plain step's tensor work: mask the gradients, ``optimizer.step()``, re-mask."""
+        self.mask_gradients()
         if self.optimizer is not None:
             self.optimizer.step()
         self.apply_masks()
 
-    def _mask_grads(self) -> None:
-        with_grad = [(layer, grad) for layer in self.sparse_layers if (grad := layer.weight.grad) is not None]
-        if with_grad:
-            torch._foreach_mul_([grad for _, grad in with_grad], [self.backward.mask(layer) for layer, _ in with_grad])
+    def mask_gradients(self) -> None:
+        """Gradients to zero off the backward set (unless the method keeps its optimizer dense)."""
+        if self.updater.needs.masked_optimizer:
+            mask_gradients(self.sparse_layers, self.backward.mask)
 
     def _before_optimizer(self, step: int, batch: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
         """Between ``backward()`` and ``optimizer.step()``. Returns whether to take the optimizer step."""
@@ -233,17 +239,11 @@ class SparseEngine:
         self.backward.restore()
         if self._pending_update and needs.dense_grad != "never" and needs.masked_optimizer:
             # The update runs after the optimizer step, when the gradients are already masked.
-            self._stash = {
-                layer.name: layer.weight.grad.detach().clone()
-                for layer in self.sparse_layers
-                if layer.weight.grad is not None
-            }
+            grads = [(layer.name, layer.weight.grad) for layer in self.sparse_layers]
+            self._stash = {name: grad.detach().clone() for name, grad in grads if grad is not None}
         if needs.hook_runs(after_optimizer=False):
-            start = time.perf_counter()
-            self.updater.on_step(self.context(step, "step", batch=batch))
-            self._count_step_hook(start)
-        if needs.masked_optimizer:
-            self._mask_grads()
+            self._run_hook(self.updater.on_step, self.context(step, "step", batch=batch))
+        self.mask_gradients()
         skip = self._pending_update and skips_optimizer(self.updater, info)
         self.skipped_steps += int(skip)
         self.previous_step_skipped = skip
@@ -251,14 +251,11 @@ class SparseEngine:
 
     def _after_optimizer(self, step: int) -> None:
         """After ``optimizer.step()``: restore the zeros, then the scheduled topology update."""
-        self._zero_off_backward()
+        self.zero_off_backward()
         needs = self.updater.needs
         after_step = legacy_hook(self.updater, "after_step") if needs.per_step_hook else None
         if needs.hook_runs(after_optimizer=True) or after_step is not None:
-            start = time.perf_counter()
-            ctx = self.context(step, "after_step", batch=self._batch, after_optimizer=True)
-            (after_step or self.updater.on_step)(ctx)
-            self._count_step_hook(start)
+            self._run_hook(after_step or self.updater.on_step, self.context(step, "after_step", batch=self._batch, after_optimizer=True))
         if self._pending_update:
             self._update(step, self._pending_info)
         self.backward.set_aside()
@@ -267,7 +264,11 @@ class SparseEngine:
         self._stash = {}
         self._batch = None
 
-    def _count_step_hook(self, start: float) -> None:
+    def _run_hook(self, hook: Callable[[UpdateContext], None], ctx: UpdateContext) -> None:
+        """The method's per-step hook, eagerly, with its host-drawn ``step_inputs``; timed."""
+        start = time.perf_counter()
+        ctx.step_inputs = self.updater.step_inputs(ctx)
+        hook(ctx)
         if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
             torch.cuda.synchronize()
         self.step_hook_seconds += time.perf_counter() - start
@@ -275,10 +276,10 @@ class SparseEngine:
     def apply_masks(self) -> None:
         """Weights (and, unless the method keeps them dense, optimizer state) to zero off the backward
         set, then the forward view: weights zero off the mask, ``B - M`` set aside."""
-        self._zero_off_backward()
+        self.zero_off_backward()
         self.backward.set_aside()
 
-    def _zero_off_backward(self) -> None:
+    def zero_off_backward(self) -> None:
         zero_off(self.sparse_layers, self.backward.mask, self._masked_state())
 
     def _masked_state(self) -> torch.optim.Optimizer | None:
@@ -303,7 +304,7 @@ class SparseEngine:
             kept = {layer.name: self.backward.mask(layer) & before_backward[layer.name] for layer in self.sparse_layers}
             zero_off(self.sparse_layers, lambda layer: kept[layer.name], self._masked_state())
             apply_grown_values(self.updater.name, self.sparse_layers, result.grown, self.backward.mask, before_backward)
-            self._zero_off_backward()
+            self.zero_off_backward()
         for layer in self.sparse_layers:
             self.fired[layer.name] |= layer.mask
         if self.sparse_layers and self.sparse_layers[0].mask.is_cuda:
@@ -367,9 +368,8 @@ class SparseEngine:
         info = self._last_info if scheduled and not final else None
         problems = count_problems(self.updater, self.sparse_layers, counts, info, self.structure)
         problems += structure_problems(self.structure, self.sparse_layers)
-        optimizer = self.optimizer if self.updater.needs.masked_optimizer else None
         for layer in self.sparse_layers:
-            problems += zero_problems(layer, self.backward.mask(layer), optimizer) + self.backward.problems(layer)
+            problems += zero_problems(layer, self.backward.mask(layer), self._masked_state()) + self.backward.problems(layer)
         return problems
 
     def backward_densities(self) -> dict[str, float] | None:

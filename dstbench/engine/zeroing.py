@@ -12,7 +12,7 @@ import torch
 
 from dstbench.core.context import MaskedLayer
 
-__all__ = ["zero_off", "state_tensors"]
+__all__ = ["mask_gradients", "zero_off", "state_tensors"]
 
 
 def state_tensors(
@@ -43,3 +43,10 @@ def zero_off(
         states, masks = state_tensors(optimizer, layers, mask_of)
         if states:
             torch._foreach_mul_(states, masks)
+
+
+def mask_gradients(layers: Sequence[MaskedLayer], mask_of: Callable[[MaskedLayer], torch.Tensor]) -> None:
+    """Multiply each layer's gradient (where it has one) by ``mask_of(layer)``."""
+    with_grad = [(layer, grad) for layer in layers if (grad := layer.weight.grad) is not None]
+    if with_grad:
+        torch._foreach_mul_([grad for _, grad in with_grad], [mask_of(layer) for layer, _ in with_grad])

@@ -6,22 +6,25 @@ changed **in place**, so a topology update writes new values into the same stora
 compiled code guards on (shapes, dtypes, devices, object identity) changes, so an update cannot
 trigger a recompilation, and a captured CUDA graph keeps reading the new masks.
 
-Which steps take the fast path: the engine's plain steps (:meth:`SparseEngine.is_plain_step`), whose
-whole work is the engine's :meth:`SparseEngine.masked_step` (mask the gradients, optimizer step,
-re-mask): that method is what gets compiled or captured, so the masking is the engine's own. A step
-on which the method decides (a topology update, RigL's dense-gradient stash and skipped optimizer
-step) or a method with per-step hooks (BiDST) runs ``engine.step`` eagerly, around the compiled
-model; the run says so once in the log. Update steps are rare (every hundreds of steps), so they cost
-nothing measurable.
+Which steps take the fast path: every step with no topology update due
+(:meth:`SparseEngine.is_capturable_step`), whose whole work is the engine's
+:class:`~dstbench.engine.captured.CapturedStep` (the backward set put back, the method's per-step hook,
+gradient masking, optimizer step, re-masking): that is what gets compiled or captured, so the masking
+is the engine's own and a method's per-step work (BiDST's scores, Deep-R's L1 and noise, Top-KAST's
+penalty) runs inside it. A step on which the method decides (a topology update, RigL's dense-gradient
+stash and skipped optimizer step) runs ``engine.step`` eagerly, around the compiled model. Update
+steps are rare (every hundreds of steps), so they cost nothing measurable. A per-step hook that is not
+capturable (a plugin that does not declare ``Needs.capturable_hook``) is named, with its reason, in
+one log line, and then every step runs ``engine.step`` eagerly around the compiled model, as before.
 
 * :class:`CompiledStepper`: ``torch.compile(model)`` (forward, and the backward through AOTAutograd)
-  plus ``torch.compile(engine.masked_step)`` with the learning rate held in a tensor, so a schedule
+  plus ``torch.compile`` of the captured step with the learning rate held in a tensor, so a schedule
   change is a ``fill_`` and not a recompilation. Dynamo's counters give the number of compiled graphs
   and graph breaks.
-* :class:`CudaGraphStepper`: the whole plain step (forward, backward, ``masked_step`` with fused SGD
-  and a device-tensor LR) captured once in a ``torch.cuda.CUDAGraph`` after a few eager warm-up steps
-  on a side stream, then replayed with the batch copied into static inputs. No re-capture ever
-  happens: updates write into the captured buffers.
+* :class:`CudaGraphStepper`: the whole step (forward, backward, the captured step with fused SGD and a
+  device-tensor LR) captured once in a ``torch.cuda.CUDAGraph`` after a few eager warm-up steps on a
+  side stream, then replayed with the batch (and the hook's host-drawn ``step_inputs``) copied into
+  static inputs. No re-capture ever happens: updates write into the captured buffers.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any
 import torch
 
 from dstbench.core.errors import ConfigError
+from dstbench.core.updater import hook_capture_problem
+from dstbench.engine.captured import CapturedStep
 from dstbench.train.epoch import autocast
 from dstbench.train.setup import Training
 
@@ -82,7 +87,8 @@ class _FastStepper:
         self.t = t
         self.engine = t.engine
         self.optimizer = t.optimizer
-        self.eager_hooks = t.engine.updater.needs.per_step_hook
+        self.hook_problem = hook_capture_problem(t.engine.updater)
+        self.eager_hooks = self.hook_problem is not None
         for group in t.optimizer.param_groups:
             # A tensor LR: the schedule writes into it, so neither compiled code nor a graph sees a new value.
             group["lr"] = torch.tensor(float(group["lr"]), device=t.device)
@@ -94,6 +100,7 @@ class _FastStepper:
         self.fast_steps = 0
         self.eager_steps = 0
         self.captures = 0
+        self.captured = CapturedStep(t.engine)  # after the LR became a tensor: its hook context holds it
 
     def _forward_backward(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.t
@@ -135,33 +142,35 @@ class CompiledStepper(_FastStepper):
     mode = "compile"
 
     def __init__(self, t: Training) -> None:
-        if t.engine.updater.needs.per_step_hook:
+        super().__init__(t)
+        if self.hook_problem is not None:
             log.warning(
-                "%s has per-step hooks: they run eagerly around the compiled model%s",
+                "%s's per-step hook is not captured (%s): it runs eagerly around the compiled model%s",
                 t.engine.updater.name,
+                self.hook_problem,
                 " (no CUDA graph)" if t.cfg.cuda_graph and t.device.type == "cuda" else "",
             )
-        super().__init__(t)
         self._last_graphs = self._start["graphs"]
         self._records_seen = len(t.engine.records)
         self.forward_model = torch.compile(t.model)
-        self._compiled_masked_step: Callable[[], None] = torch.compile(t.engine.masked_step)
+        self._compiled_step: Callable[[], None] = torch.compile(self.captured.run)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int, last_micro: bool) -> tuple[torch.Tensor, torch.Tensor]:
         loss, logits = self._forward_backward(self.forward_model, x, y)
         if last_micro:
             # The first optimizer step runs eagerly: it creates the optimizer's lazily allocated state.
-            if self.eager_steps > 0 and self.engine.is_plain_step(step):
-                self.fast_optimizer_step()
+            if self.eager_steps > 0 and self.engine.is_capturable_step(step):
+                self.fast_optimizer_step(step)
             else:
                 self._engine_step(step, x, y)
             self.optimizer.zero_grad(set_to_none=True)
         return loss, logits
 
-    def fast_optimizer_step(self) -> None:
-        """The compiled ``engine.masked_step`` of a plain step."""
+    def fast_optimizer_step(self, step: int) -> None:
+        """The compiled captured step (its host-drawn inputs staged first)."""
         self._note_updates()
-        self._compiled_masked_step()
+        self.captured.stage(step)
+        self._compiled_step()
         self._plain_step_done()
         self._last_graphs = dynamo_counts()["graphs"]
 
@@ -190,8 +199,8 @@ class CudaGraphStepper(_FastStepper):
         self._side_stream = torch.cuda.Stream(device=t.device) if t.device.type == "cuda" else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int, last_micro: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.engine.is_plain_step(step) and self._ready(x, y):
-            return self._replay(x, y)
+        if self.engine.is_capturable_step(step) and self._ready(x, y, step):
+            return self._replay(x, y, step)
         if self._graph is not None:
             # Replays leave their gradients in the captured tensors; an eager backward would add to them.
             self.optimizer.zero_grad(set_to_none=False)
@@ -203,11 +212,12 @@ class CudaGraphStepper(_FastStepper):
                 self.optimizer.zero_grad(set_to_none=self._graph is None)
         return loss, logits
 
-    def _ready(self, x: torch.Tensor, y: torch.Tensor) -> bool:
-        """Whether this plain step replays the captured graph (captures it first when due)."""
+    def _ready(self, x: torch.Tensor, y: torch.Tensor, step: int) -> bool:
+        """Whether this step replays the captured graph (captures it first when due)."""
         if self._graph is None:
             if self.eager_steps < GRAPH_WARMUP_STEPS or x.shape[0] != self.t.cfg.batch_size:
                 return False  # capture a full batch: a short last batch of an epoch runs eagerly
+            self.captured.stage(step)  # the hook's input buffers exist before the capture reads them
             self._capture(x, y)
         return tuple(x.shape) == tuple(self._static["x"].shape)
 
@@ -233,12 +243,12 @@ class CudaGraphStepper(_FastStepper):
         self.captures += 1
 
     def _whole_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the graph holds: forward, backward, then the engine's plain step."""
+        """What the graph holds: forward, backward, then the engine's captured step."""
         with self._graph_autocast():
             logits = self.model(self._static["x"])
             loss = self.t.criterion(logits.float(), self._static["y"])
         loss.backward()
-        self.engine.masked_step()
+        self.captured.run()
         return loss, logits
 
     def _graph_autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -247,11 +257,12 @@ class CudaGraphStepper(_FastStepper):
             return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
         return contextlib.nullcontext()
 
-    def _replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _replay(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One whole training step from the captured graph; returns (loss, logits) (static outputs)."""
         assert self._graph is not None
         self._static["x"].copy_(x)
         self._static["y"].copy_(y)
+        self.captured.stage(step)
         loss, logits = self._graph.replay()
         self._plain_step_done()
         return loss, logits

@@ -6,9 +6,9 @@ the reference; :mod:`dstbench.train.compiled` holds the other two):
 
 * :class:`EagerStepper`: the model as is (or DDP around it) and ``engine.step``;
 * :class:`~dstbench.train.compiled.CompiledStepper` (``--compile``; on CPU, or with
-  ``--no-cuda-graph``): ``torch.compile`` of the model and of the engine's plain step;
-* :class:`~dstbench.train.compiled.CudaGraphStepper` (``--compile`` on CUDA): the whole plain step
-  captured once in a CUDA graph and replayed.
+  ``--no-cuda-graph``): ``torch.compile`` of the model and of the engine's captured step;
+* :class:`~dstbench.train.compiled.CudaGraphStepper` (``--compile`` on CUDA, where it is the default):
+  the whole step captured once in a CUDA graph and replayed.
 
 The loop never asks which one it holds.
 """
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from dstbench.core.updater import hook_capture_problem
 from dstbench.train.compiled import CompiledStepper, CudaGraphStepper
 from dstbench.train.epoch import autocast
 from dstbench.train.setup import Training
@@ -60,12 +61,13 @@ class EagerStepper:
 
 
 def make_stepper(t: Training) -> Stepper:
-    """The stepper the config asks for. A method with per-step hooks gets no CUDA graph (its hooks
-    run eagerly around the compiled model), nor does an optimizer other than SGD (the graph captures
-    fused SGD; the other optimizers' steps are not known to be capturable: they run compiled only)."""
+    """The stepper the config asks for. A method whose per-step hook cannot be captured gets no CUDA
+    graph (its hook runs eagerly around the compiled model), nor does an optimizer other than SGD (the
+    graph captures fused SGD; the other optimizers' steps are not known to be capturable: they run
+    compiled only)."""
     if not t.cfg.compile:
         return EagerStepper(t)
-    hooks = t.engine.updater.needs.per_step_hook
-    if t.cfg.cuda_graph and t.device.type in CudaGraphStepper.device_types and not hooks and t.cfg.opt == "sgd":
+    eager_hook = hook_capture_problem(t.engine.updater) is not None
+    if t.cfg.cuda_graph and t.device.type in CudaGraphStepper.device_types and not eager_hook and t.cfg.opt == "sgd":
         return CudaGraphStepper(t)
     return CompiledStepper(t)
