@@ -256,7 +256,8 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}; choose from cpu, cuda")
-        self.compile = resolve_compile(self.device, self.grad_accum, self.cuda_graph) if self.compile is None else self.compile
+        if self.compile is None:  # automatic: the fast path where it exists (the sparse-kernel backends have none)
+            self.compile = self.backend == "masked" and resolve_compile(self.device, self.grad_accum, self.cuda_graph)
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
             f"--sparsity 0 leaves {cfg.method} no weight to prune or move; train a dense network with --method dense"
         )
     platform.check(cfg, updater)
-    check_training(cfg.backend, platform.device, compile=cfg.compile, amp=cfg.amp and platform.device.type == "cuda")
+    check_training(cfg.backend, platform.device, compile=bool(cfg.compile), amp=cfg.amp and platform.device.type == "cuda")
     check_optimizer(cfg, updater, cfg.method)
     check_model_name(cfg.model)
     if updater.narrows_model:
