@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.core.errors import ConfigError
+from dstbench.grid.execution import Execution
+from dstbench.grid.lottery import PRUNE_PER_ROUND
 from dstbench.runs.atomic import atomic_write_text
 
 __all__ = ["TARGETS", "SCALES", "Scale", "Target", "reproduce"]
@@ -49,21 +51,38 @@ TABLE_SPARSITIES = (0.9, 0.95, 0.98)
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a reproduction is: a preset (None: the target's own), option overrides and seeds."""
+    """How big a reproduction is: a preset (None: the target's own), option overrides and seeds.
+
+    ``lt_per_round`` is the share of weights LT prunes per round (Frankle & Carbin's 20 % at the
+    real scales); ``top_sparsities`` keeps only the highest N sparsities of each part (None: all)."""
 
     description: str
     preset: str | None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1)
     real_data: bool = True
+    lt_per_round: float = PRUNE_PER_ROUND
+    top_sparsities: int | None = None
 
 
 SCALES: dict[str, Scale] = {
+    "micro": Scale(
+        "synthetic data, tiny_cnn, 2 epochs of 20 steps, seed 0, the highest sparsity of each part, LT pruning "
+        "90 % per round (seconds a run; what the tests run for every target)",
+        "quick",
+        {"epochs": 2, "synthetic_train_samples": 320, "synthetic_test_samples": 32, "batch_size": 16},
+        seeds=(0,),
+        real_data=False,
+        lt_per_round=0.9,
+        top_sparsities=1,
+    ),
     "smoke": Scale(
-        "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1 (minutes on a CPU; checks the pipeline only)",
+        "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1, LT pruning 50 % per round (minutes on a CPU; checks "
+        "the pipeline only)",
         "quick",
         {"epochs": 3, "synthetic_train_samples": 1024, "synthetic_test_samples": 256},
         real_data=False,
+        lt_per_round=0.5,
     ),
     "short": Scale("real CIFAR, the Table A.1 recipe cut to 10 epochs, seeds 0 and 1", None, {"epochs": 10}),
     "paper": Scale("real CIFAR, the Table A.1 recipe (158 epochs), seeds 0, 1 and 2", None, {}, seeds=(0, 1, 2)),
@@ -87,15 +106,16 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
-    """(sparse methods, whether dense runs): the built-in methods unless ``chosen`` names some.
+def _methods(chosen: Sequence[str] | None, extra: Sequence[str] | None = None) -> tuple[list[str], bool]:
+    """(sparse methods, whether dense runs): the built-in methods unless ``chosen`` names some, then
+    ``extra`` (``--extra-methods``) added to them.
 
     A target's grid is the paper's methods: a plugin installed through the entry point joins only
     when named, so installing one never changes (or breaks) what ``reproduce table1`` runs."""
     from dstbench.core.registry import get_method, list_methods
 
     builtin = [name for name in list_methods() if get_method(name).__module__.startswith("dstbench.methods.")]
-    names = list(chosen) if chosen else builtin
+    names = list(dict.fromkeys([*(chosen or builtin), *(extra or [])]))
     for name in names:
         get_method(name)  # a typo fails before any training
     return [n for n in names if n != "dense"], "dense" in names
@@ -104,8 +124,9 @@ def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
 Part = tuple[str, list[str], tuple[float, ...], dict[str, Any]]
 
 
-def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
-    """(sub-folder, methods, sparsities, option overrides) for each grid the target runs."""
+def _parts(target: Target, sparse: list[str], dense: bool, top: int | None = None) -> list[Part]:
+    """(sub-folder, methods, sparsities, option overrides) for each grid the target runs; ``top``: keep
+    only the highest ``top`` sparsities of each."""
     from dstbench.grid.sweep import DEFAULT_SPARSITIES
 
     parts: list[Part]
@@ -115,6 +136,8 @@ def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
         parts = [("erk", sparse, (0.9,), {"distribution": "erk"})]
     else:
         parts = [("sweep", sparse, tuple(DEFAULT_SPARSITIES), {})]
+    if top is not None:
+        parts = [(sub, names, sparsities[-top:], options) for sub, names, sparsities, options in parts]
     if dense and target.kind == "table":
         parts.append(("dense", ["dense"], (0.9,), {}))  # dense ignores sparsity: one run per seed
     return [part for part in parts if part[1]]
@@ -138,50 +161,45 @@ def reproduce(
     dataset: str | None = None,
     out: str | None = None,
     methods: Sequence[str] | None = None,
+    extra_methods: Sequence[str] | None = None,
     baseline: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     hp: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
     progress: bool = True,
-    **grid_options: Any,
+    execution: Execution | None = None,
+    rerun_mismatched: bool = False,
 ) -> str:
     """Run (or resume) one target at one scale into ``out`` and return its report (Markdown).
 
-    ``baseline`` is the method the report tests every other against (default: ``rigl`` where it ran)."""
+    Every cell of every part is resolved and checked (:func:`dstbench.train.preflight.preflight`)
+    before the first run trains. ``baseline`` is the method the report tests every other against
+    (default: ``rigl`` where it ran)."""
     from dstbench.analysis.report import report_rows
     from dstbench.analysis.tables import csv_table, format_tables
-    from dstbench.grid.compare import run_grid
-    from dstbench.grid.sweep import run_sweep
+    from dstbench.grid.compare import check_grid, check_hp_owners
+    from dstbench.grid.reproduce_runs import plan_part, run_part
 
     target, scale = _check_request(target_name, scale_name, dataset)
-    sparse, dense = _methods(methods)
+    sparse, dense = _methods(methods, extra_methods)
     if baseline is not None and baseline not in sparse + ["dense"] * dense:
         raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(sparse + ['dense'] * dense)})")
+    check_hp_owners(sparse + ["dense"] * dense, hp or {})
     folder = Path(out or f"runs/reproduce/{target_name}-{scale_name}-{dataset or 'cifar10'}")
     options: dict[str, Any] = {**scale.overrides, **(overrides or {})}
     if scale.real_data:
         options["dataset"] = dataset or options.get("dataset", "cifar10")
     elif dataset is not None:
         log.warning("the smoke scale trains on synthetic data; --dataset %s applies to short and paper", dataset)
-    preset = scale.preset or target.preset
-    grid_options = {"seeds": list(scale.seeds), **grid_options}
-
-    summaries: list[dict[str, Any]] = []
-    for sub, names, sparsities, part_options in _parts(target, sparse, dense):
-        common = dict(
-            out=str(folder / sub),
-            sparsities=list(sparsities),
-            preset=preset,
-            config_file=None,
-            overrides={**options, **part_options},
-            hp=dict(hp or {}),
-            progress=progress,
-            **grid_options,
-        )
-        if target.kind == "extreme":
-            run_sweep(names, **common)
-            summaries += _finished(folder / sub)
-        else:
-            summaries += run_grid(names, **common)
+    plans = [
+        plan_part(folder / sub, names, sparsities, preset=scale.preset or target.preset, overrides={**options, **part_options},
+                  hp=dict(hp or {}), seeds=list(seeds or scale.seeds), lt_per_round=scale.lt_per_round)
+        for sub, names, sparsities, part_options in _parts(target, sparse, dense, scale.top_sparsities)
+    ]  # fmt: skip
+    check_grid([cfg for plan in plans for cfg in plan.configs], rerun_mismatched)
+    summaries = []
+    for plan in plans:
+        summaries += run_part(plan, sweep=target.kind == "extreme", execution=execution, progress=progress)
 
     baseline = baseline or ("rigl" if "rigl" in sparse else None)
     rows = report_rows(summaries, baseline=baseline, paper=True)
@@ -191,12 +209,6 @@ def reproduce(
     atomic_write_text(folder / "report.md", text)
     atomic_write_text(folder / "report.csv", csv_table(rows))
     return text
-
-
-def _finished(folder: Path) -> list[dict[str, Any]]:
-    from dstbench.analysis.runs import complete_runs
-
-    return [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in complete_runs(folder)]
 
 
 def _figure(target: Target, folder: Path, summaries: Sequence[Mapping[str, Any]]) -> str:
