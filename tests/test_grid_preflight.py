@@ -119,7 +119,7 @@ def test_lt_pipelines_of_several_sparsities_share_their_rounds(tmp_path: Path) -
 
 def test_extra_methods_join_the_target_with_the_scale_cadence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A plugin named in --extra-methods runs in every part, its step cadence set by the scale's preset
-    as the built-ins' (its default delta_t=1000 would never update in a 40-step run, and fails preflight)."""
+    as the built-ins' (its default delta_t=1000 would never update in a 28-step run, and fails preflight)."""
     argv = ["reproduce", "table1", "--scale", "micro", "--methods", "static", "--extra-methods", "late-pruner",
             "--out", str(tmp_path), "--quiet"]  # fmt: skip
     assert main(argv) == 0

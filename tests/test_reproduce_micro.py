@@ -2,7 +2,7 @@
 its pipeline included), so that no method can fall out of a target again (issue 20: LT and a plugin
 each stopped ``reproduce table1`` in its middle).
 
-Slow by design, kept within budget: the micro scale trains each cell for 40 steps of a tiny CNN at one
+Slow by design, kept within budget: the micro scale trains each cell for 28 steps of a tiny CNN at one
 seed and the highest sparsity of each part, about 1.5 minutes for the three tests on a quiet 2-core
 machine (about 3 on a loaded one). ``table-b1`` at this scale is ``table1``'s grid (both take the quick
 preset's model), so it is run into ``table1``'s folder and must reuse every run: that checks its grid

@@ -1,10 +1,11 @@
-"""``dstbench reproduce``: one command per experiment of the BiDST paper, at three scales.
+"""``dstbench reproduce``: one command per experiment of the BiDST paper, at four scales.
 
 Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
 
 * ``table1``: Table 1, ResNet-32: every built-in method × {uniform, ERK} × {90, 95, 98 %}, plus dense
   training once per seed (the reference for the gaps to dense); installed plugins join only when
-  named in ``--methods``;
+  named in ``--methods`` or ``--extra-methods``; LT runs through its pipeline of pruning rounds
+  (:mod:`dstbench.grid.reproduce_runs`);
 * ``table-b1``: Table B.1, the same grid on VGG-19;
 * ``figure4``: Figure 4, mask IoU over training at 90 % (ERK), every sparse method; writes ``figure4.png``;
 * ``figure3``: Figure 3, extreme sparsity (90 % to 99.9999 %), every sparse method, ResNet-32 panel;
@@ -12,22 +13,23 @@ Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
 
 Scales:
 
+* ``micro``: every part of a target in seconds a run: synthetic data (112 training images), 28 steps,
+  seed 0, the highest sparsity of each part, LT pruning 90 % a round; the tests run it for every target.
 * ``smoke``: the pipeline end to end in minutes on a laptop CPU: synthetic data (1024 training and
-  256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1.
+  256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1,
+  LT pruning 50 % a round (4 to 6 rounds instead of 11 to 18).
   Its numbers say nothing about the methods; it checks that every part runs and reports.
 * ``short``: real CIFAR (``--data-dir``), the target's Table A.1 recipe (``cifar-resnet32`` or
   ``cifar-vgg19`` preset) cut to 10 epochs, seeds 0 and 1. The cosine schedule is compressed to the
   10 epochs; the methods' own update cadences (e.g. BiDST every 8 epochs) are the paper's.
 * ``paper``: the Table A.1 recipe as is (158 epochs for every method, as the preset), seeds 0, 1, 2.
 
-Every run goes through ``compare``'s grid runner into ``OUT/<part>/<run>``, so a re-issued command
-reuses finished runs and resumes interrupted ones. Each part (one distribution, or dense) has its own
+Every run of every part is resolved and checked before the first one trains; then each goes through
+``compare``'s executor into ``OUT/<part>/<run>``, so a re-issued command reuses finished runs and
+resumes interrupted ones. Each part (one distribution, or dense) has its own
 folder because run folders are named by method, sparsity and seed only. At the end the report of
 ``dstbench report --paper`` is written to ``OUT/report.md`` (and ``report.csv``) and returned, with
 ``rigl`` as the baseline where it ran.
-
-Options the grid runner takes beyond these (training options, and parallel ``--jobs``/``--launcher``
-once they exist) pass through ``grid_options`` unchanged.
 """
 
 from __future__ import annotations
@@ -67,10 +69,10 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "micro": Scale(
-        "synthetic data, tiny_cnn, 2 epochs of 20 steps, seed 0, the highest sparsity of each part, LT pruning "
+        "synthetic data, tiny_cnn, 2 epochs of 14 steps of 8 images, seed 0, the highest sparsity of each part, LT pruning "
         "90 % per round (seconds a run; what the tests run for every target)",
         "quick",
-        {"epochs": 2, "synthetic_train_samples": 320, "synthetic_test_samples": 32, "batch_size": 16},
+        {"epochs": 2, "synthetic_train_samples": 112, "synthetic_test_samples": 32, "batch_size": 8},
         seeds=(0,),
         real_data=False,
         lt_per_round=0.9,
