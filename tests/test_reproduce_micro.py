@@ -11,6 +11,7 @@ without training it twice.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,13 @@ def test_table1_and_table_b1_run_every_method(tmp_path: Path, capsys: pytest.Cap
     assert all(f"| {method} " in report for method in [*SPARSE, "dense"])
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("summary.json")}
     assert len(stamps) == 2 * (len(SPARSE) - 1 + 3) + 1  # LT: dense, round01, round02 per distribution
+
+    # `dstbench report` of a part reads LT's pipeline folder too: its dense run and both rounds.
+    assert main(["report", str(tmp_path / "erk"), "--out", str(tmp_path / "erk-report")]) == 0
+    with (tmp_path / "erk-report" / "report.csv").open() as table:
+        lines = [row for row in csv.DictReader(table) if row["method"] in ("lt", "dense")]
+    assert sorted((row["method"], row["sparsity"]) for row in lines) == [("dense", "0.0"), ("lt", "0.9"), ("lt", "0.98")]
+    capsys.readouterr()
 
     assert main(["reproduce", "table-b1", "--scale", "micro", "--out", str(tmp_path), "--quiet"]) == 0
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("summary.json")} == stamps
