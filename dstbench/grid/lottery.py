@@ -143,6 +143,7 @@ def run_lottery(
     from dstbench.grid.compare import format_table
     from dstbench.runs.reuse import reusable_summary
     from dstbench.train.loop import train
+    from dstbench.train.preflight import preflight
 
     if preset is None and config_file is None and not {"model", "dataset", "data_dir"} & set(overrides):
         preset = "quick"
@@ -152,7 +153,9 @@ def run_lottery(
         overrides=overrides, hp={**hp, "rewind_step": rewind_step},
     )  # fmt: skip
     configs = pipeline.configs
-    finished = [reusable_summary(cfg) for cfg in configs]  # a typo or a stale round fails before any training
+    for cfg in configs:
+        preflight(cfg)  # every round's own checks (run length included), before the dense run trains
+    finished = [reusable_summary(cfg) for cfg in configs]  # a stale round fails before any training
     summaries = []
     for cfg, summary in zip(configs, finished):
         if summary is None:
