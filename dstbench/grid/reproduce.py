@@ -192,7 +192,7 @@ def reproduce(
     if scale.real_data:
         options["dataset"] = dataset or options.get("dataset", "cifar10")
     elif dataset is not None:
-        log.warning("the smoke scale trains on synthetic data; --dataset %s applies to short and paper", dataset)
+        log.warning("the %s scale trains on synthetic data; --dataset %s applies to short and paper", scale_name, dataset)
     plans = [
         plan_part(folder / sub, names, sparsities, preset=scale.preset or target.preset, overrides={**options, **part_options},
                   hp=dict(hp or {}), seeds=list(seeds or scale.seeds), lt_per_round=scale.lt_per_round)
