@@ -73,6 +73,16 @@ def test_preflight_makes_the_run_length_checks_without_data() -> None:
         preflight(cifar)
 
 
+def test_a_setup_that_reads_weight_values_is_checked_when_its_run_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Meta tensors have no values: such a setup is not an error of the grid, only its own errors are."""
+
+    def reads_values(self: LatePruner, run: RunView) -> None:
+        self.scale = float(run.sparse_layers[0].weight.abs().mean())  # raises on the meta device
+
+    monkeypatch.setattr(LatePruner, "setup", reads_values)
+    preflight(resolve_config("quick", None, {"method": "late-pruner"}, {}))
+
+
 def _one_line_and_nothing_made(code: int, err: str, folder: Path) -> None:
     assert code == 2 and err.count("\n") == 1 and err.startswith("dstbench: error: late-pruner: with delta_t=1000")
     assert not list(folder.rglob("config.json")) and not list(folder.rglob("*_seed*"))
