@@ -3,8 +3,8 @@ its pipeline included), so that no method can fall out of a target again (issue 
 each stopped ``reproduce table1`` in its middle).
 
 Slow by design, kept within budget: the micro scale trains each cell for 28 steps of a tiny CNN at one
-seed and the highest sparsity of each part, about 1.5 minutes for the three tests on a quiet 2-core
-machine (about 3 on a loaded one). ``table-b1`` at this scale is ``table1``'s grid (both take the quick
+seed and the highest sparsity of each part: the three tests took 35 s on the shared 2-core machine at
+a load average of about 5, and 160 s at 16. ``table-b1`` at this scale is ``table1``'s grid (both take the quick
 preset's model), so it is run into ``table1``'s folder and must reuse every run: that checks its grid
 without training it twice.
 """
