@@ -83,8 +83,22 @@ def _settings(summary: Summary) -> dict[str, Any]:
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_SETTINGS and k not in dense_only}
 
 
+def _hyperparameters(summary: Summary) -> dict[str, Any]:
+    """The run's hyper-parameters (JSON-normalised) without the run folders its method takes as inputs
+    (``MaskUpdater.inputs``): LT's ``ticket_from`` differs for every seed of one cell."""
+    from dstbench.core.errors import DstbenchError
+    from dstbench.core.registry import get_method
+
+    try:
+        inputs: tuple[str, ...] = get_method(summary["method"]).inputs
+    except DstbenchError:
+        inputs = ()
+    hps: dict[str, Any] = json.loads(json.dumps(summary.get("hyperparameters", {}), default=str))
+    return {key: value for key, value in hps.items() if key not in inputs}
+
+
 def _key(summary: Summary) -> tuple[Any, ...]:
-    hps = json.dumps(summary.get("hyperparameters", {}), sort_keys=True, default=str)
+    hps = json.dumps(_hyperparameters(summary), sort_keys=True)
     return (summary["method"], _sparsity(summary), hps, json.dumps(_settings(summary), sort_keys=True, default=str))
 
 
@@ -226,7 +240,7 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
     first = runs[0]
     accuracies = [float(r["test_acc"]) for r in runs]
     cell = describe(accuracies, bounds=ACCURACY_BOUNDS)
-    hps = json.loads(json.dumps(first.get("hyperparameters", {}), default=str))  # tuples as in summary.json
+    hps = _hyperparameters(first)  # tuples as in summary.json
     return {
         "method": first["method"],
         "label": _structured(
@@ -275,9 +289,7 @@ def report_rows(
         groups.setdefault(_key(summary), []).append(summary)
     hps_by_method: dict[str, list[Mapping[str, Any]]] = {}
     for runs in groups.values():
-        hps_by_method.setdefault(runs[0]["method"], []).append(
-            json.loads(json.dumps(runs[0].get("hyperparameters", {}), default=str))
-        )
+        hps_by_method.setdefault(runs[0]["method"], []).append(_hyperparameters(runs[0]))
     rows = [_cell_row(runs, hps_by_method[runs[0]["method"]]) for runs in groups.values()]
     method_order = {method: i for i, method in enumerate(dict.fromkeys(row["method"] for row in rows))}
     rows.sort(key=lambda row: (method_order[row["method"]], row["sparsity"]))

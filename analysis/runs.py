@@ -140,6 +140,15 @@ def _is_output(entry: Path) -> bool:
     return bool(inside) and all(path.is_file() and not path.is_symlink() and path.suffix in _GRID_OUTPUTS for path in inside)
 
 
+def _pipeline_runs(entry: Path) -> list[Path]:
+    """The entries of a pipeline folder among the runs (``reproduce``'s ``lt_seed0/``: LT's dense run
+    and rounds), which are runs of the grid too; empty for anything else."""
+    if entry.is_symlink() or not entry.is_dir() or entry.name.startswith(".") or RunDir(entry).config.exists():
+        return []
+    inside = sorted(entry.iterdir())
+    return inside if any(RunDir(child).config.exists() for child in inside) else []
+
+
 def _entry_problem(path: Path) -> str | None:
     """Why ``path`` is not a finished run to report, or None when it is one."""
     if path.is_symlink():
@@ -164,7 +173,8 @@ def _identity(run: Run) -> str:
 
 
 def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[list[Run], list[Skipped]]:
-    """The finished runs of ``folder`` (a run, or a folder of runs one level down) and every entry
+    """The finished runs of ``folder`` (a run, or a folder of runs one level down, pipeline folders
+    among them read one level further) and every entry
     skipped with its reason. Nothing is dropped silently: an entry that is not a finished run is an
     error unless ``skip_incomplete`` (then it is returned in the skipped list), and two folders of one
     run (a ``.bak`` copy) are always an error, since they would count one seed twice."""
@@ -173,6 +183,7 @@ def report_runs(folder: str | Path, *, skip_incomplete: bool = False) -> tuple[l
         raise DstbenchError(f"{path}: no such directory")
     top = RunDir(path).config
     entries = [path] if top.exists() or top.is_symlink() else sorted(path.iterdir())
+    entries = [inner for entry in entries for inner in (_pipeline_runs(entry) or [entry])]
     runs: list[Run] = []
     skipped: list[Skipped] = []
     for entry in entries:

@@ -47,11 +47,15 @@ class DatasetInfo:
     std: tuple[float, float, float]
     classes: tuple[str, ...] | None  # canonical label order; None when it comes from the data
     in_memory: bool  # small enough to decode into an ArrayDataset
+    sizes: tuple[int, int] | None = None
+    """(training, test) images where the dataset fixes them (CIFAR): a grid checks every run's length
+    before reading any file. None: only the files say (image folders; synthetic sets take theirs from
+    the config)."""
 
 
 CATALOG: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES, True),
-    "cifar100": DatasetInfo("cifar100", 32, CIFAR100_MEAN, CIFAR100_STD, CIFAR100_CLASSES, True),
+    "cifar10": DatasetInfo("cifar10", 32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES, True, (50_000, 10_000)),
+    "cifar100": DatasetInfo("cifar100", 32, CIFAR100_MEAN, CIFAR100_STD, CIFAR100_CLASSES, True, (50_000, 10_000)),
     "imagefolder": DatasetInfo("imagefolder", 224, IMAGENET_MEAN, IMAGENET_STD, None, False),
     # The synthetic generator is built so that pixels are roughly 0.5 +- 0.25; fixed constants keep
     # the normalisation identical whichever loader (memory, torch, ffcv) reads the data.

@@ -80,3 +80,5 @@ def test_installed_plugins_join_a_target_only_when_named(monkeypatch: pytest.Mon
     sparse, dense = _methods(None)
     assert "plugin-x" not in sparse and dense and {"rigl", "bidst", "static"} <= set(sparse)
     assert _methods(["rigl", "plugin-x"]) == (["rigl", "plugin-x"], False)
+    extended, dense = _methods(None, ["plugin-x", "rigl"])  # --extra-methods: added once, after the paper's
+    assert extended == [*sparse, "plugin-x"] and dense

@@ -263,10 +263,15 @@ def _add_reproduce(sub: Any) -> None:
         "--scale", required=True, choices=list(SCALES), help="; ".join(f"{k}: {v.description}" for k, v in SCALES.items()).replace("%", "%%")
     )
     add_grid_options(reproduce, GridFlags(
-        "comma-separated methods (default: every registered method)",
+        "comma-separated methods (default: the paper's, every built-in method with dense; plugins join when named)",
         "output folder (default: runs/reproduce/TARGET-SCALE-DATASET)",
         seeds_help="comma-separated seeds (default: the scale's)",
     ))  # fmt: skip
+    reproduce.add_argument(
+        "--extra-methods", metavar="METHODS",
+        help="comma-separated methods (e.g. installed plugins) added to the grid of --methods; the scale's preset "
+        "sets their cadences as the built-ins'",
+    )  # fmt: skip
     add_train_options(reproduce, single_run=False)
     add_execution_options(reproduce)
     reproduce.set_defaults(func=_cmd_reproduce)
@@ -289,6 +294,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         dataset=dataset,
         out=grid.out,
         methods=grid.methods,
+        extra_methods=split_list(args.extra_methods, str, "extra-methods"),
         baseline=grid.baseline,
         overrides=overrides,
         hp=parse_hp_assignments(args.hp),

@@ -23,11 +23,12 @@ from dstbench.config import TrainConfig, implied_preset, resolve_config
 from dstbench.core.errors import ConfigError
 from dstbench.grid.execution import Execution
 from dstbench.grid.launch import execute
-from dstbench.core.registry import create_updater, get_method
+from dstbench.core.registry import get_method
 from dstbench.runs.reuse import reusable_summary
 from dstbench.runs.rundir import check_output_dir
+from dstbench.train.preflight import preflight
 
-__all__ = ["run_grid", "run_name", "grid_configs", "format_table"]
+__all__ = ["run_grid", "run_name", "grid_configs", "check_grid", "finish_grid", "format_table", "method_hp"]
 
 
 def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, Any] | None = None) -> str:
@@ -36,7 +37,7 @@ def run_name(method: str, sparsity: float, seed: int, hp_values: Mapping[str, An
     return f"{method}_s{sparsity:g}{tag}_seed{seed}"
 
 
-def _method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
+def method_hp(hp: Mapping[str, Any], method: str) -> dict[str, Any]:
     """Plain names for everyone, ``method.name`` only for that method."""
     chosen = {k: v for k, v in hp.items() if "." not in k}
     for key, value in hp.items():
@@ -80,7 +81,9 @@ def grid_configs(
     hp: Mapping[str, Any],
     hp_grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[TrainConfig]:
-    """Resolve every run's config up front, so a typo fails before hours of training.
+    """Resolve every run's config up front and make every check its run makes before its first step
+    (:func:`dstbench.train.preflight.preflight`: hyper-parameters, and what depends on the run's length),
+    so a bad cell fails before hours of training, and before any run folder is made.
 
     ``hp_grid`` maps hyper-parameter names (plain, or ``method.name`` for one method) to the values to
     try; each method runs every combination of the entries that apply to it.
@@ -95,15 +98,15 @@ def grid_configs(
     folder = Path(out or "runs/compare")
     configs = []
     for method in methods:
-        grid = _method_hp(hp_grid or {}, method)
+        grid = method_hp(hp_grid or {}, method)
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
             for sparsity in sparsities or [base.sparsity]:
                 for seed in seeds or [base.seed]:
                     fields = {**overrides, "method": method, "sparsity": sparsity, "seed": seed}
                     fields["out"] = str(folder / run_name(method, float(sparsity), seed, point))
-                    cfg = resolve_config(preset, config_file, fields, {**_method_hp(hp, method), **point})
-                    create_updater(cfg.method, cfg.hp)  # a bad hyper-parameter fails here, before any run
+                    cfg = resolve_config(preset, config_file, fields, {**method_hp(hp, method), **point})
+                    preflight(cfg)
                     configs.append(cfg)
     return configs
 
@@ -126,15 +129,27 @@ def run_grid(
     if baseline is not None and baseline not in methods:
         raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(methods)})")
     configs = grid_configs(methods, **options)
-    if configs:
-        check_output_dir(Path(configs[0].out).parent)
-    for cfg in configs:
-        reusable_summary(cfg, rerun_mismatched)  # a run made with other settings: refused, or cleared
+    check_grid(configs, rerun_mismatched)
     summaries = execute(configs, execution, progress=progress)
+    return finish_grid(configs, summaries, Path(options.get("out") or "runs/compare"), baseline)
+
+
+def check_grid(configs: Sequence[TrainConfig], rerun_mismatched: bool = False) -> None:
+    """The grid's folders can hold runs, and every finished or started run there is the requested one
+    (refused in one line, or cleared with ``rerun_mismatched``): after every cell's checks, before any run."""
+    for folder in dict.fromkeys(Path(cfg.out).parent for cfg in configs):
+        check_output_dir(folder)
+    for cfg in configs:
+        reusable_summary(cfg, rerun_mismatched)
+
+
+def finish_grid(
+    configs: Sequence[TrainConfig], summaries: list[dict[str, Any]], folder: Path, baseline: str | None = None
+) -> list[dict[str, Any]]:
+    """Tag every summary with its run folder and config; write ``compare.json``/``compare.md`` in ``folder``."""
     for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out
         summary["config"] = cfg.to_json()  # the report groups by every setting, not only the summary's
-    folder = Path(options.get("out") or "runs/compare")
     rows = report_rows(summaries, baseline=baseline)
     atomic_write_json(folder / "compare.json", rows)
     atomic_write_text(folder / "compare.md", format_tables(rows))

@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstbench.runs.atomic import atomic_write_json, atomic_write_text
+from dstbench.config import TrainConfig, resolve_config
 from dstbench.core.errors import ConfigError
+from dstbench.runs.atomic import atomic_write_json, atomic_write_text
 
 __all__ = [
     "PRUNE_PER_ROUND",
+    "Pipeline",
+    "lottery_pipeline",
     "lt_rounds",
     "round_sparsities",
     "run_lottery",
@@ -66,6 +70,62 @@ def round_sparsities(sparsity: float, rounds: int, per_round: float = PRUNE_PER_
 
 
 # -- the whole pipeline ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pipeline:
+    """The runs of one pipeline by depth: ``levels[0]`` is the dense run, ``levels[r]`` the runs of
+    round ``r`` (each starts from a run of level ``r - 1``); ``finals`` maps each target sparsity to
+    its last round, the run that stands for the method at that sparsity."""
+
+    levels: list[list[TrainConfig]]
+    finals: dict[float, TrainConfig]
+
+    @property
+    def configs(self) -> list[TrainConfig]:
+        return [cfg for level in self.levels for cfg in level]
+
+
+def lottery_pipeline(
+    targets: Sequence[float],
+    *,
+    folder: Path,
+    rounds: int | None = None,
+    per_round: float = PRUNE_PER_ROUND,
+    preset: str | None,
+    config_file: str | None,
+    overrides: Mapping[str, Any],
+    hp: Mapping[str, Any],
+) -> Pipeline:
+    """Every run of a pipeline to one or several target sparsities, resolved (nothing trains).
+
+    Targets share the dense run and the rounds at ``1 - (1-p)^r`` they have in common; each target's
+    last round branches off the shared round before it, so a grid at 90, 95 and 98 % trains 1 + 17 + 3
+    runs instead of 3 + 11 + 14 + 18. A lone target's last round is ``roundRR``; with several it is
+    ``roundRR_sS``. The dense run keeps theta_k for the rounds' ``rewind_step`` (``hp``, default 0)."""
+    base = {key: value for key, value in overrides.items() if key not in ("method", "sparsity", "out")}
+    steps = {s: round_sparsities(s, rounds or lt_rounds(s, per_round), per_round) for s in dict.fromkeys(targets)}
+    deepest = max(len(path) for path in steps.values())
+
+    def lt_round(name: str, sparsity: float, ticket: str) -> TrainConfig:
+        fields = {**base, "method": "lt", "sparsity": sparsity, "out": str(folder / name), "save_rewind_step": None}
+        return resolve_config(preset, config_file, fields, {**hp, "ticket_from": ticket})
+
+    chain = [str(folder / "dense")]  # chain[r]: the shared round r's folder (chain[0]: the dense run)
+    levels: list[list[TrainConfig]] = [[]]
+    for r in range(1, deepest):
+        levels.append([lt_round(f"round{r:02d}", 1.0 - (1.0 - per_round) ** r, chain[-1])])
+        chain.append(levels[-1][0].out)
+    levels.append([])
+    finals = {}
+    for sparsity, path in steps.items():
+        name = f"round{len(path):02d}" + ("" if len(steps) == 1 else f"_s{sparsity:g}")
+        finals[sparsity] = lt_round(name, sparsity, chain[len(path) - 1])
+        levels[len(path)].append(finals[sparsity])
+    rewind_step = int(next(iter(finals.values())).hp.get("rewind_step", 0))
+    dense = {**base, "method": "dense", "out": chain[0], "save_rewind_step": rewind_step}
+    levels[0] = [resolve_config(preset, config_file, dense)]
+    return Pipeline(levels, finals)
+
+
 def run_lottery(
     sparsity: float,
     *,
@@ -81,20 +141,21 @@ def run_lottery(
 ) -> list[dict[str, Any]]:
     """Train (or reuse, or resume) the dense run and every round; write ``lt.json``/``lt.md`` in ``out``."""
     from dstbench.grid.compare import format_table
-    from dstbench.config import resolve_config
     from dstbench.runs.reuse import reusable_summary
     from dstbench.train.loop import train
+    from dstbench.train.preflight import preflight
 
     if preset is None and config_file is None and not {"model", "dataset", "data_dir"} & set(overrides):
         preset = "quick"
     folder = Path(out)
-    sparsities = round_sparsities(sparsity, rounds or lt_rounds(sparsity, per_round), per_round)
-    base = {key: value for key, value in overrides.items() if key not in ("method", "sparsity", "out")}
-    configs = [resolve_config(preset, config_file, {**base, "method": "dense", "out": str(folder / "dense"), "save_rewind_step": rewind_step})]
-    for r, round_sparsity in enumerate(sparsities, 1):
-        fields = {**base, "method": "lt", "sparsity": round_sparsity, "out": str(folder / f"round{r:02d}"), "save_rewind_step": None}
-        configs.append(resolve_config(preset, config_file, fields, {**hp, "ticket_from": configs[-1].out, "rewind_step": rewind_step}))
-    finished = [reusable_summary(cfg) for cfg in configs]  # a typo or a stale round fails before any training
+    pipeline = lottery_pipeline(
+        [sparsity], folder=folder, rounds=rounds, per_round=per_round, preset=preset, config_file=config_file,
+        overrides=overrides, hp={**hp, "rewind_step": rewind_step},
+    )  # fmt: skip
+    configs = pipeline.configs
+    for cfg in configs:
+        preflight(cfg)  # every round's own checks (run length included), before the dense run trains
+    finished = [reusable_summary(cfg) for cfg in configs]  # a stale round fails before any training
     summaries = []
     for cfg, summary in zip(configs, finished):
         if summary is None:

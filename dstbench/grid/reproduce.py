@@ -1,10 +1,11 @@
-"""``dstbench reproduce``: one command per experiment of the BiDST paper, at three scales.
+"""``dstbench reproduce``: one command per experiment of the BiDST paper, at four scales.
 
 Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
 
 * ``table1``: Table 1, ResNet-32: every built-in method × {uniform, ERK} × {90, 95, 98 %}, plus dense
   training once per seed (the reference for the gaps to dense); installed plugins join only when
-  named in ``--methods``;
+  named in ``--methods`` or ``--extra-methods``; LT runs through its pipeline of pruning rounds
+  (:mod:`dstbench.grid.reproduce_runs`);
 * ``table-b1``: Table B.1, the same grid on VGG-19;
 * ``figure4``: Figure 4, mask IoU (masks one epoch apart) over training at 90 % (ERK), every sparse
   method, every seed; writes ``figure4.png``;
@@ -13,22 +14,23 @@ Targets (all on CIFAR; ``--dataset cifar100`` for CIFAR-100):
 
 Scales:
 
+* ``micro``: every part of a target in seconds a run: synthetic data (112 training images), 28 steps,
+  seed 0, the highest sparsity of each part, LT pruning 90 % a round; the tests run it for every target.
 * ``smoke``: the pipeline end to end in minutes on a laptop CPU: synthetic data (1024 training and
-  256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1.
+  256 test images), the ``tiny_cnn`` of the ``quick`` preset for every target, 3 epochs, seeds 0 and 1,
+  LT pruning 50 % a round (4 to 6 rounds instead of 11 to 18).
   Its numbers say nothing about the methods; it checks that every part runs and reports.
 * ``short``: real CIFAR (``--data-dir``), the target's Table A.1 recipe (``cifar-resnet32`` or
   ``cifar-vgg19`` preset) cut to 10 epochs, seeds 0 and 1. The cosine schedule is compressed to the
   10 epochs; the methods' own update cadences (e.g. BiDST every 8 epochs) are the paper's.
 * ``paper``: the Table A.1 recipe as is (158 epochs for every method, as the preset), seeds 0, 1, 2.
 
-Every run goes through ``compare``'s grid runner into ``OUT/<part>/<run>``, so a re-issued command
-reuses finished runs and resumes interrupted ones. Each part (one distribution, or dense) has its own
+Every run of every part is resolved and checked before the first one trains; then each goes through
+``compare``'s executor into ``OUT/<part>/<run>``, so a re-issued command reuses finished runs and
+resumes interrupted ones. Each part (one distribution, or dense) has its own
 folder because run folders are named by method, sparsity and seed only. At the end the report of
 ``dstbench report --paper`` is written to ``OUT/report.md`` (and ``report.csv``) and returned, with
 ``rigl`` as the baseline where it ran.
-
-Options the grid runner takes beyond these (training options, and parallel ``--jobs``/``--launcher``
-once they exist) pass through ``grid_options`` unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from dstbench.core.errors import ConfigError
+from dstbench.grid.execution import Execution
+from dstbench.grid.lottery import PRUNE_PER_ROUND
 from dstbench.runs.atomic import atomic_write_text
 
 __all__ = ["TARGETS", "SCALES", "Scale", "Target", "reproduce"]
@@ -50,21 +54,38 @@ TABLE_SPARSITIES = (0.9, 0.95, 0.98)
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a reproduction is: a preset (None: the target's own), option overrides and seeds."""
+    """How big a reproduction is: a preset (None: the target's own), option overrides and seeds.
+
+    ``lt_per_round`` is the share of weights LT prunes per round (Frankle & Carbin's 20 % at the
+    real scales); ``top_sparsities`` keeps only the highest N sparsities of each part (None: all)."""
 
     description: str
     preset: str | None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1)
     real_data: bool = True
+    lt_per_round: float = PRUNE_PER_ROUND
+    top_sparsities: int | None = None
 
 
 SCALES: dict[str, Scale] = {
+    "micro": Scale(
+        "synthetic data, tiny_cnn, 2 epochs of 14 steps of 8 images, seed 0, the highest sparsity of each part, LT pruning "
+        "90 % per round (seconds a run; what the tests run for every target)",
+        "quick",
+        {"epochs": 2, "synthetic_train_samples": 112, "synthetic_test_samples": 32, "batch_size": 8},
+        seeds=(0,),
+        real_data=False,
+        lt_per_round=0.9,
+        top_sparsities=1,
+    ),
     "smoke": Scale(
-        "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1 (minutes on a CPU; checks the pipeline only)",
+        "synthetic data, tiny_cnn, 3 epochs, seeds 0 and 1, LT pruning 50 % per round (minutes on a CPU; checks "
+        "the pipeline only)",
         "quick",
         {"epochs": 3, "synthetic_train_samples": 1024, "synthetic_test_samples": 256},
         real_data=False,
+        lt_per_round=0.5,
     ),
     "short": Scale("real CIFAR, the Table A.1 recipe cut to 10 epochs, seeds 0 and 1", None, {"epochs": 10}),
     "paper": Scale("real CIFAR, the Table A.1 recipe (158 epochs), seeds 0, 1 and 2", None, {}, seeds=(0, 1, 2)),
@@ -88,15 +109,16 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
-    """(sparse methods, whether dense runs): the built-in methods unless ``chosen`` names some.
+def _methods(chosen: Sequence[str] | None, extra: Sequence[str] | None = None) -> tuple[list[str], bool]:
+    """(sparse methods, whether dense runs): the built-in methods unless ``chosen`` names some, then
+    ``extra`` (``--extra-methods``) added to them.
 
     A target's grid is the paper's methods: a plugin installed through the entry point joins only
     when named, so installing one never changes (or breaks) what ``reproduce table1`` runs."""
     from dstbench.core.registry import get_method, list_methods
 
     builtin = [name for name in list_methods() if get_method(name).__module__.startswith("dstbench.methods.")]
-    names = list(chosen) if chosen else builtin
+    names = list(dict.fromkeys([*(chosen or builtin), *(extra or [])]))
     for name in names:
         get_method(name)  # a typo fails before any training
     return [n for n in names if n != "dense"], "dense" in names
@@ -105,8 +127,9 @@ def _methods(chosen: Sequence[str] | None) -> tuple[list[str], bool]:
 Part = tuple[str, list[str], tuple[float, ...], dict[str, Any]]
 
 
-def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
-    """(sub-folder, methods, sparsities, option overrides) for each grid the target runs."""
+def _parts(target: Target, sparse: list[str], dense: bool, top: int | None = None) -> list[Part]:
+    """(sub-folder, methods, sparsities, option overrides) for each grid the target runs; ``top``: keep
+    only the highest ``top`` sparsities of each."""
     from dstbench.grid.sweep import DEFAULT_SPARSITIES
 
     parts: list[Part]
@@ -116,6 +139,8 @@ def _parts(target: Target, sparse: list[str], dense: bool) -> list[Part]:
         parts = [("erk", sparse, (0.9,), {"distribution": "erk"})]
     else:
         parts = [("sweep", sparse, tuple(DEFAULT_SPARSITIES), {})]
+    if top is not None:
+        parts = [(sub, names, sparsities[-top:], options) for sub, names, sparsities, options in parts]
     if dense and target.kind == "table":
         parts.append(("dense", ["dense"], (0.9,), {}))  # dense ignores sparsity: one run per seed
     return [part for part in parts if part[1]]
@@ -139,50 +164,45 @@ def reproduce(
     dataset: str | None = None,
     out: str | None = None,
     methods: Sequence[str] | None = None,
+    extra_methods: Sequence[str] | None = None,
     baseline: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     hp: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
     progress: bool = True,
-    **grid_options: Any,
+    execution: Execution | None = None,
+    rerun_mismatched: bool = False,
 ) -> str:
     """Run (or resume) one target at one scale into ``out`` and return its report (Markdown).
 
-    ``baseline`` is the method the report tests every other against (default: ``rigl`` where it ran)."""
+    Every cell of every part is resolved and checked (:func:`dstbench.train.preflight.preflight`)
+    before the first run trains. ``baseline`` is the method the report tests every other against
+    (default: ``rigl`` where it ran)."""
     from dstbench.analysis.report import report_rows
     from dstbench.analysis.tables import csv_table, format_tables
-    from dstbench.grid.compare import run_grid
-    from dstbench.grid.sweep import run_sweep
+    from dstbench.grid.compare import check_grid, check_hp_owners
+    from dstbench.grid.reproduce_runs import plan_part, run_part
 
     target, scale = _check_request(target_name, scale_name, dataset)
-    sparse, dense = _methods(methods)
+    sparse, dense = _methods(methods, extra_methods)
     if baseline is not None and baseline not in sparse + ["dense"] * dense:
         raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(sparse + ['dense'] * dense)})")
+    check_hp_owners(sparse + ["dense"] * dense, hp or {})
     folder = Path(out or f"runs/reproduce/{target_name}-{scale_name}-{dataset or 'cifar10'}")
     options: dict[str, Any] = {**scale.overrides, **(overrides or {})}
     if scale.real_data:
         options["dataset"] = dataset or options.get("dataset", "cifar10")
     elif dataset is not None:
-        log.warning("the smoke scale trains on synthetic data; --dataset %s applies to short and paper", dataset)
-    preset = scale.preset or target.preset
-    grid_options = {"seeds": list(scale.seeds), **grid_options}
-
-    summaries: list[dict[str, Any]] = []
-    for sub, names, sparsities, part_options in _parts(target, sparse, dense):
-        common = dict(
-            out=str(folder / sub),
-            sparsities=list(sparsities),
-            preset=preset,
-            config_file=None,
-            overrides={**options, **part_options},
-            hp=dict(hp or {}),
-            progress=progress,
-            **grid_options,
-        )
-        if target.kind == "extreme":
-            run_sweep(names, **common)
-            summaries += _finished(folder / sub)
-        else:
-            summaries += run_grid(names, **common)
+        log.warning("the %s scale trains on synthetic data; --dataset %s applies to short and paper", scale_name, dataset)
+    plans = [
+        plan_part(folder / sub, names, sparsities, preset=scale.preset or target.preset, overrides={**options, **part_options},
+                  hp=dict(hp or {}), seeds=list(seeds or scale.seeds), lt_per_round=scale.lt_per_round)
+        for sub, names, sparsities, part_options in _parts(target, sparse, dense, scale.top_sparsities)
+    ]  # fmt: skip
+    check_grid([cfg for plan in plans for cfg in plan.configs], rerun_mismatched)
+    summaries = []
+    for plan in plans:
+        summaries += run_part(plan, sweep=target.kind == "extreme", execution=execution, progress=progress)
 
     baseline = baseline or ("rigl" if "rigl" in sparse else None)
     rows = report_rows(summaries, baseline=baseline, paper=True)
@@ -192,12 +212,6 @@ def reproduce(
     atomic_write_text(folder / "report.md", text)
     atomic_write_text(folder / "report.csv", csv_table(rows))
     return text
-
-
-def _finished(folder: Path) -> list[dict[str, Any]]:
-    from dstbench.analysis.runs import complete_runs
-
-    return [{**(run.summary or {}), "run_dir": str(run.path), "config": run.config} for run in complete_runs(folder)]
 
 
 def _figure(target: Target, folder: Path, summaries: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from dstbench.runs.atomic import atomic_write_json, atomic_write_text
 from dstbench.core.errors import ConfigError, DstbenchError
 
-__all__ = ["DEFAULT_SPARSITIES", "SWEEP_FILE", "TABLE_FILE", "sweep_point", "run_sweep", "load_sweep", "parse_hp_grid"]
+__all__ = ["DEFAULT_SPARSITIES", "SWEEP_FILE", "TABLE_FILE", "sweep_point", "run_sweep", "write_sweep", "load_sweep", "parse_hp_grid"]
 
 DEFAULT_SPARSITIES: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
 SWEEP_FILE = "sweep.json"
@@ -92,20 +92,34 @@ def run_sweep(
     model/data options means the quick preset.
     """
     from dstbench.grid.compare import run_grid  # imports torch: only when a sweep runs
+
+    summaries = run_grid(methods, sparsities=sparsities, out=out, progress=progress, **grid_options)
+    return write_sweep(
+        Path(out), methods, sparsities, summaries, hp_grid=grid_options.get("hp_grid"), baseline=grid_options.get("baseline")
+    )
+
+
+def write_sweep(
+    folder: Path,
+    methods: Sequence[str],
+    sparsities: Sequence[float],
+    summaries: Sequence[Mapping[str, Any]],
+    *,
+    hp_grid: Mapping[str, Sequence[Any]] | None = None,
+    baseline: str | None = None,
+) -> list[dict[str, Any]]:
+    """Write ``sweep.json``, ``sweep.csv`` and ``sweep.md`` for the runs of ``summaries``; return the points."""
     from dstbench.analysis.report import report_rows
     from dstbench.analysis.tables import format_tables
 
-    summaries = run_grid(methods, sparsities=sparsities, out=out, progress=progress, **grid_options)
     points = [sweep_point(summary) for summary in summaries]
-    folder = Path(out)
-    hp_grid = grid_options.get("hp_grid") or {}
     atomic_write_json(
         folder / SWEEP_FILE,
-        {"methods": list(methods), "sparsities": list(sparsities), "hp_grid": dict(hp_grid), "points": points},
+        {"methods": list(methods), "sparsities": list(sparsities), "hp_grid": dict(hp_grid or {}), "points": points},
     )
     atomic_write_text(folder / "sweep.csv", _csv(points))
-    rows = report_rows(summaries, baseline=grid_options.get("baseline"))
-    atomic_write_text(folder / TABLE_FILE, format_tables(rows, title=f"Sweep: {out}"))
+    rows = report_rows(summaries, baseline=baseline)
+    atomic_write_text(folder / TABLE_FILE, format_tables(rows, title=f"Sweep: {folder}"))
     return points
 
 

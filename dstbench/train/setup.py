@@ -39,11 +39,14 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "check_arguments",
+    "check_schedule",
+    "check_subset_sizes",
     "check_model_name",
     "data_config",
     "get_lr",
     "lr_at",
     "model_options",
+    "plan_of",
     "set_lr",
 ]
 
@@ -130,22 +133,39 @@ def data_config(cfg: TrainConfig, platform: Platform | None = None) -> DataConfi
     )
 
 
-def _check_subset_sizes(cfg: TrainConfig, data: Any) -> None:
+def check_subset_sizes(cfg: TrainConfig, train_available: int | None, test_available: int | None) -> None:
     """A subset or a batch larger than the data is an error, not a silent clamp (the run would be
-    mislabelled: a batch clamped to the data size is another run than the one its config records)."""
-    for option, limit, loader, split in (
-        ("--max-train-samples", cfg.max_train_samples, data.train, "training"),
-        ("--max-test-samples", cfg.max_test_samples, data.test, "test"),
+    mislabelled: a batch clamped to the data size is another run than the one its config records).
+    ``*_available``: the split's size (None: not known)."""
+    for option, limit, available, split in (
+        ("--max-train-samples", cfg.max_train_samples, train_available, "training"),
+        ("--max-test-samples", cfg.max_test_samples, test_available, "test"),
     ):
-        available = getattr(loader, "num_samples", None)
         if limit is not None and available is not None and limit > available:
             raise ConfigError(f"{option} {limit} exceeds the {available} {split} samples of {cfg.dataset}")
-    available = getattr(data.train, "num_samples", None)
-    if available is not None and cfg.batch_size > available:
+    if train_available is not None and cfg.max_train_samples is not None:
+        train_available = min(train_available, cfg.max_train_samples)
+    if train_available is not None and cfg.batch_size > train_available:
         raise ConfigError(
-            f"--batch-size {cfg.batch_size} exceeds the {available} training samples of {cfg.dataset}; "
-            f"use at most --batch-size {available}"
+            f"--batch-size {cfg.batch_size} exceeds the {train_available} training samples of {cfg.dataset}; "
+            f"use at most --batch-size {train_available}"
         )
+
+
+def plan_of(cfg: TrainConfig, model: nn.Module, updater: MaskUpdater) -> SparsityPlan:
+    """The run's sparsity plan (a dense method's is empty, whatever ``--sparsity`` says)."""
+    sparsity = cfg.sparsity if updater.needs.sparse else 0.0
+    return plan_sparsity(
+        describe_layers(model), sparsity, cfg.distribution, cfg.dense_layers, min_active=cfg.min_active, structure=cfg.structure
+    )
+
+
+def check_schedule(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's total steps, after the config's checks that depend on them."""
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
+        raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
+    return total_steps
 
 
 @dataclass
@@ -184,19 +204,15 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     torch.set_num_threads(cfg.threads)  # part of the run: the thread count orders CPU reductions
     torch.manual_seed(cfg.seed)
     data = build_data(data_config(cfg, platform), device)
-    _check_subset_sizes(cfg, data)
+    # The loaders' sizes after subsetting: the full split is only larger, so a too-large limit shows.
+    check_subset_sizes(cfg, getattr(data.train, "num_samples", None), getattr(data.test, "num_samples", None))
     model = build_model(cfg.model, data.num_classes, **model_options(cfg, updater, data.num_classes)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    sparsity = cfg.sparsity if updater.needs.sparse else 0.0
-    plan = plan_sparsity(
-        describe_layers(model), sparsity, cfg.distribution, cfg.dense_layers, min_active=cfg.min_active, structure=cfg.structure
-    )
+    plan = plan_of(cfg, model, updater)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.save_rewind_step is not None and cfg.save_rewind_step > total_steps:
-        raise ConfigError(f"--save-rewind-step {cfg.save_rewind_step} is past the run's last step ({total_steps})")
+    total_steps = check_schedule(cfg, steps_per_epoch)
     recipe = Recipe.build(cfg, data.num_classes)
     criterion = recipe.criterion()
     engine = SparseEngine(
