@@ -31,7 +31,7 @@ from functools import cached_property
 
 import torch
 
-from dstbench.core.hparams import NonNegative
+from dstbench.core.hparams import NonNegative, PositiveInt
 from dstbench.core.registry import register_method
 from dstbench.core.schedules import Periodic
 from dstbench.core.structured_select import structured_topk
@@ -50,6 +50,9 @@ class SRSTE(MaskUpdater):
     decay: NonNegative = 2e-4
     """lambda_W, the sparse-refined term's strength (``decay = 0.0002`` in the reference's ``Sparse``);
     0 is the plain straight-through estimator."""
+    mask_every: PositiveInt = 1
+    """Steps between mask recomputations: 1 is the reference (a new mask at every forward); more
+    leaves steps with no topology decision, which ``--compile`` runs inside the captured step."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,11 +60,12 @@ class SRSTE(MaskUpdater):
 
     @property
     def needs(self) -> Needs:
-        return Needs(dense_grad="every_step", backward_set=True, per_step_hook=self.decay > 0)
+        # The hook is one fixed-shape in-place add with a constant factor: capturable.
+        return Needs(dense_grad="every_step", backward_set=True, per_step_hook=self.decay > 0, capturable_hook=True)
 
     @cached_property
     def schedule(self) -> Periodic:
-        return Periodic(1)  # the mask follows |W| at every iteration
+        return Periodic(self.mask_every)  # the mask follows |W| (at every iteration by default)
 
     def setup(self, run: RunView) -> None:
         self._structure = parse_structure(run.plan.structure)

@@ -29,8 +29,9 @@ from dstbench.train.loop import train
 from tests.compile_helpers import SMALL, EmulatedGraph, Recorder, masks_of, run_small
 
 BUILTIN = [name for name in list_methods() if get_method(name).__module__.startswith("dstbench.methods.")]
-EXTRA_HP: dict[str, dict[str, Any]] = {"deep-r": {"rewire_every": 3}}
-"""Deep-R rewires after every step by default, so none of its steps would be free of a decision."""
+EXTRA_HP: dict[str, dict[str, Any]] = {"deep-r": {"rewire_every": 3}, "sr-ste": {"mask_every": 3}}
+"""Deep-R rewires and SR-STE recomputes its mask after every step by default, so none of their steps
+would be free of a decision."""
 
 
 def _hp(method: str, tmp: Path) -> dict[str, Any]:
