@@ -35,7 +35,10 @@ ARGS = [
     "train", "--preset", "quick", "--method", "rigl", "--epochs", "3", "--seed", "5", "--max-train-samples", "96",
     "--max-test-samples", "32", "--batch-size", "32", "--hp", "delta_t=2", "--quiet",
 ]  # fmt: skip
-TIMING = {"epoch_seconds", "update_seconds", "seconds", "train_seconds", "update_time_fraction", "update_share", "step_hook_share"}
+TIMING = {
+    "epoch_seconds", "update_seconds", "seconds", "train_seconds", "update_time_fraction", "update_share", "step_hook_share",
+    "seconds_per_step", "recompress_seconds",
+}  # fmt: skip
 STAGES = ("after_fsync", "before_rename", "after_rename")
 
 

@@ -90,7 +90,7 @@ def test_engine_invariants_hold_after_init_and_every_step(
         assert int((layer.weight != 0).sum()) <= int(layer.mask.sum())
 
 
-_TIME_KEYS = ("seconds", "time_fraction", "update_time")
+_TIME_KEYS = ("seconds", "time_fraction", "update_time", "_share")
 
 
 def _timeless(value: Any) -> Any:
