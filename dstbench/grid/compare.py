@@ -26,6 +26,7 @@ from dstbench.grid.launch import execute
 from dstbench.core.registry import create_updater, get_method
 from dstbench.runs.reuse import reusable_summary
 from dstbench.runs.rundir import check_output_dir
+from dstbench.train.distributed import device_line
 
 __all__ = ["run_grid", "run_name", "grid_configs", "format_table"]
 
@@ -133,6 +134,9 @@ def run_grid(
         check_output_dir(Path(configs[0].out).parent)
     for cfg in configs:
         reusable_summary(cfg, rerun_mismatched)  # a run made with other settings: refused, or cleared
+    if progress and configs:  # once for the grid, not once per run
+        placed = (execution.devices if execution is not None else ()) or (configs[0].device,)
+        print(device_line(placed, configs[0].threads), flush=True)
     summaries = execute(configs, execution, progress=progress)
     for cfg, summary in zip(configs, summaries):
         summary["run_dir"] = cfg.out

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import timm
 import torch
 from torch import nn
 
@@ -24,6 +23,7 @@ from dstbench.core.updater import MaskUpdater
 from dstbench.engine.sparse_engine import SparseEngine
 from dstbench.runs.tickets import method_inputs
 from dstbench.runs.rundir import RunDir
+from dstbench.train.backbone import build_model, check_model, check_model_name
 from dstbench.train.distributed import Platform
 
 if TYPE_CHECKING:
@@ -43,15 +43,6 @@ __all__ = [
 ]
 
 
-def check_model_name(name: str) -> None:
-    """Fail on an unknown model name with close matches, before any data is read or model built."""
-    import dstbench.models  # noqa: F401
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:8] or list(dstbench.models.CIFAR_MODELS)
-        raise ConfigError(f"unknown model {name!r}; e.g. {', '.join(close)} (see `dstbench models`)")
-
-
 def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
     """Every check of the command's own arguments, before the output folder is looked at (so a typo
     is reported as a typo, not hidden behind the state of the folder); returns the method."""
@@ -64,15 +55,9 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
         )
     platform.check(cfg, updater)
     check_model_name(cfg.model)
-    dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset)
+    check_model(cfg.model, cfg.model_kwargs, len(info.classes or range(10)), info.input_size)
     return updater
-
-
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """Any timm model by name; the CIFAR backbones are registered by importing ``dstbench.models``."""
-    check_model_name(name)
-    model: nn.Module = timm.create_model(name, num_classes=num_classes)
-    return model
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -178,7 +163,7 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     torch.manual_seed(cfg.seed)
     data = build_data(data_config(cfg, platform), device)
     _check_subset_sizes(cfg, data)
-    model = build_model(cfg.model, data.num_classes).to(device)
+    model = build_model(cfg.model, data.num_classes, cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     sparsity = cfg.sparsity if updater.needs.sparse else 0.0

@@ -9,6 +9,7 @@ from dstbench.engine.cost import run_flops
 from dstbench.runs.integrity import code_version
 from dstbench.runs.tickets import pipeline_flops
 from dstbench.train.checkpoint import History
+from dstbench.train.distributed import describe_device
 from dstbench.train.setup import Training
 
 __all__ = ["finish"]
@@ -41,6 +42,8 @@ def _results(t: Training, history: History) -> dict[str, Any]:
         "distribution": cfg.distribution,
         "dense_layers": cfg.dense_layers,
         "seed": cfg.seed,
+        "device": describe_device(t.device, cfg.threads),
+        "model_kwargs": dict(cfg.model_kwargs),
         "epochs": cfg.epochs,
         "steps_per_epoch": t.steps_per_epoch,
         "test_acc": last.get("test_acc"),
