@@ -11,6 +11,7 @@ Whether timm's model takes a name is checked where the model is built
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,10 +52,25 @@ def _split_top_level(text: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _number(text: str) -> int | float | None:
+    """``text`` as an int or a finite float, else None. Before YAML: YAML 1.1 reads ``1e-05`` (a dot-less
+    exponent, how Python prints small floats) as a string."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return value if math.isfinite(value) else None
+    return None
+
+
 def _parse_value(name: str, text: str) -> Any:
-    """One value as YAML types it; ``(8,8)`` is read as ``[8,8]``."""
+    """One value as YAML types it (numbers as Python reads them); ``(8,8)`` is read as ``[8,8]``."""
     if text.lower() in ("none", "null"):
         return None
+    number = _number(text)
+    if number is not None:
+        return number
     if text.startswith("(") and text.endswith(")"):
         text = "[" + text[1:-1] + "]"
     try:
@@ -74,13 +90,13 @@ def parse_model_kwargs(text: str) -> ModelKwargs:
     return check_model_kwargs(parsed)
 
 
-def _checked_value(name: str, value: Any) -> Any:
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) and not isinstance(v, str) for v in value):
+def _checked_value(name: str, value: Any, source: str) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
         return list(value)  # JSON keeps lists; the model gets a tuple (to_timm)
-    if isinstance(value, _SCALARS) and not (isinstance(value, float) and value != value):
+    if isinstance(value, _SCALARS) and not (isinstance(value, float) and not math.isfinite(value)):
         return value
     raise ConfigError(
-        f"--model-kwargs {name}: {value!r} is not a number, true/false, none, a word or a list of numbers"
+        f"{source} {name}: {value!r} is not a number, true/false, none, a word or a list of numbers"
     )
 
 
@@ -96,7 +112,7 @@ def check_model_kwargs(value: Any, source: str = "--model-kwargs") -> ModelKwarg
             raise ConfigError(f"{source}: {name!r} is not an argument name")
         if name in RESERVED_MODEL_KWARGS:
             raise ConfigError(f"{source}: {name} cannot be set: {RESERVED_MODEL_KWARGS[name]}")
-        checked[name] = _checked_value(name, item)
+        checked[name] = _checked_value(name, item, source)
     return dict(sorted(checked.items()))
 
 
