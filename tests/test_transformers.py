@@ -20,6 +20,7 @@ from dstbench.core.layers import PrunableLayer, describe_layers
 from dstbench.core.model_kwargs import check_model_kwargs, parse_model_kwargs
 from dstbench.runs.inspect import inspect_run, render_inspection
 from dstbench.runs.reuse import find_mismatch
+from dstbench.speed.measure import load_run
 from dstbench.train.backbone import build_model
 from dstbench.train.loop import train
 from tests.kill import train_until_interrupted
@@ -99,6 +100,17 @@ def test_a_model_the_data_does_not_fit_is_one_line(args: list[str], message: str
     assert not (tmp_path / "run").exists()  # refused before the folder is made
 
 
+def test_flops_takes_the_model_arguments_and_refuses_what_does_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["flops", "--model", "vit_tiny_patch16_224", "--input-size", "32", "--num-classes", "10"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dstbench: error: vit_tiny_patch16_224 expects 224x224 inputs, the data is 32x32: set --model-kwargs img_size=32"
+    )
+    assert main([*argv, "--model-kwargs", "img_size=32,patch_size=4,depth=1", "--dense-layers", "vit", "--sparsity", "0.9", "--distribution", "erk"]) == 0
+    # 64 patches x 48x192 (patch embedding) + 65 tokens x 442,368 (qkv, proj, fc1, fc2) + 192x10 (head), x2
+    assert "forward FLOPs per sample: dense 5.869e+07, sparse 6.934e+06" in capsys.readouterr().out
+
+
 # -- which layers are sparse ---------------------------------------------------------------------------------
 def test_the_vit_profile_keeps_patch_embedding_and_head_dense_and_every_block_linear_sparse() -> None:
     layers = describe_layers(build_model("vit_tiny_patch16_224", 10, {"img_size": 32, "patch_size": 4, "depth": 2}))
@@ -144,6 +156,8 @@ def test_cifar_vit_tiny_trains_with_exact_counts_and_resumes_bit_identically(met
     assert summary["model_kwargs"] == {"depth": 2, "drop_path_rate": 0.1, "img_size": 32, "patch_size": 4}
     assert summary["device"] == "cpu (1 thread)"
     assert summary["topology_updates"] >= 1
+    loaded = load_run(tmp_path / "reference")  # `dstbench speed` rebuilds the model with the run's arguments
+    assert loaded.input_shape == (3, 32, 32) and len(loaded.model.blocks) == 2
 
 
 def test_the_deit_preset_builds_deit_small_for_its_224_pixel_images() -> None:

@@ -28,6 +28,7 @@ from dstbench.cli.options import (
 from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import parse_hp_assignments
+from dstbench.core.model_kwargs import parse_model_kwargs, to_timm
 from dstbench.core.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
 from dstbench.grid.sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
@@ -63,6 +64,7 @@ def _add_flops(sub: Any) -> None:
     add = flops.add_argument
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
     add("--input-size", type=POSITIVE_INT, required=True, help="input height = width, e.g. 224 or 32")
+    add("--model-kwargs", default="", metavar="NAME=VALUE,...", help="arguments of timm.create_model, as train takes them")
     add("--num-classes", type=POSITIVE_INT, help="classifier outputs (default: the model's own default head)")
     add("--sparsity", type=SPARSITY, default=0.0, help="target sparsity in [0, 1); 0 is dense")
     add("--distribution", type=Choice(get_args(Distribution)), choices=get_args(Distribution), default="uniform",
@@ -80,16 +82,19 @@ def _add_flops(sub: Any) -> None:
     flops.set_defaults(func=_cmd_flops)
 
 
-def _build_model(name: str, num_classes: int | None) -> nn.Module:
-    """The model as training builds it; without ``num_classes``, with the model's own default head."""
+def _build_model(name: str, num_classes: int | None, kwargs: dict[str, Any], input_size: int) -> nn.Module:
+    """The model as training builds it; without ``num_classes``, with the model's own default head. A
+    model that cannot take ``input_size`` images is one line, as in training."""
     import timm
 
     import dstbench.models  # noqa: F401  (registers the CIFAR backbones)
-    from dstbench.train.loop import build_model
+    from dstbench.train.backbone import build_model, check_model, check_model_name
 
-    if num_classes is not None or not timm.is_model(name):
-        return build_model(name, num_classes or 1000)  # also the one place unknown names are reported
-    model: nn.Module = timm.create_model(name)
+    check_model_name(name)  # the one place unknown names are reported
+    check_model(name, kwargs, num_classes or 1000, input_size)  # the head's width does not change what fits
+    if num_classes is not None:
+        return build_model(name, num_classes, kwargs)
+    model: nn.Module = timm.create_model(name, **to_timm(kwargs))
     return model
 
 
@@ -117,7 +122,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
-    model = _build_model(args.model, args.num_classes)
+    model = _build_model(args.model, args.num_classes, parse_model_kwargs(args.model_kwargs), args.input_size)
     sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0
     layers = describe_layers(model)
     plan = plan_sparsity(layers, sparsity, args.distribution, args.dense_layers, min_active=args.min_active)
