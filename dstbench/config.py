@@ -36,6 +36,8 @@ from dstbench.core.hparams import (
     check_fields,
     coerce_value,
 )
+from dstbench.core.model_kwargs import ModelKwargs, check_model_kwargs
+from dstbench.core.presets import PRESETS, Preset
 
 __all__ = [
     "TrainConfig",
@@ -124,7 +126,8 @@ class SparsityOptions:
     layers follow the global ranking of a method whose density policy is global, see `dstbench methods
     --details`)."""
     dense_layers: DenseProfile = "none"
-    """Layers kept dense: none, first (RigL ImageNet) or mest (stem, 1x1 shortcuts and FC)."""
+    """Layers kept dense: none, first (RigL ImageNet), mest (stem, 1x1 shortcuts and FC) or vit (patch
+    embedding and classifier head; attention qkv/proj and MLP linears stay sparse)."""
     min_active: NonNegativeInt = 1
     """Minimum active weights per sparsified layer."""
     structure: str = "unstructured"
@@ -178,10 +181,15 @@ class RunOptions:
 
     model: str = "cifar_resnet32"
     """timm model name, e.g. cifar_resnet32, cifar_vgg19 or resnet50 (see `dstbench models`)."""
+    model_kwargs: ModelKwargs = field(default_factory=dict)
+    """Arguments of timm.create_model as name=value pairs, e.g. img_size=32,patch_size=4 (a ViT on 32x32
+    images); values typed as in YAML (32, 0.1, true, none, avg, [8,8]). A YAML config takes a mapping; each
+    source adds to (and overrides names of) the preset's."""
     seed: Seed = 0
     """Seed of the initialisation, data order, augmentation and every mask decision."""
-    device: str = "cpu"
-    """cpu, cuda or cuda:N."""
+    device: str = "auto"
+    """auto (CUDA when available, else the CPU), cpu, cuda or cuda:N; printed once at start and recorded
+    in summary.json. Never part of the run's identity: the numbers are the same run on any device."""
     amp: bool = False
     """bf16 autocast on CUDA (no-op on CPU, where bf16 is slower and changes numbers)."""
     threads: PositiveInt = 1
@@ -254,8 +262,9 @@ class TrainConfig(RunOptions, OptimOptions, SparsityOptions, DataOptions, Method
             )
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) exceeds --epochs ({self.epochs})")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"unknown device {self.device!r}; choose from cpu, cuda")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"unknown device {self.device!r}; choose from auto, cpu, cuda, cuda:N")
+        self.model_kwargs = check_model_kwargs(self.model_kwargs)
         if self.compile is None:  # automatic: the fast path where it exists (the sparse-kernel backends have none)
             self.compile = self.backend == "masked" and resolve_compile(self.device, self.grad_accum, self.cuda_graph)
         return self
@@ -271,71 +280,6 @@ RESUME_IGNORED_FIELDS = frozenset({"device", "num_workers", "out", "eval_batch_s
 # Fields a --resume may change with a warning: the numbers go on correctly, but their low bits drift
 # from the uninterrupted run's (a finished run with another value is another run: compare refuses it).
 RESUME_WARNED_FIELDS = frozenset({"threads"})
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named recipe: config fields, plus method hyper-parameters applied when that method runs.
-
-    ``cadence`` sets every method's declared cadence fields (``MaskUpdater.cadence_fields``) by unit,
-    plugins included, so a short recipe changes the topology of every method as often;
-    ``method_hp`` then sets what one method needs beyond that.
-    """
-
-    description: str
-    fields: Mapping[str, Any]
-    method_hp: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    cadence: Mapping[str, int] = field(default_factory=dict)
-
-    def hyperparameters(self, method: str) -> dict[str, Any]:
-        """What this preset sets for ``method``: its cadence fields, then its own entries."""
-        from dstbench.core.registry import get_method
-
-        cadence = {name: self.cadence[unit] for name, unit in get_method(method).cadence_fields.items() if unit in self.cadence}
-        return {**cadence, **self.method_hp.get(method, {})}
-
-
-_CIFAR = {
-    "dataset": "cifar10", "batch_size": 64, "lr": 0.1, "eta_min": 4e-8, "momentum": 0.9, "epochs": 158,
-    "sparsity": 0.9, "distribution": "uniform", "dense_layers": "mest",
-}
-
-PRESETS: dict[str, Preset] = {
-    "cifar-resnet32": Preset(
-        "BiDST Table A.1, ResNet-32 (GraSP, 1.86M) on CIFAR: 158 epochs, bs 64, cosine 0.1->4e-8, wd 1e-4",
-        {**_CIFAR, "model": "cifar_resnet32_grasp", "weight_decay": 1e-4, "warmup_epochs": 0},
-    ),
-    "cifar-vgg19": Preset(
-        "BiDST Table A.1, VGG-19 on CIFAR: 158 epochs, bs 64, cosine 0.1->4e-8, wd 5e-4, 5 warm-up epochs",
-        {**_CIFAR, "model": "cifar_vgg19", "weight_decay": 5e-4, "warmup_epochs": 5},
-    ),
-    "cifar-mobilenetv2": Preset(
-        "BiDST Table A.1, MobileNet-v2 on CIFAR: 347 epochs, bs 64, cosine 0.1->4e-8, wd 5e-5, 5 warm-up",
-        {**_CIFAR, "model": "cifar_mobilenetv2", "epochs": 347, "weight_decay": 5e-5, "warmup_epochs": 5},
-        # Table A.1: MobileNet-v2 searches a larger space, S = 0.08 / 0.05 / 0.04 at s = 0.90 / 0.95 / 0.98.
-        method_hp={"bidst": {"search_space_table": "mobilenetv2"}},
-    ),
-    "imagenet-resnet50": Preset(
-        "BiDST Table A.1, ResNet-50 on ImageNet: 148 epochs, bs 1024, cosine 1.024->0, momentum 0.875, "
-        "wd 2^-15, 8 warm-up epochs, label smoothing 0.1",
-        {"model": "resnet50", "dataset": "imagefolder", "loader": "torch", "epochs": 148, "batch_size": 1024,
-         "lr": 1.024, "eta_min": 0.0, "momentum": 0.875, "weight_decay": 3.0517578125e-05, "warmup_epochs": 8,
-         "label_smoothing": 0.1, "sparsity": 0.8, "distribution": "uniform", "dense_layers": "first"},
-        # Table A.1, ImageNet column: lambda 5e-5, topology updates every 5 epochs.
-        method_hp={"bidst": {"lam": 5e-5, "update_frequency": 5}},
-    ),
-    "quick": Preset(
-        "synthetic data and a tiny CNN: about a minute on a laptop CPU",
-        {"model": "tiny_cnn", "dataset": "synthetic", "synthetic_train_samples": 2048, "synthetic_test_samples": 512,
-         "epochs": 6, "batch_size": 64, "lr": 0.05, "eta_min": 0.0, "weight_decay": 5e-4, "sparsity": 0.9,
-         "distribution": "erk", "dense_layers": "none"},
-        # Cadences scaled to a 6-epoch, 192-step run so every method updates its topology: every 20
-        # steps or every epoch. BiDST learns its scores for 2 epochs between updates; DSR's doubling
-        # period starts at 8 steps: 8, 16, 32, 64 over epochs 0-3, none from epoch 4, 7 updates.
-        cadence={"steps": 20, "epochs": 1},
-        method_hp={"bidst": {"update_frequency": 2}, "dsr": {"period": 8}},
-    ),
-}
 
 
 def load_yaml_config(path: str) -> dict[str, Any]:
@@ -377,6 +321,9 @@ def _typed_fields(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"'hp' in {source} must be a mapping of name: value")
             typed[name] = dict(value)
+            continue
+        if name == "model_kwargs":
+            typed[name] = check_model_kwargs(value, f"model_kwargs in {source}")
             continue
         try:
             typed[name] = _typed(value, hints[name], name, "option")
@@ -421,9 +368,11 @@ def resolve_config(
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         recipe = PRESETS[preset]
         values.update(recipe.fields)
-    if config_file is not None:
-        values.update(_typed_fields(load_yaml_config(config_file), config_file))
-    values.update(_typed_fields(overrides or {}, "the command line"))
+    sources = [_typed_fields(load_yaml_config(config_file), config_file)] if config_file is not None else []
+    for source in [*sources, _typed_fields(overrides or {}, "the command line")]:
+        # Model arguments add to the preset's (a ViT preset's img_size stays when --model-kwargs sets depth).
+        kwargs = {**values.get("model_kwargs", {}), **source.pop("model_kwargs", {})}
+        values.update(source, **({"model_kwargs": kwargs} if kwargs else {}))
     method = values.get("method", TrainConfig.method)
     if "structure" not in values:  # the method's own default
         from dstbench.core.registry import get_method

@@ -33,7 +33,8 @@ def test_every_config_field_is_a_flag_with_its_docstring_and_default(command: st
         assert docs.get(f.name), f"TrainConfig.{f.name} has no docstring"
         action = options[f.name]
         assert action.help is not None and docs[f.name].replace("%", "%%") in action.help
-        shown = "unset" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = "unset" if default in (None, {}) else str(default).lower() if isinstance(default, bool) else str(default)
         quick = PRESETS["quick"].fields
         if f.name in quick and quick[f.name] != f.default:  # what a bare command runs (config.implied_preset)
             assert action.help.endswith(
@@ -79,7 +80,7 @@ def test_quick_preset_sets_the_cadence_of_any_method_with_declared_cadence_field
 
 def test_choices_are_offered_and_accepted_in_any_case() -> None:
     train = _subparser("train")
-    assert "{uniform,er,erk,global}" in train.format_help() and "{none,first,mest}" in train.format_help()
+    assert "{uniform,er,erk,global}" in train.format_help() and "{none,first,mest,vit}" in train.format_help()
     args = train.parse_args(["--distribution", "ERK", "--dense-layers", "MEST"])
     assert (args.distribution, args.dense_layers) == ("erk", "mest")
     assert resolve_config("quick", None, {"distribution": "Uniform"}).distribution == "uniform"

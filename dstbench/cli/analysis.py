@@ -30,6 +30,7 @@ from dstbench.core.distributions import DenseProfile, Distribution
 from dstbench.core.errors import ConfigError
 from dstbench.core.hparams import parse_hp_assignments
 from dstbench.core.structures import STRUCTURE_FORMS
+from dstbench.core.model_kwargs import parse_model_kwargs, to_timm
 from dstbench.core.validation import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY
 from dstbench.grid.sweep import DEFAULT_SPARSITIES, SWEEP_FILE
 
@@ -65,6 +66,7 @@ def _add_flops(sub: Any) -> None:
     add = flops.add_argument
     add("--model", required=True, help="timm model name, e.g. resnet50 or cifar_resnet32")
     add("--input-size", type=POSITIVE_INT, required=True, help="input height = width, e.g. 224 or 32")
+    add("--model-kwargs", default="", metavar="NAME=VALUE,...", help="arguments of timm.create_model, as train takes them")
     add("--num-classes", type=POSITIVE_INT, help="classifier outputs (default: the model's own default head)")
     add("--sparsity", type=SPARSITY, default=0.0, help="target sparsity in [0, 1); 0 is dense")
     add("--distribution", type=Choice(get_args(Distribution)), choices=get_args(Distribution), default="uniform",
@@ -83,27 +85,31 @@ def _add_flops(sub: Any) -> None:
     flops.set_defaults(func=_cmd_flops)
 
 
-def _build_model(name: str, num_classes: int | None) -> nn.Module:
-    """The model as training builds it; without ``num_classes``, with the model's own default head."""
+def _build_model(name: str, num_classes: int | None, kwargs: dict[str, Any], input_size: int) -> nn.Module:
+    """The model as training builds it; without ``num_classes``, with the model's own default head. A
+    model that cannot take ``input_size`` images is one line, as in training."""
     import timm
 
     import dstbench.models  # noqa: F401  (registers the CIFAR backbones)
-    from dstbench.train.loop import build_model
+    from dstbench.train.backbone import build_model, check_model, check_model_name
 
-    if num_classes is not None or not timm.is_model(name):
-        return build_model(name, num_classes or 1000)  # also the one place unknown names are reported
-    model: nn.Module = timm.create_model(name)
+    check_model_name(name)  # the one place unknown names are reported
+    check_model(name, kwargs, num_classes or 1000, input_size)  # the head's width does not change what fits
+    if num_classes is not None:
+        return build_model(name, num_classes, kwargs)
+    model: nn.Module = timm.create_model(name, **to_timm(kwargs))
     return model
 
 
 def _narrowed_model(args: argparse.Namespace, updater: Any, num_classes: int) -> nn.Module:
     from dstbench.train.narrow import check_narrowable, narrow_for
-    from dstbench.train.setup import build_model
+    from dstbench.train.backbone import build_model
 
     check_narrowable(args.model, args.method)
     narrowing = narrow_for(args.model, num_classes, args.sparsity, args.distribution, args.dense_layers, args.min_active)
     updater.narrowed(narrowing.record())
-    return build_model(args.model, num_classes, channel_multiplier=narrowing.channel_multiplier)
+    kwargs = {**parse_model_kwargs(args.model_kwargs), "channel_multiplier": narrowing.channel_multiplier}
+    return build_model(args.model, num_classes, kwargs)
 
 
 def _check_flops_args(args: argparse.Namespace) -> None:
@@ -131,7 +137,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
     _check_flops_args(args)
     updater = create_updater(args.method, parse_hp_assignments(args.hp)) if args.method else None
-    model = _build_model(args.model, args.num_classes)
+    model = _build_model(args.model, args.num_classes, parse_model_kwargs(args.model_kwargs), args.input_size)
     if updater is not None and updater.narrows_model:  # small-dense: the narrowed network, as training builds it
         model = _narrowed_model(args, updater, int(getattr(model, "num_classes", args.num_classes or 1000)))
     sparsity = args.sparsity if updater is None or updater.needs.sparse else 0.0

@@ -78,11 +78,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dstbench.config import implied_preset, resolve_config
+    from dstbench.train.distributed import device_line
     from dstbench.train.loop import train
 
     overrides = train_overrides(args)
     preset = implied_preset(args.preset, args.config, overrides)
     cfg = resolve_config(preset, args.config, overrides, parse_hp_assignments(args.hp))
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
+        print(device_line([cfg.device], cfg.threads), flush=True)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":
         return 0  # torchrun: rank 0 reports

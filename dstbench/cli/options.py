@@ -75,7 +75,8 @@ def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], an
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
         annotation = options[0]
         annotation = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
-    default = f.default if f.default is not dataclasses.MISSING else None
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    default = None if default in (dataclasses.MISSING, {}) else default  # nothing given: "unset"
     help_text = f"{doc} {_default_text(f.name, default)}".replace("%", "%%")
     # Defaults stay None, so an explicit flag can be told apart from a preset's or a config file's value;
     # ranges are checked once the config is resolved (TrainConfig.validate names the option).
@@ -85,7 +86,7 @@ def _field_option(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], an
         choices = tuple(map(str, typing.get_args(annotation)))
         parser.add_argument(flag, type=Choice(choices), choices=choices, metavar="{" + ",".join(choices) + "}", help=help_text)
     else:
-        metavar = {int: "N", float: "X"}.get(annotation, "TEXT")
+        metavar = {int: "N", float: "X"}.get(annotation, "NAME=VALUE,..." if typing.get_origin(annotation) is dict else "TEXT")
         parser.add_argument(flag, type=annotation if annotation in (int, float) else str, metavar=metavar, help=help_text)
 
 
@@ -100,7 +101,7 @@ def add_train_options(parser: argparse.ArgumentParser, *, single_run: bool) -> N
         _field_option(parser, f, hints[f.name], docs.get(f.name, ""))
     if single_run:
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, or quick)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (BiDST Table A.1, the ViT/DeiT recipes, or quick)")
     parser.add_argument("--config", help="YAML file of options (and an `hp:` mapping)")
     parser.add_argument(
         "--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyper-parameter (repeatable)"

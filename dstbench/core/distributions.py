@@ -3,7 +3,7 @@
 Two independent choices, because the literature mixes them:
 
 * the *profile* says which prunable layers stay dense (``none``, ``first``: RigL ImageNet, ``mest``:
-  MEST/BiDST CIFAR);
+  MEST/BiDST CIFAR, ``vit``: patch embedding and head of a vision transformer);
 * the *distribution* spreads the budget over the remaining layers (``uniform``, ``er``, ``erk``), or
   fixes only the total and lets a method's global ranking decide the layers (``global``: SNIP, GraSP,
   SynFlow, LT, DSR; see :func:`global_counts` and :mod:`dstbench.core.global_select`).
@@ -35,6 +35,7 @@ __all__ = [
     "SparsityPlan",
     "validate_sparsity",
     "dense_layer_names",
+    "dense_layer_reasons",
     "layer_densities",
     "active_count",
     "plan_sparsity",
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 Distribution = Literal["uniform", "er", "erk", "global"]
-DenseProfile = Literal["none", "first", "mest"]
+DenseProfile = Literal["none", "first", "mest", "vit"]
 DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
 DENSE_PROFILES: tuple[str, ...] = get_args(DenseProfile)
 
@@ -78,23 +79,46 @@ def active_count(numel: int, density: float, min_active: int = 1) -> int:
 
 
 def dense_layer_names(layers: Sequence[PrunableLayer], profile: str) -> set[str]:
-    """Names of the layers a profile keeps dense.
+    """Names of the layers a profile keeps dense (see :func:`dense_layer_reasons`)."""
+    return set(dense_layer_reasons(layers, profile))
 
-    ``mest`` follows the MEST (Yuan et al. 2021) and BiDST CIFAR profiles: the first conv, every fully
-    connected layer, and the 1x1 projection shortcuts (modules named ``shortcut``/``downsample``).
-    Those layers hold 0.67 % of the GraSP ResNet-32's weights but keep the residual path alive at
-    extreme sparsity.
+
+def _vit_reason(layer: PrunableLayer, first: bool) -> str | None:
+    """Why ``vit`` keeps a layer dense: the patch embedding and the classifier head(s) (timm names)."""
+    path = layer.name.split(".")
+    if first or "patch_embed" in path:
+        return "patch embedding"
+    if path[0].startswith("head"):
+        return "classifier head"
+    return None
+
+
+def dense_layer_reasons(layers: Sequence[PrunableLayer], profile: str) -> dict[str, str]:
+    """The layers a profile keeps dense, each with the reason ``inspect`` shows.
+
+    ``first`` is RigL's ImageNet profile (the first layer). ``mest`` follows the MEST (Yuan et al. 2021)
+    and BiDST CIFAR profiles: the first conv, every fully connected layer, and the 1x1 projection
+    shortcuts (modules named ``shortcut``/``downsample``); those hold 0.67 % of the GraSP ResNet-32's
+    weights but keep the residual path alive at extreme sparsity. ``vit`` is the sparse-ViT convention
+    (the patch embedding and the classifier head dense; the attention qkv/proj and MLP linears of every
+    block sparse). Position embeddings, the class token and norms are never prunable (not conv/linear
+    weights), whatever the profile.
     """
     if profile not in DENSE_PROFILES:
         raise ConfigError(f"unknown dense-layer profile {profile!r}; choose from {', '.join(DENSE_PROFILES)}")
     if profile == "none" or not layers:
-        return set()
-    dense = {layers[0].name}
+        return {}
+    if profile == "vit":
+        reasons = {layer.name: _vit_reason(layer, i == 0) for i, layer in enumerate(layers)}
+        return {name: reason for name, reason in reasons.items() if reason is not None}
+    dense = {layers[0].name: "first layer"}
     if profile == "mest":
-        for layer in layers:
+        for layer in layers[1:]:
             path = layer.name.split(".")
-            if layer.kind == "linear" or "shortcut" in path or "downsample" in path:
-                dense.add(layer.name)
+            if layer.kind == "linear":
+                dense[layer.name] = "fully connected"
+            elif "shortcut" in path or "downsample" in path:
+                dense[layer.name] = "projection shortcut"
     return dense
 
 

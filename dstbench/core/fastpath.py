@@ -49,6 +49,8 @@ def fast_path_decision(
 ) -> tuple[bool, str | None]:
     """(compile?, why not) for a run that did not choose; the reason is None when there is nothing to
     say (the CPU, whose default is eager, or a CUDA run that takes the fast path)."""
+    if device == "auto":  # --device auto trains on CUDA where there is one
+        device = "cuda" if probe("cuda").available else "cpu"
     if not device.startswith("cuda"):
         return False, None
     if world_size > 1:

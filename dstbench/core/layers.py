@@ -1,7 +1,10 @@
 """Which tensors can be sparse, and what the sparsity code needs to know about them.
 
 Only the weights of ``Conv2d`` and ``Linear`` layers are prunable (as in RigL, SNIP and the other methods' code); biases and normalisation
-parameters never are. Describing a layer by a small frozen record (name, shape, kind) lets the
+parameters never are. The rule is the same for every architecture: in a vision transformer the prunable
+weights are the patch embedding (a conv), each block's attention ``qkv``/``proj`` and MLP ``fc1``/``fc2``,
+and the head, while position embeddings and the class token are not (``--dense-layers vit`` keeps the
+patch embedding and head dense, see :func:`dstbench.core.distributions.dense_layer_reasons`). Describing a layer by a small frozen record (name, shape, kind) lets the
 distribution code run without a model, which is how its test vectors are checked.
 """
 

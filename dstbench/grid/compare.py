@@ -27,6 +27,7 @@ from dstbench.core.registry import get_method
 from dstbench.runs.reuse import reusable_summary
 from dstbench.runs.rundir import check_output_dir
 from dstbench.train.preflight import preflight
+from dstbench.train.distributed import device_line
 
 __all__ = ["run_grid", "run_name", "grid_configs", "check_grid", "finish_grid", "format_table", "method_hp"]
 
@@ -130,6 +131,9 @@ def run_grid(
         raise ConfigError(f"--baseline {baseline!r} is not among --methods ({', '.join(methods)})")
     configs = grid_configs(methods, **options)
     check_grid(configs, rerun_mismatched)
+    if progress and configs:  # once for the grid, not once per run
+        placed = (execution.devices if execution is not None else ()) or (configs[0].device,)
+        print(device_line(placed, configs[0].threads), flush=True)
     summaries = execute(configs, execution, progress=progress)
     return finish_grid(configs, summaries, Path(options.get("out") or "runs/compare"), baseline)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dstbench.core.errors import ConfigError, DstbenchError
+from dstbench.core.model_kwargs import check_model_kwargs, to_timm
 from dstbench.runs.configs import read_config
 from dstbench.runs.integrity import sha256
 from dstbench.runs.rundir import RunDir
@@ -60,7 +61,8 @@ def load_run(path: str | Path) -> LoadedRun:
     if not isinstance(cfg.get("model"), str):
         raise ConfigError(f"speed: {run.config} names no model")
     state = run.load_checkpoint("cpu")["model"]
-    model = timm.create_model(cfg["model"], num_classes=_num_classes(state))
+    kwargs = to_timm(check_model_kwargs(cfg.get("model_kwargs") or {}, f"model_kwargs in {run.config}"))
+    model = timm.create_model(cfg["model"], num_classes=_num_classes(state), **kwargs)  # as the run built it
     for key, value in state.items():
         if key.endswith(".weight_mask"):
             model.get_submodule(key[: -len(".weight_mask")]).register_buffer("weight_mask", value.bool())

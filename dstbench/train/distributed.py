@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,8 @@ __all__ = [
     "ReplicaRunDir",
     "platform_from_env",
     "resolve_device",
+    "describe_device",
+    "device_line",
 ]
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,25 @@ class MaskDesyncError(DstbenchError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU; a CUDA name needs CUDA."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu (or auto)")
     return torch.device(name)
+
+
+def device_line(names: Sequence[str], threads: int) -> str:
+    """``device: cpu (2 threads)``: printed once by ``train`` and once by a grid (not once per run)."""
+    return "device: " + ", ".join(describe_device(resolve_device(name), threads) for name in names)
+
+
+def describe_device(device: torch.device, threads: int) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu (2 threads)``: what a run reports it trains on."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 class Platform:
@@ -206,8 +224,7 @@ def platform_from_env(device_name: str) -> Platform:
         return Platform(resolve_device(device_name))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if device_name.startswith("cuda"):
-        resolve_device(device_name)  # one line if there is no CUDA
+    if resolve_device(device_name).type == "cuda":  # one line if CUDA is named and absent
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

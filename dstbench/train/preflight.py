@@ -67,7 +67,7 @@ def preflight(cfg: TrainConfig) -> None:
     check_schedule(cfg, steps_per_epoch)
     try:
         with torch.device("meta"):
-            model = build_model(cfg.model, classes, **model_options(cfg, updater, classes))
+            model = build_model(cfg.model, classes, {**cfg.model_kwargs, **model_options(cfg, updater, classes)})
             # The engine sets the method up (its ``setup`` sees the run's layers, plan, optimizer and length).
             SparseEngine(
                 model, plan_of(cfg, model, updater), updater, build_optimizer(model, cfg), seed=cfg.seed,

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import timm
 import torch
 from torch import nn
 
@@ -26,6 +25,7 @@ from dstbench.runs.tickets import method_inputs
 from dstbench.train.narrow import check_narrowable, narrow_for
 from dstbench.runs.rundir import RunDir
 from dstbench.speed.training import TrainingKernels, attach, check_training
+from dstbench.train.backbone import build_model, check_model, check_model_name
 from dstbench.train.distributed import Platform
 from dstbench.train.optimizers import build_optimizer, check_optimizer
 from dstbench.train.recipes import Recipe
@@ -51,15 +51,6 @@ __all__ = [
 ]
 
 
-def check_model_name(name: str) -> None:
-    """Fail on an unknown model name with close matches, before any data is read or model built."""
-    import dstbench.models  # noqa: F401
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:8] or list(dstbench.models.CIFAR_MODELS)
-        raise ConfigError(f"unknown model {name!r}; e.g. {', '.join(close)} (see `dstbench models`)")
-
-
 def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
     """Every check of the command's own arguments, before the output folder is looked at (so a typo
     is reported as a typo, not hidden behind the state of the folder); returns the method."""
@@ -76,15 +67,9 @@ def check_arguments(cfg: TrainConfig, platform: Platform) -> MaskUpdater:
     check_model_name(cfg.model)
     if updater.narrows_model:
         check_narrowable(cfg.model, cfg.method)
-    dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset)
+    check_model(cfg.model, cfg.model_kwargs, len(info.classes or range(10)), info.input_size)
     return updater
-
-
-def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Any timm model by name; the CIFAR backbones are registered by importing ``dstbench.models``."""
-    check_model_name(name)
-    model: nn.Module = timm.create_model(name, num_classes=num_classes, **kwargs)
-    return model
 
 
 def model_options(cfg: TrainConfig, updater: MaskUpdater, num_classes: int) -> dict[str, Any]:
@@ -206,7 +191,8 @@ def build(cfg: TrainConfig, platform: Platform, updater: MaskUpdater, run: RunDi
     data = build_data(data_config(cfg, platform), device)
     # The loaders' sizes after subsetting: the full split is only larger, so a too-large limit shows.
     check_subset_sizes(cfg, getattr(data.train, "num_samples", None), getattr(data.test, "num_samples", None))
-    model = build_model(cfg.model, data.num_classes, **model_options(cfg, updater, data.num_classes)).to(device)
+    options = {**cfg.model_kwargs, **model_options(cfg, updater, data.num_classes)}
+    model = build_model(cfg.model, data.num_classes, options).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     plan = plan_of(cfg, model, updater)

@@ -10,6 +10,7 @@ from dstbench.runs.integrity import code_version
 from dstbench.runs.tickets import pipeline_flops
 from dstbench.train.narrow import full_width_flops
 from dstbench.train.checkpoint import History
+from dstbench.train.distributed import describe_device
 from dstbench.train.setup import Training
 from dstbench.train.wall_time import device_name, wall_time
 
@@ -47,6 +48,8 @@ def _results(t: Training, history: History) -> dict[str, Any]:
         "distribution": cfg.distribution,
         "dense_layers": cfg.dense_layers,
         "seed": cfg.seed,
+        "device": describe_device(t.device, cfg.threads),
+        "model_kwargs": dict(cfg.model_kwargs),
         "epochs": cfg.epochs,
         "steps_per_epoch": t.steps_per_epoch,
         "test_acc": last.get("test_acc"),
