@@ -140,3 +140,15 @@ def test_a_finished_run_line_labels_its_count_and_its_clock() -> None:
     """The grid's `[k/N]` lines count finished runs, and their time is the grid's, not the run's."""
     line = _finished_line(2, 5, TrainConfig(out="runs/x/rigl_s0.9_seed0"), {"test_acc": 0.8125}, 61.4)
     assert line == "[2/5 finished] rigl_s0.9_seed0: test_acc 0.8125 (61s since the grid started)"
+
+
+def test_a_jobs_grid_draws_no_bar_into_a_redirected_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`compare --jobs 2 > log 2>&1`: the overall "runs" bar is drawn only on a terminal; the log
+    gets the plain per-run lines."""
+    argv = ["compare", "--methods", "static", "--seeds", "0,1", "--epochs", "1", "--max-train-samples", "64",
+            "--max-test-samples", "32", "--batch-size", "32", "--jobs", "2", "--out", str(tmp_path / "g")]
+    capfd.readouterr()
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "[2/2 finished]" in out
+    assert "runs:" not in err and "\r" not in err and "it/s" not in err

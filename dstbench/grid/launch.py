@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -116,8 +117,9 @@ def execute(
             pending.append(i)
     in_process = execution.launcher == "none" and execution.jobs == 1
     # In this process the trainer shows its own per-epoch lines; an overall bar would interleave with them.
+    # Drawn only on a terminal: in a redirected log a bar is a pile of carriage returns.
     bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="runs",
-               disable=not progress or in_process)
+               disable=not progress or in_process or not sys.stderr.isatty())
     start = time.perf_counter()
     try:
         if execution.launcher != "none":
