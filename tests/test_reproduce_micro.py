@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from dstbench.cli.app import main
 from dstbench.grid.reproduce import _methods
 
 SPARSE, _ = _methods(None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
