@@ -27,6 +27,10 @@ def finish(t: Training, history: History, stepper_report: dict[str, Any] | None)
     summary.update({key: last[key] for key in ("ema_test_acc", "ema_test_loss") if key in last})  # --ema
     if stepper_report is not None:
         summary["compile"] = stepper_report
+        if stepper_report.get("fast_steps") and t.engine.updater.needs.per_step_hook and not stepper_report.get("eager_hooks"):
+            # The hook ran inside compiled or captured steps, where it cannot be timed apart: its share
+            # is unknown (not 0); the epoch time holds its whole cost.
+            summary["step_hook_share"] = summary["wall_time"]["step_hook_share"] = None
     summary.update(t.platform.summary())
     summary["code_version"] = code_version()
     t.run.write_summary(summary)
