@@ -49,9 +49,10 @@ __all__ = ["report_rows", "run_summaries", "write_report"]
 Summary = Mapping[str, Any]
 
 # Options that never change a run's numbers (or are reported elsewhere): not part of a cell's setting.
+# ``save_rewind_step`` only keeps a copy of the weights at that step (LT's dense run), so it is not a setting.
 _NOT_SETTINGS = frozenset(
     {"seed", "out", "device", "num_workers", "eval_batch_size", "data_dir", "loader", "beton_dir", "hp", "method", "sparsity",
-     "logger"}
+     "logger", "save_rewind_step"}
 )
 # Dense training ignores how sparsity would be distributed.
 _DENSE_IGNORES = frozenset({"distribution", "dense_layers", "min_active", "structure"})
@@ -77,8 +78,16 @@ def _sparsity(summary: Summary) -> float:
 
 
 def _settings(summary: Summary) -> dict[str, Any]:
-    """The options that define a run (its config.json where known, else the summary's own fields)."""
-    config = flat_config(summary["config"]) if summary.get("config") else {key: summary.get(key) for key in SHOWN}
+    """The options that define a run (its config.json where known, else the summary's own fields).
+
+    A config.json written before an option existed gets that option's default, which is what the run
+    did: otherwise it would sit in a cell of its own beside new runs of the same setting."""
+    from dstbench.config import TrainConfig
+
+    if summary.get("config"):
+        config = {**flat_config(TrainConfig().to_json()), **flat_config(summary["config"])}
+    else:
+        config = {key: summary.get(key) for key in SHOWN}
     dense_only = _DENSE_IGNORES if _ignores_sparsity(summary) else frozenset()
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_SETTINGS and k not in dense_only}
 
@@ -165,6 +174,14 @@ def _rest(row: Mapping[str, Any], *drop: str) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
+def _comparable(reference: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    """Whether ``reference`` is the cell to compare ``row`` with: the same settings and sparsity, or, for
+    a reference that ignores sparsity (dense training), the same settings but how sparsity is laid out."""
+    if reference["ignores_sparsity"]:
+        return _rest(reference) == _rest(row, *_DENSE_IGNORES)
+    return reference["sparsity"] == row["sparsity"] and _rest(reference) == _rest(row)
+
+
 def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
     """Per row: Welch's comparison with the baseline method's cell of the same setting and sparsity.
 
@@ -173,11 +190,7 @@ def _attach_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
     compared with it like any other method.
     """
     for row in rows:
-        candidates = [
-            other
-            for other in rows
-            if other["method"] == baseline and other["sparsity"] == row["sparsity"] and _rest(other) == _rest(row)
-        ]
+        candidates = [other for other in rows if other["method"] == baseline and _comparable(other, row)]
         row["baseline"] = baseline
         row["baseline_label"] = None
         row["baseline_candidates"] = len(candidates)
@@ -209,8 +222,7 @@ def _attach_wall_ratios(rows: list[dict[str, Any]]) -> None:
     guess, so the tables say "n/a" instead."""
     for row in rows:
         static = [r for r in rows if r["method"] == "static" and r["sparsity"] == row["sparsity"] and _rest(r) == _rest(row)]
-        rest = _rest(row, *_DENSE_IGNORES)
-        dense = [r for r in rows if r["method"] == "dense" and _rest(r, *_DENSE_IGNORES) == rest]
+        dense = [r for r in rows if r["method"] == "dense" and _comparable(r, row)]
         for key, candidates in (("epoch_vs_static", static), ("epoch_vs_dense", dense)):
             same_device = candidates and candidates[0]["device"] == row["device"]
             reference = candidates[0]["epoch_seconds"] if same_device else None
@@ -226,9 +238,7 @@ def _attach_paper(rows: list[dict[str, Any]]) -> None:
         row["paper"] = paper_matches(
             row["method"], settings.get("model"), settings.get("dataset"), settings.get("distribution", ""), row["sparsity"]
         )
-        # Our dense cell: same options (the distribution and dense-layer profile mean nothing for dense).
-        rest = _rest(row, *_DENSE_IGNORES)
-        dense = [r for r in rows if r["method"] == "dense" and _rest(r) == rest]
+        dense = [r for r in rows if r["method"] == "dense" and _comparable(r, row)]
         row["our_gap"] = None
         if len(dense) == 1 and row["method"] != "dense":
             gap = welch(row["accuracies"], dense[0]["accuracies"], bounds=DIFFERENCE_BOUNDS)
@@ -254,6 +264,7 @@ def _cell_row(runs: Sequence[Summary], method_hps: list[Mapping[str, Any]]) -> d
         "distribution": first["distribution"],
         "dense_layers": first.get("dense_layers"),
         "sparsity": _sparsity(first),
+        "ignores_sparsity": _ignores_sparsity(first),
         "epochs": first.get("epochs"),
         "n": cell.n,
         "accuracies": accuracies,

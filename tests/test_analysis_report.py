@@ -152,6 +152,32 @@ def test_epoch_ratios_need_the_same_device_and_the_table_names_it() -> None:
     assert [(c["device"], c["epoch time (× static)"]) for c in _cost(mixed)] == [("NVIDIA H200", "n/a"), ("cpu, 2 threads", "1.00")]
 
 
+def test_a_dense_baseline_is_compared_with_every_sparsity_and_layout() -> None:
+    """The lt report said "no dense cell" beside its dense row: dense ignores sparsity and its layout,
+    and the dense run's ``save_rewind_step`` (it only keeps a copy of the weights) is not a setting."""
+    summaries = [
+        *(_summary("dense", a, s, save_rewind_step=1, distribution="uniform") for s, a in enumerate([0.60, 0.62])),
+        *(_summary("lt", a, s, sparsity=0.36, save_rewind_step=None) for s, a in enumerate([0.70, 0.72])),
+        *(_summary("lt", a, s, sparsity=0.36, save_rewind_step=None, lr=0.1) for s, a in enumerate([0.70, 0.72])),
+    ]
+    rows = report_rows(summaries)
+    assert [(r["method"], r["sparsity"], r["baseline_label"]) for r in rows] == [
+        ("dense", 0.0, "dense"), ("lt", 0.36, "dense"), ("lt", 0.36, None),
+    ]  # fmt: skip
+    assert rows[1]["diff"] == pytest.approx(0.10) and rows[1]["verdict"] != "no dense cell"
+    assert rows[2]["verdict"] == "no dense cell"  # another learning rate is another setting
+
+
+def test_a_config_written_before_an_option_existed_joins_the_cell_of_its_default() -> None:
+    from dstbench.config import TrainConfig
+
+    old = _summary("rigl", 0.50, 0)
+    new = _summary("rigl", 0.52, 1, structure=TrainConfig().structure, budget=TrainConfig().budget)
+    other = _summary("rigl", 0.40, 2, structure="nm:2:4")
+    rows = report_rows([old, new, other])
+    assert [(r["n"], r["accuracies"]) for r in rows] == [(2, [0.50, 0.52]), (1, [0.40])]
+
+
 def test_paper_columns_are_gaps_to_dense() -> None:
     cifar = {"model": "cifar_resnet32", "dataset": "cifar10"}
     summaries = [
