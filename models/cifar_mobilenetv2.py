@@ -26,7 +26,6 @@ Stage table (expansion t, output channels c, blocks n, stride of the first block
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import torch
@@ -36,6 +35,7 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .generic_kwargs import consume_generic_kwargs
 from .width import pop_multiplier, scale_width
 
 __all__ = ["CifarMobileNetV2", "InvertedResidual", "MOBILENETV2_CIFAR_CFG", "cifar_mobilenetv2"]
@@ -53,27 +53,6 @@ MOBILENETV2_CIFAR_CFG: tuple[StageCfg, ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-# timm's generic constructor arguments this architecture has no use for, with the value meaning "off".
-_NEUTRAL_KWARGS: dict[str, Any] = {
-    "drop_rate": 0.0,
-    "drop_path_rate": 0.0,
-    "drop_block_rate": 0.0,
-    "global_pool": "avg",
-}
-
-
-def _consume_generic_kwargs(arch: str, kwargs: dict[str, Any]) -> None:
-    """Drop timm's generic kwargs (warning when one asks for a feature we lack); reject anything else.
-
-    Rejecting unknown names keeps a typo such as ``num_clases=100`` from building a 10-class model.
-    """
-    for name, neutral in _NEUTRAL_KWARGS.items():
-        value = kwargs.pop(name, None)
-        if value is not None and value != neutral:
-            warnings.warn(f"{arch}: ignoring {name}={value!r}; the architecture has no such option", stacklevel=3)
-    if kwargs:
-        raise TypeError(f"{arch}: unexpected keyword arguments {sorted(kwargs)}")
 
 
 class InvertedResidual(nn.Module):
@@ -138,7 +117,7 @@ class CifarMobileNetV2(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _consume_generic_kwargs(type(self).__name__, kwargs)
+        consume_generic_kwargs(type(self).__name__, kwargs)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes

@@ -35,7 +35,6 @@ error rather than a silent random initialisation.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
@@ -45,6 +44,7 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .generic_kwargs import consume_generic_kwargs
 from .width import pop_multiplier, scale_width
 
 __all__ = ["CifarResNet", "BasicBlock", "ZeroPadShortcut", "cifar_resnet32", "cifar_resnet32_grasp"]
@@ -56,29 +56,6 @@ __all__ = ["CifarResNet", "BasicBlock", "ZeroPadShortcut", "cifar_resnet32", "ci
 
 ShortcutType = Literal["A", "B"]
 InitScheme = Literal["he", "grasp"]
-
-# timm's generic constructor arguments that these architectures have no use for, with the value that
-# means "off". They are accepted so that generic training scripts can pass them; a value that would
-# change a timm model but cannot change this one triggers a warning instead of being dropped silently.
-_NEUTRAL_KWARGS: dict[str, Any] = {
-    "drop_rate": 0.0,
-    "drop_path_rate": 0.0,
-    "drop_block_rate": 0.0,
-    "global_pool": "avg",
-}
-
-
-def _consume_generic_kwargs(arch: str, kwargs: dict[str, Any]) -> None:
-    """Drop timm's generic kwargs (warning when one asks for a feature we lack); reject anything else.
-
-    Rejecting unknown names keeps a typo such as ``num_clases=100`` from building a 10-class model.
-    """
-    for name, neutral in _NEUTRAL_KWARGS.items():
-        value = kwargs.pop(name, None)
-        if value is not None and value != neutral:
-            warnings.warn(f"{arch}: ignoring {name}={value!r}; the architecture has no such option", stacklevel=3)
-    if kwargs:
-        raise TypeError(f"{arch}: unexpected keyword arguments {sorted(kwargs)}")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -174,7 +151,7 @@ class CifarResNet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _consume_generic_kwargs(type(self).__name__, kwargs)
+        consume_generic_kwargs(type(self).__name__, kwargs)
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
         if init not in ("he", "grasp"):

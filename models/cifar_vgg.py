@@ -20,7 +20,6 @@ classifier weight N(0, 0.01) and bias 0.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence, Union
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 
 from dstbench.data.catalog import CIFAR10_MEAN, CIFAR10_STD
 
+from .generic_kwargs import consume_generic_kwargs
 from .width import pop_multiplier, scale_width
 
 __all__ = ["CifarVGG", "VGG19_CFG", "cifar_vgg19"]
@@ -41,27 +41,6 @@ LayerCfg = Sequence[Union[int, str]]
 VGG19_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512,
 )
-
-# timm's generic constructor arguments this architecture has no use for, with the value meaning "off".
-_NEUTRAL_KWARGS: dict[str, Any] = {
-    "drop_rate": 0.0,
-    "drop_path_rate": 0.0,
-    "drop_block_rate": 0.0,
-    "global_pool": "avg",
-}
-
-
-def _consume_generic_kwargs(arch: str, kwargs: dict[str, Any]) -> None:
-    """Drop timm's generic kwargs (warning when one asks for a feature we lack); reject anything else.
-
-    Rejecting unknown names keeps a typo such as ``num_clases=100`` from building a 10-class model.
-    """
-    for name, neutral in _NEUTRAL_KWARGS.items():
-        value = kwargs.pop(name, None)
-        if value is not None and value != neutral:
-            warnings.warn(f"{arch}: ignoring {name}={value!r}; the architecture has no such option", stacklevel=3)
-    if kwargs:
-        raise TypeError(f"{arch}: unexpected keyword arguments {sorted(kwargs)}")
 
 
 class CifarVGG(nn.Module):
@@ -85,7 +64,7 @@ class CifarVGG(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _consume_generic_kwargs(type(self).__name__, kwargs)
+        consume_generic_kwargs(type(self).__name__, kwargs)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         widths = [v for v in cfg if not isinstance(v, str)]

@@ -13,6 +13,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from .generic_kwargs import consume_generic_kwargs
 from .width import pop_multiplier, scale_width
 
 __all__ = ["TinyCNN", "tiny_cnn"]
@@ -50,9 +51,18 @@ class TinyCNN(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+# What ``timm.create_model`` passes to every entry point; ``build_model_with_cfg`` would take it.
+_TIMM_PLUMBING = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
 @register_model
 def tiny_cnn(pretrained: bool = False, **kwargs: Any) -> TinyCNN:
+    """The quick preset's network; like the CIFAR backbones it refuses an argument it cannot honour."""
     if pretrained:
         raise ValueError("tiny_cnn has no pretrained weights")
-    width = scale_width(16, pop_multiplier("tiny_cnn", kwargs))
-    return TinyCNN(num_classes=kwargs.get("num_classes", 10), in_chans=kwargs.get("in_chans", 3), width=width)
+    for name in _TIMM_PLUMBING:
+        kwargs.pop(name, None)
+    width = scale_width(kwargs.pop("width", 16), pop_multiplier("tiny_cnn", kwargs))
+    num_classes, in_chans = kwargs.pop("num_classes", 10), kwargs.pop("in_chans", 3)
+    consume_generic_kwargs("tiny_cnn", kwargs)
+    return TinyCNN(num_classes=num_classes, in_chans=in_chans, width=width)

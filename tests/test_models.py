@@ -139,15 +139,17 @@ def test_pretrained_true_raises(name: str) -> None:
         timm.create_model(name, pretrained=True)
 
 
-def test_generic_timm_kwargs_are_ignored_and_typos_rejected() -> None:
+@pytest.mark.parametrize("name", [*CIFAR_MODELS, "tiny_cnn"])
+def test_generic_timm_kwargs_are_ignored_and_typos_rejected(name: str) -> None:
+    """``tiny_cnn`` used to drop any argument silently (``num_clases=100`` built a 10-class model)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = create("cifar_resnet32", num_classes=10, drop_rate=0.0, drop_path_rate=None)
-    assert model.num_classes == 10
+        model = timm.create_model(name, num_classes=7, drop_rate=0.0, drop_path_rate=None)
+    assert model.num_classes == 7 and model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
     with pytest.warns(UserWarning, match="drop_rate"):
-        timm.create_model("cifar_resnet32", drop_rate=0.2)
+        timm.create_model(name, drop_rate=0.2)
     with pytest.raises(TypeError, match="num_clases"):
-        timm.create_model("cifar_resnet32", num_clases=100)
+        timm.create_model(name, num_clases=100)
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
