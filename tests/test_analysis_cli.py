@@ -85,6 +85,36 @@ def test_iou_and_overhead_figures_from_real_runs(compare_dir: Path, tmp_path: Pa
     assert (tmp_path / "overhead.png").stat().st_size > 1000 and (tmp_path / "overhead.pdf").stat().st_size > 1000
 
 
+def test_learning_curves_are_the_seeds_mean_and_std_per_epoch(compare_dir: Path, tmp_path: Path) -> None:
+    from dstbench.analysis.curves import curve_series
+
+    series = curve_series(find_runs(compare_dir), ["test_acc", "train_loss"])
+    assert [(c.label, c.n, c.epochs) for c in series["test_acc"]] == [("rigl (delta_t=2)", 2, (1, 2)), ("static", 2, (1, 2))]
+    for metric, scale in (("test_acc", 100.0), ("train_loss", 1.0)):
+        for curve, method in zip(series[metric], ("rigl", "static")):
+            # Independently: each seed's metrics.jsonl, epoch by epoch.
+            seeds = [[scale * json.loads(line)[metric] for line in (compare_dir / f"{method}_s0.9_seed{seed}" / "metrics.jsonl")
+                      .read_text().splitlines()] for seed in (0, 1)]  # fmt: skip
+            assert curve.mean == pytest.approx([(a + b) / 2 for a, b in zip(*seeds)])
+            assert curve.std == pytest.approx([abs(a - b) / 2**0.5 for a, b in zip(*seeds)])
+    out = tmp_path / "curves.png"
+    assert main(["plot", "curves", str(compare_dir), "--out", str(out), "--metrics", "test_acc,test_loss,train_acc"]) == 0
+    assert out.stat().st_size > 1000 and out.with_suffix(".pdf").stat().st_size > 1000
+
+
+def test_curves_coincide_relative_to_their_panels_span() -> None:
+    """A loss panel zooms in: 2.3012 and 2.3017 are far apart there, though within 0.05 % of each other."""
+    from dstbench.analysis.curves import Curve, _coinciding
+
+    def curve(label: str, *mean: float) -> Curve:
+        return Curve(label, label, (1, 2), mean, (0.0, 0.0), 2)
+
+    apart = [curve("rigl", 2.3017, 2.3014), curve("static", 2.3012, 2.3007)]
+    assert _coinciding(apart) == ["", ""]
+    same = [curve("rigl", 10.0, 11.0), curve("set", 50.0, 60.0), curve("static", 10.0, 11.1)]
+    assert _coinciding(same) == ["", "", "rigl"]  # 0.1 of a 50-point span
+
+
 def test_report_table_has_the_table_2_columns_and_seed_statistics(
     compare_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,6 +192,8 @@ def test_itop_rate_from_snapshots_equals_the_engine_s(compare_dir: Path) -> None
         (["plot", "iou", "{tmp}/missing", "--out", "{tmp}/x.png"], "no such directory"),
         (["plot", "sparsity-curve", "{tmp}", "--out", "{tmp}/x.png"], "is not a sweep folder"),
         (["plot", "overhead", "{tmp}", "--out", "{tmp}/x.svg"], "must end in .png or .pdf"),
+        (["plot", "curves", "{tmp}", "--out", "{tmp}/x.png", "--metrics", "test_acc,lr"], "expected names from test_acc"),
+        (["plot", "curves", "{tmp}", "--out", "{tmp}/x.png"], "neither a run directory nor a folder of runs"),
         (["flops", "--model", "tiny_cnn", "--input-size", "32", "--method", "rigl"], "needs --epochs and"),
         (["flops", "--model", "no_such_net", "--input-size", "32"], "unknown model"),
         (["sweep", "--methods", "rigl", "--sparsities", "0.9,1.0", "--out", "{tmp}/s"], "sparsity must be in"),

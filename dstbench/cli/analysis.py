@@ -1,4 +1,4 @@
-"""The analysis subcommands: ``flops`` (:mod:`dstbench.cli.flops`), ``sweep``, ``plot {iou,sparsity-curve,overhead}`` and ``report``.
+"""The analysis subcommands: ``flops`` (:mod:`dstbench.cli.flops`), ``sweep``, ``plot {iou,sparsity-curve,overhead,curves,ablation}`` and ``report``.
 
 ``dstbench.cli.app`` calls :func:`add_commands` while it builds its parser. ``sweep`` and ``reproduce``
 take exactly ``compare``'s training and grid options (:mod:`dstbench.cli.options`) and train through
@@ -155,7 +155,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 # -- plot ------------------------------------------------------------------------------------------
 def _add_plot(sub: Any) -> None:
-    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, ablation, speed, crossover")
+    plot = sub.add_parser("plot", help="figures (PNG and PDF): iou, sparsity-curve, overhead, curves, ablation, speed, crossover")
     kinds = plot.add_subparsers(dest="plot_command", required=True, parser_class=type(plot))
 
     iou = kinds.add_parser("iou", help="mask IoU against training progress (BiDST Figure 4)")
@@ -179,6 +179,13 @@ def _add_plot(sub: Any) -> None:
     overhead.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
     overhead.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
     overhead.set_defaults(func=_cmd_plot_overhead)
+
+    curves = kinds.add_parser("curves", help="test accuracy and training loss per epoch, mean ± std over seeds, per cell")
+    curves.add_argument("dirs", nargs="+", metavar="DIR", help="folders of runs or run directories")
+    curves.add_argument("--out", required=True, help="FILE.png or FILE.pdf (both are written)")
+    curves.add_argument("--metrics", type=_metric_list, default=None,
+                        help="comma-separated panels from test_acc, train_loss, test_loss, train_acc (default: test_acc,train_loss)")  # fmt: skip
+    curves.set_defaults(func=_cmd_plot_curves)
 
     ablation = kinds.add_parser("ablation", help="accuracy against a hyper-parameter from a --hp-grid sweep (Figure C.1)")
     ablation.add_argument("sweep_dir", help="folder written by `dstbench sweep --hp-grid ...`")
@@ -226,6 +233,25 @@ def _cmd_plot_overhead(args: argparse.Namespace) -> int:
 
     figure_paths(args.out)
     return written(plot_overhead([run.summary for run in complete_runs(*args.dirs) if run.summary], args.out))
+
+
+def _metric_list(text: str) -> list[str]:
+    from dstbench.analysis.curves import METRICS
+
+    metrics = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in metrics if name not in METRICS]
+    if not metrics or unknown:
+        raise argparse.ArgumentTypeError(f"expected names from {', '.join(METRICS)}, got {text!r}")
+    return metrics
+
+
+def _cmd_plot_curves(args: argparse.Namespace) -> int:
+    from dstbench.analysis.curves import DEFAULT_METRICS, plot_curves
+    from dstbench.analysis.plots import figure_paths
+    from dstbench.analysis.runs import complete_runs
+
+    figure_paths(args.out)
+    return written(plot_curves(complete_runs(*args.dirs), args.out, args.metrics or DEFAULT_METRICS))
 
 
 def _cmd_plot_ablation(args: argparse.Namespace) -> int:
