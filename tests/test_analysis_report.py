@@ -188,6 +188,8 @@ def test_paper_columns_are_gaps_to_dense() -> None:
     text = format_tables(report_rows(summaries, paper=True), paper=True)
     section = text[text.index("## The paper beside us") :].split("\n\n")
     assert "2 of 3 cells have no published counterpart" in section[1]
+    matched = format_tables(report_rows(summaries[:2], paper=True), paper=True)  # rigl alone
+    assert "Every cell has a published counterpart." in matched and "0 of" not in matched
     (row,) = _cells(section[2])
     # Ours: 51 - 61 = -10 points; paper Table 1, RigL ERK 90 %: 93.55 - 94.9 = -1.35; difference -8.65.
     assert row[0] == "rigl" and row[5] == "51.00 ± 1.41"
