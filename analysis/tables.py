@@ -53,13 +53,24 @@ def _fixed(value: float | None, digits: int, scale: float = 1.0, sign: bool = Fa
 def _significant(value: float | None) -> str:
     """Three significant digits, trailing zeros kept (0.170, 0.0142, 8.20e-05): small shares at extreme
     sparsity stay readable and every cell of the column has the same precision."""
-    return "-" if value is None else f"{value:#.3g}"
+    return "-" if value is None else _three_digits(value)
 
 
-def _na(value: float | None, spec: str) -> str:
+def _three_digits(value: float) -> str:
+    """``#.3g`` without its artefacts above 100: 152.3 gives "152", not "152."; 1523 gives "1523", not
+    "1.52e+03"."""
+    text = f"{value:#.3g}"
+    return f"{value:.0f}" if text.endswith(".") or ("e+" in text and abs(value) >= 100) else text
+
+
+def _na(value: float | None, render: Callable[[float], str]) -> str:
     """Wall-time columns: "n/a" where the runs cannot give the number (no static/dense cell, runs older
     than the wall-time record, or the reference measured on another device)."""
-    return "n/a" if value is None else format(value, spec)
+    return "n/a" if value is None else render(value)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}"
 
 
 def _percent(sparsity: float) -> str:
@@ -134,9 +145,9 @@ _COST: tuple[Column, ...] = (
     ("n", lambda r: str(r["n"])),
     ("train FLOPs", lambda r: _sci(r["train_flops"])),
     ("train FLOPs (× dense)", lambda r: _significant(r["train_flops_relative"])),
-    ("epoch (s)", lambda r: _na(r.get("epoch_seconds"), "#.3g")),
-    ("epoch time (× static)", lambda r: _na(r.get("epoch_vs_static"), ".2f")),
-    ("epoch time (× dense)", lambda r: _na(r.get("epoch_vs_dense"), ".2f")),
+    ("epoch (s)", lambda r: _na(r.get("epoch_seconds"), _three_digits)),
+    ("epoch time (× static)", lambda r: _na(r.get("epoch_vs_static"), _ratio)),
+    ("epoch time (× dense)", lambda r: _na(r.get("epoch_vs_dense"), _ratio)),
     ("inference FLOPs", lambda r: _sci(r["inference_flops"])),
     ("mask updates", lambda r: f"{r['topology_updates']:g}"),
     ("final IoU", lambda r: _fixed(r["final_iou"], 3)),

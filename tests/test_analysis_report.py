@@ -142,6 +142,16 @@ def test_epoch_time_relative_to_static_and_dense_from_the_runs_themselves() -> N
     assert "Wall times measured on" not in format_tables(rows) and cells["set"]["device"] == "n/a"
 
 
+@pytest.mark.parametrize(
+    "seconds, shown",
+    [(0.6384, "0.638"), (1.1, "1.10"), (99.94, "99.9"), (99.96, "100"), (152.3, "152"), (1523.4, "1523")],
+)
+def test_epoch_seconds_have_three_digits_and_no_artefacts(seconds: float, shown: str) -> None:
+    """A CPU epoch of ResNet-32 printed as "152." (``#.3g`` keeps the point) and would print 1.52e+03."""
+    (cells,) = _cost(report_rows([_timed("rigl", 0, seconds)]))
+    assert cells["epoch (s)"] == shown
+
+
 def test_epoch_ratios_need_the_same_device_and_the_table_names_it() -> None:
     rows = report_rows([_timed("rigl", 0, 3.0, "NVIDIA H200"), _timed("static", 0, 2.0, "NVIDIA H200")])
     assert rows[0]["epoch_vs_static"] == 1.5 and rows[0]["epoch_vs_dense"] is None
