@@ -44,6 +44,7 @@ __all__ = [
     "Comparison",
     "describe",
     "welch",
+    "seeds_needed",
     "NO_INTERVAL",
     "ACCURACY_BOUNDS",
     "DIFFERENCE_BOUNDS",
@@ -121,6 +122,39 @@ def _n_label(n_a: int, n_b: int) -> str:
     return f"n={n_a}" if n_a == n_b else f"n={n_a} vs {n_b}"
 
 
+def _detectable(se: float, df: float, alpha: float, power: float) -> float:
+    """The smallest true difference a two-sided test at ``alpha`` finds with ``power``, given its SE and df."""
+    from scipy import stats as scipy_stats
+
+    return (float(scipy_stats.t.ppf(1 - alpha / 2, df)) + float(scipy_stats.t.ppf(power, df))) * se
+
+
+def _welch_df(var_a: float, n_a: int, var_b: float, n_b: int) -> float:
+    """Welch–Satterthwaite degrees of freedom."""
+    a, b = var_a / n_a, var_b / n_b
+    return (a + b) ** 2 / (a**2 / (n_a - 1) + b**2 / (n_b - 1))
+
+
+def seeds_needed(
+    std_a: float, std_b: float, difference: float, *, alpha: float = ALPHA, power: float = POWER, limit: int = 10_000
+) -> int:
+    """Seeds per method (the same number on both sides) at which :func:`welch` would state ``difference``
+    as its detectable Δ or less, if the seed-to-seed spreads stayed ``std_a`` and ``std_b``.
+
+    This answers "how many seeds would it take to see a 1-point difference" from the spreads measured so
+    far; it is the inverse of ``Comparison.detectable`` over n, with the same formula, so the two never
+    disagree. Spreads estimated from few seeds are themselves uncertain: read the answer as a size, not a
+    promise.
+    """
+    if difference <= 0 or std_a < 0 or std_b < 0 or std_a == std_b == 0:
+        raise ValueError("seeds_needed() needs a positive difference and a positive spread")
+    for n in range(2, limit + 1):
+        se = math.sqrt((std_a**2 + std_b**2) / n)
+        if _detectable(se, _welch_df(std_a**2, n, std_b**2, n), alpha, power) <= difference:
+            return n
+    raise ValueError(f"more than {limit} seeds per method would be needed")
+
+
 def welch(
     a: Sequence[float], b: Sequence[float], *, alpha: float = ALPHA, power: float = POWER,
     bounds: tuple[float, float] | None = None,
@@ -152,7 +186,7 @@ def welch(
     df = float(result.df)
     interval = result.confidence_interval(confidence_level=1.0 - alpha)
     p = float(result.pvalue)
-    detectable = (float(scipy_stats.t.ppf(1 - alpha / 2, df)) + float(scipy_stats.t.ppf(power, df))) * se
+    detectable = _detectable(se, df, alpha, power)
     if p < alpha:
         verdict = "better" if difference > 0 else "worse"
     else:

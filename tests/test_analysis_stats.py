@@ -4,12 +4,13 @@ table values and a numerically integrated t density), never through the scipy pa
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, NO_INTERVAL, describe, welch
+from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, NO_INTERVAL, describe, seeds_needed, welch
 
 # Printed Student-t tables (two-sided 95 %): t[0.975, df].
 T_TABLE_975 = {2: 4.303, 4: 2.776}
@@ -129,3 +130,41 @@ def test_bounded_welch_interval_is_clipped_and_the_test_is_unchanged() -> None:
     assert (bounded.p, bounded.t, bounded.df, bounded.verdict, bounded.detectable) == (free.p, free.t, free.df, free.verdict, free.detectable)
     two_seeds = describe([0.9836, 0.9910], bounds=ACCURACY_BOUNDS)  # the README's [95.01, 102.45]
     assert two_seeds.ci_high == 1.0 and two_seeds.ci_low == pytest.approx(0.9873 - 12.7062 * 0.0037, abs=1e-4)
+
+
+def test_seeds_needed_for_a_one_sd_difference_by_hand() -> None:
+    # Equal spreads s on both sides: SE = s * sqrt(2 / n), Welch df = 2 (n - 1). The normal approximation
+    # 2 (1.96 + 0.84)^2 = 15.7 seeds is a floor; the t quantiles push the answer to the next n or two.
+    def detectable(n: int) -> float:
+        df = 2 * (n - 1)
+        return (_t_quantile(0.975, df) + _t_quantile(0.8, df)) * math.sqrt(2 / n)
+
+    n = seeds_needed(1.0, 1.0, 1.0)
+    assert 16 <= n <= 18
+    assert detectable(n) <= 1.0 < detectable(n - 1)
+
+
+def _with_spread(n: int, std: float) -> list[float]:
+    """n values whose sample standard deviation is exactly ``std``."""
+    base = [float(i) for i in range(n)]
+    scale = std / statistics.stdev(base)
+    return [scale * v for v in base]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    std_a=st.floats(0.2, 3.0), std_b=st.floats(0.2, 3.0), difference=st.floats(0.5, 4.0),
+)
+def test_seeds_needed_is_where_welch_first_states_the_difference_as_detectable(std_a: float, std_b: float, difference: float) -> None:
+    n = seeds_needed(std_a, std_b, difference)
+    at_n = welch(_with_spread(n, std_a), [v + 10 for v in _with_spread(n, std_b)]).detectable
+    assert at_n is not None and at_n <= difference * (1 + 1e-9)
+    if n > 2:
+        below = welch(_with_spread(n - 1, std_a), [v + 10 for v in _with_spread(n - 1, std_b)]).detectable
+        assert below is not None and below > difference * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("args", [(1.0, 1.0, 0.0), (1.0, 1.0, -1.0), (0.0, 0.0, 1.0), (-1.0, 1.0, 1.0)])
+def test_seeds_needed_refuses_what_has_no_answer(args: tuple[float, float, float]) -> None:
+    with pytest.raises(ValueError):
+        seeds_needed(*args)
