@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Documented commands the test only parses, with the reason; each must still match a documented command.
 NOT_RUN = {
     "dstbench report c10-r32-e5": "the real CIFAR-10 runs of docs/results.md (run folders are not shipped)",
+    "dstbench plot curves c10-r32-e5": "the real CIFAR-10 runs of docs/results.md (run folders are not shipped)",
     "dstbench report c10-r32-4k-e3": "the earlier subset runs of docs/results.md (run folders are not shipped)",
     "dstbench report runs/methods2": "the real CIFAR-10 runs of docs/methods.md (run folders are not shipped)",
     "dstbench speed /tmp/h7runs/vgg19-u98": "times VGG-19 for minutes; tests/test_speed.py runs the command on a tiny run",
