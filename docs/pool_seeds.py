@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dstbench.analysis.paper import paper_matches
 from dstbench.analysis.stats import ACCURACY_BOUNDS, DIFFERENCE_BOUNDS, describe, seeds_needed, welch
+from dstbench.analysis.tables import _fixed, _interval  # the report's number formats, one source
 
 DEFAULT = Path(__file__).with_name("data") / "c10_r32_e5_seeds.csv"
 SETTING = {"model": "cifar_resnet32", "dataset": "cifar10", "distribution": "erk", "sparsity": 0.9}
@@ -48,11 +49,8 @@ def read_record(path: Path) -> dict[str, dict[int, float]]:
 
 
 def _points(value: float | None, sign: bool = False) -> str:
-    return "-" if value is None else (f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}")
-
-
-def _interval(low: float | None, high: float | None, sign: bool = False) -> str:
-    return f"[{_points(low, sign)}, {_points(high, sign)}]"
+    """A fraction in points with two decimals, as the report prints it."""
+    return _fixed(value, 2, 100, sign)
 
 
 def per_seed_table(record: dict[str, dict[int, float]]) -> list[str]:
@@ -86,12 +84,12 @@ def pooled_table(record: dict[str, dict[int, float]], baseline: str) -> list[str
             p = "-" if c.p is None else f"{c.p:.3f}"
             base_std = describe(base).std
             needed = str(seeds_needed(cell.std, base_std, ONE_POINT)) if cell.std and base_std else "-"
-            difference = f"{_points(c.difference, True)} {_interval(c.ci_low, c.ci_high, True)}"
+            difference = f"{_points(c.difference, True)} {_interval(c.ci_low, c.ci_high, sign=True)}"
             against = [difference, p, c.verdict, _points(c.detectable), needed]
         gap, paper = "-", "-"
         if dense is not None and method != "dense":
             g = welch(values, dense, bounds=DIFFERENCE_BOUNDS)
-            gap = f"{_points(g.difference, True)} {_interval(g.ci_low, g.ci_high, True)}"
+            gap = f"{_points(g.difference, True)} {_interval(g.ci_low, g.ci_high, sign=True)}"
             matches = paper_matches(method, SETTING["model"], SETTING["dataset"], SETTING["distribution"], SETTING["sparsity"])
             paper = ", ".join(f"{m.gap:+.2f} (Table {m.table})" for m in matches) or "none published"
         ci = "-" if cell.ci_low is None else _interval(cell.ci_low, cell.ci_high)
